@@ -1,0 +1,51 @@
+# Everyday commands. `make lab` and `make test` are the two the README promises.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+PYTHON ?= python3
+
+.PHONY: help venv tools image lab lab-down lint unit molecule lab-test test clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.stamp: requirements.txt app/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-build-isolation -e app
+	touch $@
+
+venv: $(VENV)/.stamp ## the controller's virtualenv (Ansible, Molecule, linters, the agenda package)
+
+tools: ## Docker engine (started if needed), Vagrant, debootstrap
+	lab/ensure-tools.sh
+
+image: tools ## the lab's base image (rebuilt only when its recipe changes)
+	lab/build-image.sh
+
+lab: venv ## bring up the container lab with Vagrant and provision it with site.yml
+	lab/up.sh
+
+lab-down: ## remove the lab's machines, network and addresses
+	lab/down.sh
+
+lint: venv ## ruff, yamllint, ansible-lint (production profile)
+	ruff check app tests lab inventories molecule
+	yamllint --strict .
+	ansible-lint --profile production
+
+unit: venv ## unit tests: no network, no containers
+	pytest -q tests/unit
+
+molecule: venv image ## the Molecule scenarios (deploy, idempotence, verify)
+	AGENDA_IMAGE=$$(lab/build-image.sh) molecule test --all
+
+lab-test: venv tools ## the Vagrant lab from nothing: up, up again (changed=0), checks, down
+	pytest -q tests/lab
+
+test: lint unit molecule lab-test ## everything CI runs
+
+clean: lab-down ## remove the lab and the local caches (not the deployment CAs)
+	rm -rf .cache

@@ -1,0 +1,277 @@
+"""HTTP client for service-to-service calls: timeouts, bounded retries, replica failover, mTLS.
+
+Agenda services call replicated peers (several DB nodes, several user-service instances). A call must
+never hang (every request has a timeout), must survive one replica being down (on a connection error
+the client moves to the next base URL and remembers the one that answered), and must not duplicate
+side effects: a request is only re-sent when repeating it is harmless.
+
+Retry rules:
+- Idempotent requests (GET, HEAD, PUT, DELETE, OPTIONS by default, or `idempotent=True`) are retried
+  on transport errors and on 502/503/504, up to `retries` times, with capped exponential backoff and
+  full jitter, or the server's Retry-After (capped) when it sends one.
+- A non-idempotent request (POST by default) is re-sent only when the failure proves it never left
+  this machine: connection refused, connect timeout, name resolution or TLS handshake failure. A
+  read timeout or a 503 leaves its outcome unknown, so it is returned (or raised) as is.
+- Other 4xx/5xx responses are never retried; they are returned, or raised as `HttpError` when the
+  caller passes `raise_for_status=True`.
+- When retries are exhausted, `Unavailable` is raised with the last cause chained.
+
+An X-Request-ID header is added from `agenda.common.logs` when a request id is bound, so logs of
+every service touched by one user request share an id.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import requests
+import urllib3.exceptions
+
+from agenda.common.logs import current_request_id
+
+__all__ = ["DEFAULT_IDEMPOTENT", "RETRY_STATUSES", "HttpClient", "HttpError", "Unavailable"]
+
+DEFAULT_IDEMPOTENT: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+RETRY_STATUSES: Final = frozenset({502, 503, 504})
+
+TimeoutSpec = float | tuple[float, float]  # seconds, or (connect, read)
+
+
+class HttpError(Exception):
+    """A response with status >= 400, raised only when the caller asked for `raise_for_status`.
+
+    `problem` is the decoded JSON body (RFC 9457 problem details from Agenda services) or None.
+    """
+
+    def __init__(self, method: str, url: str, response: requests.Response) -> None:
+        self.method = method
+        self.url = url
+        self.response = response
+        self.status = response.status_code
+        self.problem = _json_or_none(response)
+        detail = self.problem.get("detail") if isinstance(self.problem, dict) else None
+        reason = f"{self.status} {response.reason or ''}".strip()
+        super().__init__(f"{method} {url} -> {reason}" + (f": {detail}" if detail else ""))
+
+
+class Unavailable(Exception):  # noqa: N818 - reads as the condition callers handle ("service unavailable")
+    """No replica produced a usable answer; the last cause is chained as __cause__.
+
+    `last_response` is the final 502/503/504 response when the last failure was one, else None.
+    """
+
+    def __init__(
+        self, message: str, *, attempts: int, last_response: requests.Response | None = None
+    ) -> None:
+        self.attempts = attempts
+        self.last_response = last_response
+        super().__init__(message)
+
+
+def _json_or_none(response: requests.Response) -> Any:
+    content_type = response.headers.get("Content-Type", "")
+    if "json" not in content_type:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the request provably never reached the server, so even a POST may be re-sent."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout | requests.exceptions.SSLError):
+        return True
+    if isinstance(exc, requests.exceptions.ConnectionError) and exc.args:
+        reason = exc.args[0]
+        if isinstance(reason, urllib3.exceptions.MaxRetryError):
+            reason = reason.reason
+        return isinstance(reason, urllib3.exceptions.NewConnectionError)
+    return False
+
+
+def _normalise_base_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"base URL must be http(s)://host[:port][/prefix], got {url!r}")
+    return url.rstrip("/")
+
+
+class HttpClient:
+    """Client for one replicated service; thread-safe, one connection pool per instance."""
+
+    def __init__(
+        self,
+        base_urls: Sequence[str],
+        *,
+        timeout: TimeoutSpec = (3.05, 10.0),
+        retries: int = 2,
+        backoff: float = 0.1,
+        backoff_cap: float = 2.0,
+        retry_after_cap: float = 10.0,
+        verify: bool | str = True,
+        cert: tuple[str, str] | None = None,
+        session: requests.Session | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if isinstance(base_urls, str):
+            raise TypeError("base_urls must be a list of URLs, not a single string")
+        if not base_urls:
+            raise ValueError("base_urls must not be empty")
+        if retries < 0 or backoff < 0 or backoff_cap < 0 or retry_after_cap < 0:
+            raise ValueError("retries, backoff and caps must be >= 0")
+        self.base_urls: tuple[str, ...] = tuple(_normalise_base_url(url) for url in base_urls)
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.backoff_cap = backoff_cap
+        self.retry_after_cap = retry_after_cap
+        self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not crypto
+        self._sleep = sleep
+        self._session = session if session is not None else requests.Session()
+        # Cluster-internal calls must never be routed through a proxy or a CA bundle from the environment.
+        self._session.trust_env = False
+        self._session.verify = verify
+        self._session.cert = cert
+        self._lock = threading.Lock()
+        self._active = 0
+
+    @property
+    def active_url(self) -> str:
+        """The base URL the next request starts with: the last one that answered."""
+        with self._lock:
+            return self.base_urls[self._active]
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("PUT", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("DELETE", path, **kwargs)
+
+    def _backoff_delay(self, sleeps_so_far: int) -> float:
+        ceiling = min(self.backoff_cap, self.backoff * (2**sleeps_so_far))
+        return self._rng.uniform(0.0, ceiling)
+
+    def _retry_after(self, response: requests.Response) -> float | None:
+        value = response.headers.get("Retry-After")
+        if value is None:
+            return None
+        value = value.strip()
+        seconds: float | None
+        if value.isdigit():
+            seconds = float(value)
+        else:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                return None
+            seconds = when.timestamp() - time.time()
+        if not math.isfinite(seconds):
+            return None
+        # A server asking for an hour must not stall a user request for an hour.
+        return min(max(seconds, 0.0), self.retry_after_cap)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+        raise_for_status: bool = False,
+        timeout: TimeoutSpec | None = None,
+    ) -> requests.Response:
+        """Send `method path` to the active replica, failing over and retrying per the module rules."""
+        if not path.startswith("/"):
+            raise ValueError(f"path must start with '/', got {path!r}")
+        method = method.upper()
+        if idempotent is None:
+            idempotent = method in DEFAULT_IDEMPOTENT
+        send_headers = dict(headers or {})
+        request_id = current_request_id()
+        if request_id is not None and not any(name.lower() == "x-request-id" for name in send_headers):
+            send_headers["X-Request-ID"] = request_id
+
+        with self._lock:
+            index = self._active
+        tried: set[int] = set()
+        sleeps = 0
+        last_exc: BaseException | None = None
+        last_response: requests.Response | None = None
+        attempts = 0
+        for attempt in range(self.retries + 1):
+            if attempt and index in tried:
+                # Failing over to a replica not yet tried in this call needs no pause; going back to
+                # one that already failed does: the server's Retry-After if it sent one, else backoff.
+                delay = self._retry_after(last_response) if last_response is not None else None
+                self._sleep(delay if delay is not None else self._backoff_delay(sleeps))
+                sleeps += 1
+            url = self.base_urls[index] + path
+            tried.add(index)
+            attempts += 1
+            last_response = None
+            try:
+                response = self._session.request(
+                    method,
+                    url,
+                    json=json,
+                    params=params,
+                    headers=send_headers,
+                    timeout=timeout if timeout is not None else self.timeout,
+                )
+            except (
+                requests.exceptions.ConnectionError,
+                requests.exceptions.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as exc:
+                last_exc = exc
+                if not (idempotent or _never_sent(exc)):
+                    raise Unavailable(
+                        f"{method} {url} failed after it was sent; outcome unknown: {exc}", attempts=attempts
+                    ) from exc
+                index = (index + 1) % len(self.base_urls)
+                continue
+
+            if response.status_code in RETRY_STATUSES and idempotent:
+                last_exc = HttpError(method, url, response)
+                last_response = response
+                response.close()  # return the connection to the pool before the next attempt
+                index = (index + 1) % len(self.base_urls)
+                continue
+
+            with self._lock:
+                self._active = index
+            if raise_for_status and response.status_code >= 400:
+                raise HttpError(method, url, response)
+            return response
+
+        raise Unavailable(
+            f"{method} {path}: no replica answered after {attempts} attempt(s): {last_exc}",
+            attempts=attempts,
+            last_response=last_response,
+        ) from last_exc

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# `make lab`: bring the whole lab up with Vagrant's docker provider and provision it with
+# site.yml; run again, it re-provisions (and should report changed=0). Ends with what a user
+# needs to reach the system.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+
+lab/ensure-tools.sh
+python3 lab/check_subnet.py
+LAB_IMAGE=$(lab/build-image.sh)
+export LAB_IMAGE
+
+mkdir -p .cache
+log=.cache/lab-up.log
+start=$(date +%s)
+set +e
+vagrant up --provider=docker --no-parallel --provision 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+elapsed=$(( $(date +%s) - start ))
+
+# The play recap, summed over hosts (Vagrant colours Ansible's output; strip that first).
+read -r changed failed unreachable < <(sed 's/\x1b\[[0-9;]*m//g' "$log" | awk '
+  /PLAY RECAP/ {c=0; f=0; u=0; seen=1; next}
+  seen && / : ok=/ { for (i=1;i<=NF;i++) { split($i,kv,"="); if (kv[1]=="changed") c+=kv[2];
+                       if (kv[1]=="failed") f+=kv[2]; if (kv[1]=="unreachable") u+=kv[2] } }
+  END { print c+0, f+0, u+0 }')
+if [ "$status" -ne 0 ] || [ "$failed" -ne 0 ] || [ "$unreachable" -ne 0 ]; then
+  echo "lab: vagrant up failed (exit $status, failed=$failed, unreachable=$unreachable); log: $log" >&2
+  exit 1
+fi
+
+inventory=$(python3 inventories/lab/hosts.py --list)
+vip=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["all"]["vars"]["agenda_vip"])' <<<"$inventory")
+hosts=$(python3 -c 'import json,sys; h=json.load(sys.stdin)["_meta"]["hostvars"]; print("  ".join(n + " " + v["agenda_host_ip"] for n, v in sorted(h.items())))' <<<"$inventory")
+cat <<MSG
+
+Agenda Distribuida lab is up (${elapsed}s; provisioning changed=${changed} failed=0 unreachable=0).
+  machines:  ${hosts}
+  VIP:       https://${vip}/
+  CA:        $PWD/inventories/lab/.pki/ca.crt
+Try:
+  curl --cacert inventories/lab/.pki/ca.crt https://${vip}/v1/health
+  vagrant ssh agenda1
+  ansible agenda -m ansible.builtin.ping
+  ansible-playbook site.yml            # re-provision (or: make lab)
+Services that listen on the VIP (gateway, users, groups, DB) are added by their own roles; today
+the lab deploys the base system, the PKI and the agenda package.
+MAKE_LAB_CHANGED=${changed}
+MSG

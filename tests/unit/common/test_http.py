@@ -1,0 +1,293 @@
+"""HttpClient against real local HTTP servers: retries, failover, idempotency, Retry-After."""
+
+import http.server
+import json
+import random
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+import requests
+
+from agenda.common.http import HttpClient, HttpError, Unavailable
+from agenda.common.logs import bind_request_id
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: dict = field(default_factory=lambda: {"ok": True})
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class ScriptedServer:
+    """Answers with the scripted replies in order, then 200 forever; records every request."""
+
+    def __init__(self) -> None:
+        self.script: list[Reply] = []
+        self.seen: list[Seen] = []
+        self._lock = threading.Lock()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with owner._lock:
+                    owner.seen.append(Seen(self.command, self.path, dict(self.headers), body))
+                    reply = owner.script.pop(0) if owner.script else Reply()
+                payload = json.dumps(reply.body).encode()
+                self.send_response(reply.status)
+                self.send_header("Content-Type", reply.content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _handle  # noqa: N815
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+
+    def __enter__(self) -> "ScriptedServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+class RecordingSleep:
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+class TopOfRange:
+    """Stands in for random.Random: full jitter always picks the ceiling, making backoff predictable."""
+
+    def uniform(self, low: float, high: float) -> float:
+        return high
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    with ScriptedServer() as running:
+        yield running
+
+
+@pytest.fixture
+def dead_url() -> str:
+    """A port nobody listens on: bound by us to get it, then released."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def sleep() -> RecordingSleep:
+    return RecordingSleep()
+
+
+def make_client(urls: list[str], sleep: RecordingSleep, **kwargs: object) -> HttpClient:
+    options: dict = {"timeout": (2.0, 5.0), "retries": 3, "backoff": 0.1, "sleep": sleep, "rng": TopOfRange()}
+    options.update(kwargs)
+    return HttpClient(urls, **options)
+
+
+def test_get_retries_503_then_succeeds(server: ScriptedServer, sleep: RecordingSleep) -> None:
+    server.script = [Reply(503), Reply(503), Reply(200, {"n": 3})]
+    response = make_client([server.url], sleep).get("/things", params={"q": "x"})
+    assert response.status_code == 200
+    assert response.json() == {"n": 3}
+    assert [seen.path for seen in server.seen] == ["/things?q=x"] * 3
+    assert sleep.calls == [0.1, 0.2]  # exponential backoff, jitter at its ceiling
+
+
+def test_backoff_is_capped_and_jittered(server: ScriptedServer, sleep: RecordingSleep) -> None:
+    server.script = [Reply(502)] * 4
+    make_client([server.url], sleep, retries=4, backoff=1.0, backoff_cap=3.0).get("/")
+    assert sleep.calls == [1.0, 2.0, 3.0, 3.0]
+
+    jittered = RecordingSleep()
+    seeded = random.Random(7)  # noqa: S311 - jitter needs no cryptographic randomness
+    server.script = [Reply(504)] * 5
+    make_client([server.url], jittered, retries=5, backoff=1.0, backoff_cap=3.0, rng=seeded).get("/")
+    ceilings = [1.0, 2.0, 3.0, 3.0, 3.0]
+    assert all(0.0 <= slept <= ceiling for slept, ceiling in zip(jittered.calls, ceilings, strict=True))
+    assert jittered.calls != ceilings  # full jitter really varies the pause
+
+
+def test_retry_after_is_honoured_and_capped(server: ScriptedServer, sleep: RecordingSleep) -> None:
+    server.script = [
+        Reply(503, headers={"Retry-After": "2"}),
+        Reply(503, headers={"Retry-After": "3600"}),
+        Reply(200),
+    ]
+    response = make_client([server.url], sleep, retry_after_cap=5.0).get("/")
+    assert response.status_code == 200
+    assert sleep.calls == [2.0, 5.0]
+
+
+def test_post_is_not_retried_on_503(server: ScriptedServer, sleep: RecordingSleep) -> None:
+    server.script = [Reply(503, {"title": "Service Unavailable", "status": 503})]
+    response = make_client([server.url], sleep).post("/events", json={"title": "t"})
+    assert response.status_code == 503
+    assert len(server.seen) == 1
+    assert json.loads(server.seen[0].body) == {"title": "t"}
+    assert sleep.calls == []
+
+
+def test_post_marked_idempotent_is_retried(server: ScriptedServer, sleep: RecordingSleep) -> None:
+    server.script = [Reply(503), Reply(201)]
+    response = make_client([server.url], sleep).post("/events", json={}, idempotent=True)
+    assert response.status_code == 201
+    assert len(server.seen) == 2
+
+
+def test_other_errors_are_never_retried(server: ScriptedServer, sleep: RecordingSleep) -> None:
+    server.script = [Reply(500), Reply(404), Reply(429)]
+    client = make_client([server.url], sleep)
+    assert [client.get("/").status_code for _ in range(3)] == [500, 404, 429]
+    assert len(server.seen) == 3
+    assert sleep.calls == []
+
+
+def test_raise_for_status_carries_problem_body(server: ScriptedServer, sleep: RecordingSleep) -> None:
+    problem = {"type": "about:blank", "title": "Conflict", "status": 409, "detail": "slot taken"}
+    server.script = [Reply(409, problem, content_type="application/problem+json")]
+    with pytest.raises(HttpError) as info:
+        make_client([server.url], sleep).put("/events/1", json={}, raise_for_status=True)
+    assert info.value.status == 409
+    assert info.value.problem == problem
+    assert "slot taken" in str(info.value)
+    assert len(server.seen) == 1
+
+
+def test_failover_to_next_url_and_stickiness(
+    server: ScriptedServer, dead_url: str, sleep: RecordingSleep
+) -> None:
+    client = make_client([dead_url, server.url], sleep)
+    assert client.get("/a").status_code == 200
+    assert client.active_url == server.url
+    assert client.get("/b").status_code == 200
+    assert [seen.path for seen in server.seen] == ["/a", "/b"]
+    assert sleep.calls == []  # moving to an untried replica needs no pause
+
+
+def test_sticky_url_is_tried_first(server: ScriptedServer, dead_url: str, sleep: RecordingSleep) -> None:
+    class RecordingSession(requests.Session):
+        def __init__(self) -> None:
+            super().__init__()
+            self.urls: list[str] = []
+
+        def request(self, method: str, url: str, **kwargs: object) -> requests.Response:  # type: ignore[override]
+            self.urls.append(url)
+            return super().request(method, url, **kwargs)
+
+    session = RecordingSession()
+    client = make_client([dead_url, server.url], sleep, session=session)
+    client.get("/1")
+    client.get("/2")
+    assert session.urls == [f"{dead_url}/1", f"{server.url}/1", f"{server.url}/2"]
+
+
+def test_post_fails_over_when_connection_was_refused(
+    server: ScriptedServer, dead_url: str, sleep: RecordingSleep
+) -> None:
+    response = make_client([dead_url, server.url], sleep).post("/events", json={"a": 1})
+    assert response.status_code == 200
+    assert [seen.method for seen in server.seen] == ["POST"]
+
+
+def test_all_replicas_down_raises_unavailable_with_cause(dead_url: str, sleep: RecordingSleep) -> None:
+    client = make_client([dead_url, dead_url + "/"], sleep, retries=2)
+    with pytest.raises(Unavailable) as info:
+        client.get("/x")
+    assert info.value.attempts == 3
+    assert isinstance(info.value.__cause__, requests.exceptions.ConnectionError)
+    assert sleep.calls == [0.1]  # the second replica was untried, the third attempt revisits one
+
+
+def test_exhausted_503_raises_unavailable_with_last_response(
+    server: ScriptedServer, sleep: RecordingSleep
+) -> None:
+    server.script = [Reply(503)] * 3
+    with pytest.raises(Unavailable) as info:
+        make_client([server.url], sleep, retries=2).delete("/e/1")
+    assert info.value.last_response is not None
+    assert info.value.last_response.status_code == 503
+    assert isinstance(info.value.__cause__, HttpError)
+    assert info.value.__cause__.status == 503
+    assert len(server.seen) == 3
+
+
+def test_post_read_timeout_is_not_retried(sleep: RecordingSleep) -> None:
+    # The kernel completes the connection from the listen backlog, but nobody ever answers.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        client = make_client([url], sleep, timeout=(2.0, 0.2))
+        with pytest.raises(Unavailable, match="outcome unknown") as info:
+            client.post("/events", json={})
+    assert info.value.attempts == 1
+    assert isinstance(info.value.__cause__, requests.exceptions.ReadTimeout)
+    assert sleep.calls == []
+
+
+def test_request_id_is_propagated(server: ScriptedServer, sleep: RecordingSleep) -> None:
+    client = make_client([server.url], sleep)
+    client.get("/none")
+    with bind_request_id("req-99"):
+        client.get("/bound")
+        client.get("/explicit", headers={"x-request-id": "caller-chose"})
+    seen = {entry.path: entry.headers for entry in server.seen}
+    assert "X-Request-ID" not in seen["/none"]
+    assert seen["/bound"]["X-Request-ID"] == "req-99"
+    assert seen["/explicit"]["x-request-id"] == "caller-chose"
+
+
+def test_base_url_prefix_is_kept(server: ScriptedServer, sleep: RecordingSleep) -> None:
+    make_client([server.url + "/api/"], sleep).get("/v1/ping")
+    assert server.seen[0].path == "/api/v1/ping"
+
+
+@pytest.mark.parametrize(
+    ("urls", "message"),
+    [([], "must not be empty"), (["ftp://x"], "http"), (["127.0.0.1:80"], "http")],
+)
+def test_bad_construction_is_refused(urls: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        HttpClient(urls)
+
+
+def test_single_string_is_refused() -> None:
+    with pytest.raises(TypeError, match="list of URLs"):
+        HttpClient("http://127.0.0.1:1")  # type: ignore[arg-type]
+
+
+def test_relative_path_is_refused(sleep: RecordingSleep) -> None:
+    with pytest.raises(ValueError, match="must start with '/'"):
+        make_client(["http://127.0.0.1:1"], sleep).get("x")
