@@ -8,6 +8,18 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 lab/ensure-tools.sh
 python3 lab/check_subnet.py
+
+# Lab containers this checkout's Vagrant does not know (another checkout's lab, or an interrupted
+# run) hold the machines' names and addresses: say so instead of failing inside Vagrant.
+known=$(cat .vagrant/machines/*/docker/id 2>/dev/null || true)
+orphans=()
+for id in $(docker ps -aq --no-trunc --filter label=agenda-lab=1); do
+  grep -qx "$id" <<<"$known" || orphans+=("$(docker inspect --format '{{.Name}}' "$id" | tr -d /)")
+done
+if [ ${#orphans[@]} -gt 0 ]; then
+  echo "lab: containers of another lab exist (${orphans[*]}); run 'make lab-down' (it removes them) and try again" >&2
+  exit 1
+fi
 LAB_IMAGE=$(lab/build-image.sh)
 export LAB_IMAGE
 
