@@ -11,7 +11,7 @@ python3 lab/check_subnet.py
 
 # Lab containers this checkout's Vagrant does not know (another checkout's lab, or an interrupted
 # run) hold the machines' names and addresses: say so instead of failing inside Vagrant.
-known=$(cat .vagrant/machines/*/docker/id 2>/dev/null || true)
+known=$(for f in .vagrant/machines/*/docker/id; do [ -e "$f" ] && { cat "$f"; echo; }; done)
 orphans=()
 for id in $(docker ps -aq --no-trunc --filter label=agenda-lab=1); do
   grep -qx "$id" <<<"$known" || orphans+=("$(docker inspect --format '{{.Name}}' "$id" | tr -d /)")

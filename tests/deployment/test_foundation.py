@@ -15,7 +15,9 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 INVENTORY = os.environ.get("AGENDA_INVENTORY") or os.environ["MOLECULE_INVENTORY_FILE"]
-testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("agenda")
+# Explicit ansible:// specs: a bare host name would get testinfra's default (paramiko) backend.
+HOSTS = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("agenda")
+testinfra_hosts = [f"ansible://{name}?ansible_inventory={INVENTORY}" for name in HOSTS]
 
 PKI = "/etc/agenda/pki"
 
@@ -86,8 +88,8 @@ def test_host_certificate_is_signed_by_the_ca_and_valid_for_host_ip_and_vip(host
 
 def test_every_host_shares_one_ca(host):
     ca_pem = host.file(f"{PKI}/ca.crt").content
-    for other in testinfra_hosts:
-        peer = testinfra.get_host(other, ansible_inventory=INVENTORY, connection="ansible")
+    for spec in testinfra_hosts:
+        peer = testinfra.get_host(spec)
         assert peer.file(f"{PKI}/ca.crt").content == ca_pem
 
 
