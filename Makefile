@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 PYTHON ?= python3
 
-.PHONY: help venv tools image lab lab-down lint unit molecule lab-test test clean
+.PHONY: help venv tools image lab lab-down lint unit integration molecule lab-test test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,13 +39,16 @@ lint: venv ## ruff, yamllint, ansible-lint (production profile)
 unit: venv ## unit tests: no network, no containers
 	pytest -q tests/unit
 
+integration: venv ## integration tests: real processes on loopback (five-node DB cluster)
+	pytest -q tests/integration
+
 molecule: venv image ## the Molecule scenarios (deploy, idempotence, verify)
 	AGENDA_IMAGE=$$(lab/build-image.sh) molecule test --all
 
 lab-test: venv tools ## the Vagrant lab from nothing: up, up again (changed=0), checks, down
 	pytest -q tests/lab
 
-test: lint unit molecule lab-test ## everything CI runs
+test: lint unit integration molecule lab-test ## everything CI runs
 
 clean: lab-down ## remove the lab and the local caches (not the deployment CAs)
 	rm -rf .cache

@@ -1,0 +1,679 @@
+"""HTTP API of a DB member (Flask): key-value, txn, leases, watch, cluster status, health and metrics.
+
+Routing rule: writes and linearizable reads must be served by the leader. A follower validates the
+request locally (so malformed requests get their 4xx from whichever member received them), then either
+forwards it to the leader's API (default) or, with ``?redirect=true``, answers ``307`` with ``Location``.
+A request that was already forwarded once is never forwarded again (``X-Agenda-Forwarded``), so two
+members with different opinions about the leader cannot bounce a request between them. Without a known
+leader the answer is ``503`` with ``Retry-After``; every wait (proposal, read barrier, forwarding, watch)
+is bounded.
+
+Linearizable reads on the leader use a read barrier: a no-op is committed through the Raft log and
+applied before the local state is read, so a deposed or partitioned leader (which cannot commit) cannot
+answer. ``consistency=stale`` reads the member's local state without any of that.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Protocol
+from urllib.parse import quote
+
+import flask
+from werkzeug.routing import BaseConverter
+
+from agenda.common.config import parse_bool
+from agenda.common.errors import (
+    Problem,
+    bad_request,
+    conflict,
+    install_error_handlers,
+    json_body,
+    not_found,
+    problem_response,
+    problem_type,
+    unavailable,
+)
+from agenda.common.http import HttpClient, Unavailable
+from agenda.common.logs import bind_request_id, new_request_id, sanitize_request_id
+from agenda.db.node import LeaderUnknown, NodeError, NotLeader, OutcomeUnknown, Peer, Status
+from agenda.db.state import (
+    Compacted,
+    InvalidArgument,
+    KVStateMachine,
+    LeaseExists,
+    LeaseNotFound,
+    StateMachineError,
+    delete_command,
+    lease_grant_command,
+    lease_keepalive_command,
+    lease_revoke_command,
+    put_command,
+    txn_command,
+    validate_key,
+)
+
+__all__ = [
+    "FORWARDED_HEADER",
+    "Backend",
+    "Forwarder",
+    "create_app",
+    "parse_consistency",
+    "parse_int_arg",
+    "problem_for_error",
+    "problem_for_result",
+]
+
+FORWARDED_HEADER: Final = "X-Agenda-Forwarded"
+NODE_HEADER: Final = "X-Agenda-Node"
+REVISION_HEADER: Final = "X-Agenda-Revision"
+MAX_BODY_BYTES: Final = 4 * 1024 * 1024
+MAX_WATCH_TIMEOUT: Final = 60.0
+DEFAULT_WATCH_TIMEOUT: Final = 30.0
+RETRY_AFTER: Final = 1
+ANY_JSON: Final = (str, int, float, bool, list, dict, type(None))
+_EMPTY: Final = KVStateMachine(history_limit=1)  # never mutated: used to validate range arguments
+
+
+class Backend(Protocol):
+    """What the API needs from a member (``agenda.db.node.Node``; tests substitute fakes)."""
+
+    self_peer: Peer
+    members: tuple[Peer, ...]
+    proposal_timeout: float
+    counters: dict[str, int]
+
+    @property
+    def status(self) -> Status: ...
+
+    @property
+    def journal_syncs(self) -> int: ...
+
+    def is_leader(self) -> bool: ...
+
+    def leader(self) -> Peer | None: ...
+
+    def healthy(self) -> bool: ...
+
+    def read(self, fn: Callable[[KVStateMachine], Any]) -> Any: ...
+
+    def wait_changed(self, predicate: Callable[[KVStateMachine], Any], timeout: float) -> Any: ...
+
+    def propose(self, command: dict[str, Any], timeout: float | None = None) -> dict[str, Any]: ...
+
+    def read_barrier(self, timeout: float | None = None) -> None: ...
+
+    def new_lease_id(self) -> int: ...
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pure helpers (unit-tested)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def parse_consistency(args: Mapping[str, str]) -> str:
+    """``consistency`` query parameter: ``linearizable`` (default) or ``stale``."""
+    value = args.get("consistency", "linearizable")
+    if value not in ("linearizable", "stale"):
+        raise bad_request("consistency must be 'linearizable' or 'stale'", field="consistency")
+    return value
+
+
+def parse_int_arg(args: Mapping[str, str], name: str, *, minimum: int = 0) -> int | None:
+    """An optional non-negative integer query parameter; 400 naming it otherwise."""
+    raw = args.get(name)
+    if raw is None:
+        return None
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        raise bad_request(f"{name} must be an integer >= {minimum}", field=name)
+    value = int(text)
+    if value < minimum:
+        raise bad_request(f"{name} must be an integer >= {minimum}", field=name)
+    return value
+
+
+def parse_float_arg(args: Mapping[str, str], name: str, *, default: float, maximum: float) -> float:
+    """An optional float query parameter in [0, maximum]; 400 naming it otherwise."""
+    raw = args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise bad_request(f"{name} must be a number of seconds", field=name) from None
+    if not 0 <= value <= maximum:  # also rejects NaN
+        raise bad_request(f"{name} must be between 0 and {maximum:g} seconds", field=name)
+    return value
+
+
+def check_args(args: Mapping[str, str], allowed: set[str]) -> None:
+    """Reject unknown query parameters: a misspelt ``consistency`` must not silently mean the default."""
+    unknown = sorted(set(args) - allowed - {"redirect"})
+    if unknown:
+        raise bad_request(f"unknown query parameter(s): {', '.join(unknown)}", field=unknown[0])
+
+
+def problem_for_error(exc: Exception) -> Problem:
+    """Map state-machine and node errors to problem details."""
+    if isinstance(exc, InvalidArgument):
+        return bad_request(str(exc), field=exc.field, type=problem_type("invalid-argument"))
+    if isinstance(exc, Compacted):
+        return Problem(
+            410,
+            detail=str(exc),
+            type=problem_type("compacted"),
+            extras={"oldest_available": exc.oldest_available, "compact_revision": exc.compact_revision},
+        )
+    if isinstance(exc, LeaseNotFound):
+        return not_found(str(exc), type=problem_type("lease-not-found"), lease=exc.lease_id)
+    if isinstance(exc, LeaseExists):
+        return conflict(str(exc), field="id", type=problem_type("lease-exists"), lease=exc.lease_id)
+    if isinstance(exc, OutcomeUnknown):
+        return unavailable(RETRY_AFTER, str(exc), type=problem_type("outcome-unknown"), outcome="unknown")
+    if isinstance(exc, (LeaderUnknown, NotLeader)):
+        return unavailable(RETRY_AFTER, str(exc), type=problem_type("no-leader"))
+    if isinstance(exc, NodeError):
+        return unavailable(RETRY_AFTER, str(exc), type=problem_type("proposal-failed"))
+    if isinstance(exc, StateMachineError):
+        return bad_request(str(exc), type=problem_type(exc.code.replace("_", "-")))
+    raise TypeError(f"not a DB error: {exc!r}")
+
+
+def problem_for_result(result: Mapping[str, Any], *, lease_in_body: bool = True) -> Problem | None:
+    """None for a successful state-machine result, else the problem to answer with.
+
+    A missing lease referenced from a request body (put/txn) is a client error about that field (400);
+    a missing lease addressed by URL (keepalive/revoke) is a 404.
+    """
+    if result.get("ok", False):
+        return None
+    code = result.get("error")
+    revision = result.get("revision")
+    if code == "conflict":
+        return conflict(
+            f"key {result.get('key')!r} has mod_revision {result.get('mod_revision')}",
+            field="prev_revision",
+            type=problem_type("revision-mismatch"),
+            key=result.get("key"),
+            mod_revision=result.get("mod_revision"),
+            revision=revision,
+        )
+    if code == "lease_not_found":
+        if lease_in_body:
+            return bad_request(
+                str(result.get("message", "lease not found")),
+                field="lease",
+                type=problem_type("lease-not-found"),
+                lease=result.get("lease"),
+            )
+        return not_found(
+            str(result.get("message", "lease not found")),
+            type=problem_type("lease-not-found"),
+            lease=result.get("lease"),
+        )
+    if code == "lease_exists":
+        return conflict(
+            str(result.get("message", "lease exists")), field="id", type=problem_type("lease-exists")
+        )
+    if code == "invalid_argument":
+        return bad_request(
+            str(result.get("message", "invalid argument")),
+            field=result.get("field"),
+            type=problem_type("invalid-argument"),
+        )
+    return Problem(500, detail=f"state machine refused the command: {code}")
+
+
+def _raise_for_result(result: Mapping[str, Any], *, lease_in_body: bool = True) -> None:
+    problem = problem_for_result(result, lease_in_body=lease_in_body)
+    if problem is not None:
+        raise problem
+
+
+def _lease_id_arg(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        raise bad_request("lease id must be a positive integer", field="id")
+    return int(text)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Forwarding
+# ----------------------------------------------------------------------------------------------------------
+
+
+class Forwarder:
+    """HTTP clients towards members' APIs (one per member, created lazily, never retrying by itself)."""
+
+    def __init__(
+        self,
+        scheme: str,
+        timeout: tuple[float, float],
+        verify: bool | str = True,
+        cert: tuple[str, str] | None = None,
+    ) -> None:
+        self.scheme = scheme
+        self.timeout = timeout
+        self.verify = verify
+        self.cert = cert
+        self._clients: dict[str, HttpClient] = {}
+        self._lock = threading.Lock()
+
+    def base_url(self, peer: Peer) -> str:
+        return f"{self.scheme}://{peer.api_addr}"
+
+    def client(self, peer: Peer) -> HttpClient:
+        with self._lock:
+            client = self._clients.get(peer.api_addr)
+            if client is None:
+                client = HttpClient(
+                    [self.base_url(peer)],
+                    timeout=self.timeout,
+                    retries=0,
+                    verify=self.verify,
+                    cert=self.cert,
+                )
+                self._clients[peer.api_addr] = client
+            return client
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+
+_HOP_HEADERS: Final = ("Content-Type", "Retry-After", "Location", REVISION_HEADER, NODE_HEADER)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Application
+# ----------------------------------------------------------------------------------------------------------
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: Counter[tuple[str, str, int]] = Counter()
+        self.forwarded = 0
+        self.redirected = 0
+
+
+class KeyConverter(BaseConverter):
+    """Like ``path`` but also matches a leading slash, so ``/v1/kv//users/1`` names key ``/users/1``."""
+
+    regex = ".+"
+    part_isolating = False
+
+
+def create_app(node: Backend, forwarder: Forwarder | None = None) -> flask.Flask:
+    """The Flask application of one member."""
+    app = flask.Flask("agenda.db")
+    app.url_map.converters["key"] = KeyConverter
+    app.url_map.merge_slashes = False
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    install_error_handlers(app)
+    fwd = forwarder or Forwarder("http", (1.0, node.proposal_timeout + 2.0))
+    metrics = _Metrics()
+    app.extensions["agenda_db"] = {"node": node, "forwarder": fwd, "metrics": metrics}
+
+    def db_error(exc: StateMachineError | NodeError) -> flask.Response:
+        return problem_response(problem_for_error(exc))
+
+    app.register_error_handler(StateMachineError, db_error)
+    app.register_error_handler(NodeError, db_error)
+
+    @app.before_request
+    def _bind_request_id() -> None:
+        request_id = sanitize_request_id(flask.request.headers.get("X-Request-ID")) or new_request_id()
+        flask.g.request_id_binding = bind_request_id(request_id)
+        flask.g.request_id = request_id
+
+    @app.after_request
+    def _decorate(response: flask.Response) -> flask.Response:
+        response.headers.setdefault(NODE_HEADER, node.self_peer.node_id)
+        request_id = flask.g.get("request_id")
+        if request_id:
+            response.headers["X-Request-ID"] = request_id
+        rule = flask.request.url_rule.rule if flask.request.url_rule is not None else "unmatched"
+        with metrics.lock:
+            metrics.requests[(flask.request.method, rule, response.status_code)] += 1
+        return response
+
+    @app.teardown_request
+    def _unbind(_exc: BaseException | None) -> None:
+        binding = flask.g.pop("request_id_binding", None)
+        if binding is not None:
+            binding.reset()
+
+    # ------------------------------------------------------------------------------- routing helpers
+
+    def leader_route() -> flask.Response | None:
+        """None when this member must serve the request itself; else the forwarded/redirected answer."""
+        if node.is_leader():
+            return None
+        request = flask.request
+        redirect = _redirect_requested()
+        leader = node.leader()
+        if leader is None or leader.node_id == node.self_peer.node_id:
+            raise unavailable(RETRY_AFTER, "no leader is known right now", type=problem_type("no-leader"))
+        if request.headers.get(FORWARDED_HEADER):
+            raise unavailable(
+                RETRY_AFTER,
+                "not the leader (the request was already forwarded once)",
+                type=problem_type("no-leader"),
+            )
+        path = quote(request.path, safe="/")
+        params = [(k, v) for k, v in request.args.items(multi=True) if k != "redirect"]
+        if redirect:
+            query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in params)
+            location = fwd.base_url(leader) + path + (f"?{query}" if query else "")
+            with metrics.lock:
+                metrics.redirected += 1
+            response = flask.Response(status=307)
+            response.headers["Location"] = location
+            return response
+        body = request.get_json(silent=True) if request.data else None
+        headers = {FORWARDED_HEADER: node.self_peer.node_id}
+        with metrics.lock:
+            metrics.forwarded += 1
+        try:
+            upstream = fwd.client(leader).request(
+                request.method, path, params=params, json=body, headers=headers
+            )
+        except Unavailable as exc:
+            outcome = "unknown" if request.method == "POST" else None
+            extras = {"outcome": outcome} if outcome else {}
+            raise unavailable(
+                RETRY_AFTER,
+                f"the leader {leader.node_id} did not answer: {exc}",
+                type=problem_type("leader-unreachable"),
+                **extras,
+            ) from None
+        response = flask.Response(upstream.content, status=upstream.status_code)
+        for name in _HOP_HEADERS:
+            if name in upstream.headers:
+                response.headers[name] = upstream.headers[name]
+        return response
+
+    def _redirect_requested() -> bool:
+        raw = flask.request.args.get("redirect")
+        if raw is None:
+            return False
+        try:
+            return parse_bool(raw)
+        except ValueError:
+            raise bad_request("redirect must be true or false", field="redirect") from None
+
+    def commit(command: dict[str, Any]) -> dict[str, Any]:
+        return node.propose(command)
+
+    def revision_response(payload: Any, revision: int, status: int = 200) -> flask.Response:
+        response = flask.jsonify(payload)
+        response.status_code = status
+        response.headers[REVISION_HEADER] = str(revision)
+        return response
+
+    # ------------------------------------------------------------------------------------- KV
+
+    @app.get("/v1/kv/<key:key>")
+    def get_key(key: str) -> Any:
+        args = flask.request.args
+        check_args(args, {"consistency"})
+        consistency = parse_consistency(args)
+        _redirect_requested()
+        validate_key(key)
+        if consistency == "linearizable":
+            routed = leader_route()
+            if routed is not None:
+                return routed
+            node.read_barrier()
+        kv, revision = node.read(lambda sm: (sm.get(key), sm.revision))
+        if kv is None:
+            raise not_found(
+                f"key {key!r} does not exist", type=problem_type("key-not-found"), revision=revision
+            )
+        return revision_response(kv, revision)
+
+    @app.get("/v1/kv")
+    def range_keys() -> Any:
+        args = flask.request.args
+        check_args(args, {"consistency", "prefix", "start", "limit"})
+        consistency = parse_consistency(args)
+        _redirect_requested()
+        prefix = args.get("prefix", "")
+        start = args.get("start")
+        limit = parse_int_arg(args, "limit")
+        _EMPTY.range(prefix, start, limit)  # validates (raises InvalidArgument -> 400) before any routing
+        if consistency == "linearizable":
+            routed = leader_route()
+            if routed is not None:
+                return routed
+            node.read_barrier()
+        items, more, revision = node.read(lambda sm: (*sm.range(prefix, start, limit), sm.revision))
+        return revision_response({"items": items, "revision": revision, "more": more}, revision)
+
+    @app.put("/v1/kv/<key:key>")
+    def put_key(key: str) -> Any:
+        check_args(flask.request.args, set())
+        _redirect_requested()
+        body = json_body({"value": ANY_JSON}, {"lease": int, "prev_revision": (int, type(None))})
+        command = put_command(
+            key, body["value"], lease=body.get("lease", 0), prev_revision=body.get("prev_revision")
+        )
+        routed = leader_route()
+        if routed is not None:
+            return routed
+        result = commit(command)
+        _raise_for_result(result)
+        payload = {
+            "revision": result["revision"],
+            "create_revision": result["create_revision"],
+            "version": result["version"],
+        }
+        return revision_response(payload, result["revision"])
+
+    @app.delete("/v1/kv/<key:key>")
+    def delete_key(key: str) -> Any:
+        args = flask.request.args
+        check_args(args, {"prev_revision"})
+        _redirect_requested()
+        command = delete_command(key, prev_revision=parse_int_arg(args, "prev_revision"))
+        routed = leader_route()
+        if routed is not None:
+            return routed
+        result = commit(command)
+        _raise_for_result(result)
+        if not result.get("deleted"):
+            raise not_found(
+                f"key {key!r} does not exist", type=problem_type("key-not-found"), revision=result["revision"]
+            )
+        return revision_response({"revision": result["revision"], "deleted": 1}, result["revision"])
+
+    @app.post("/v1/txn")
+    def txn() -> Any:
+        check_args(flask.request.args, set())
+        _redirect_requested()
+        body = json_body({}, {"compare": list, "success": list, "failure": list})
+        command = txn_command(body.get("compare", []), body.get("success", []), body.get("failure", []))
+        routed = leader_route()
+        if routed is not None:
+            return routed
+        result = commit(command)
+        _raise_for_result(result)
+        payload = {
+            "succeeded": result["succeeded"],
+            "results": result["results"],
+            "revision": result["revision"],
+        }
+        return revision_response(payload, result["revision"])
+
+    # ----------------------------------------------------------------------------------- leases
+
+    @app.post("/v1/leases")
+    def grant_lease() -> Any:
+        check_args(flask.request.args, set())
+        _redirect_requested()
+        body = json_body({"ttl": int}, {"id": int})
+        chosen = body.get("id")
+        lease_grant_command(chosen if chosen is not None else 1, body["ttl"], 0)  # validate eagerly
+        routed = leader_route()
+        if routed is not None:
+            return routed
+        for _ in range(3):
+            lease_id = chosen if chosen is not None else node.new_lease_id()
+            result = commit(lease_grant_command(lease_id, body["ttl"], time.time()))
+            if result.get("error") == "lease_exists" and chosen is None:
+                continue  # our random id collided: pick another
+            break
+        _raise_for_result(result)
+        payload = {"id": result["id"], "ttl": result["ttl"], "deadline": result["deadline"]}
+        return revision_response(payload, result["revision"], status=201)
+
+    @app.post("/v1/leases/<lease_id>/keepalive")
+    def keepalive_lease(lease_id: str) -> Any:
+        check_args(flask.request.args, set())
+        _redirect_requested()
+        command = lease_keepalive_command(_lease_id_arg(lease_id), time.time())
+        routed = leader_route()
+        if routed is not None:
+            return routed
+        # Recompute "now" on the leader: the proposer's clock is the one that counts.
+        command = lease_keepalive_command(command["id"], time.time())
+        result = commit(command)
+        _raise_for_result(result, lease_in_body=False)
+        payload = {"id": result["id"], "ttl": result["ttl"], "deadline": result["deadline"]}
+        return revision_response(payload, result["revision"])
+
+    @app.delete("/v1/leases/<lease_id>")
+    def revoke_lease(lease_id: str) -> Any:
+        check_args(flask.request.args, set())
+        _redirect_requested()
+        command = lease_revoke_command(_lease_id_arg(lease_id))
+        routed = leader_route()
+        if routed is not None:
+            return routed
+        result = commit(command)
+        _raise_for_result(result, lease_in_body=False)
+        payload = {"id": result["id"], "deleted": result["deleted"], "revision": result["revision"]}
+        return revision_response(payload, result["revision"])
+
+    # ------------------------------------------------------------------------------------ watch
+
+    @app.get("/v1/watch")
+    def watch() -> Any:
+        args = flask.request.args
+        check_args(args, {"prefix", "since", "timeout"})
+        prefix = args.get("prefix", "")
+        _EMPTY.range(prefix, None, None)  # validates the prefix
+        since = parse_int_arg(args, "since")
+        timeout = parse_float_arg(args, "timeout", default=DEFAULT_WATCH_TIMEOUT, maximum=MAX_WATCH_TIMEOUT)
+        if since is None:
+            since = node.read(lambda sm: sm.revision)
+        cursor = [since]
+
+        def probe(sm: KVStateMachine) -> tuple[list[dict[str, Any]], int] | None:
+            events = sm.events_since(cursor[0])  # Compacted -> 410 (only possible on the first probe)
+            cursor[0] = max(cursor[0], sm.revision)
+            matching = [event for event in events if event["kv"]["key"].startswith(prefix)]
+            return (matching, sm.revision) if matching else None
+
+        found = node.wait_changed(probe, timeout)
+        if found is None:
+            revision = node.read(lambda sm: max(sm.revision, since))
+            return revision_response({"events": [], "revision": revision}, revision)
+        events, revision = found
+        return revision_response({"events": events, "revision": revision}, revision)
+
+    # ---------------------------------------------------------------------------- cluster status
+
+    @app.get("/v1/cluster")
+    def cluster() -> Any:
+        status = node.status
+        leader = node.leader()
+        members = [
+            {
+                "id": peer.node_id,
+                "raft": peer.raft_addr,
+                "api": peer.api_addr,
+                "reachable": peer.node_id == node.self_peer.node_id or peer.raft_addr in status.connected,
+            }
+            for peer in node.members
+        ]
+        return flask.jsonify(
+            {
+                "id": node.self_peer.node_id,
+                "leader": leader.node_id if leader is not None else None,
+                "term": status.term,
+                "commit_index": status.commit_index,
+                "applied_index": status.applied_index,
+                "members": members,
+            }
+        )
+
+    @app.get("/v1/health")
+    def health() -> Any:
+        leader = node.leader()
+        body = {
+            "id": node.self_peer.node_id,
+            "leader": leader.node_id if leader is not None else None,
+            "quorum": node.status.has_quorum,
+        }
+        if node.healthy():
+            return flask.jsonify({"status": "ok", **body})
+        problem = unavailable(
+            RETRY_AFTER, "this member sees no leader with a quorum", type=problem_type("unhealthy"), **body
+        )
+        return problem_response(problem)
+
+    @app.get("/metrics")
+    def prometheus() -> Any:
+        status = node.status
+        keys, leases, revision = node.read(lambda sm: (len(sm), len(sm.leases()), sm.revision))
+        labels = f'node="{node.self_peer.node_id}"'
+        lines = [
+            "# TYPE agenda_db_is_leader gauge",
+            f"agenda_db_is_leader{{{labels}}} {int(node.is_leader())}",
+            "# TYPE agenda_db_healthy gauge",
+            f"agenda_db_healthy{{{labels}}} {int(node.healthy())}",
+            "# TYPE agenda_db_raft_term gauge",
+            f"agenda_db_raft_term{{{labels}}} {status.term}",
+            "# TYPE agenda_db_raft_commit_index gauge",
+            f"agenda_db_raft_commit_index{{{labels}}} {status.commit_index}",
+            "# TYPE agenda_db_raft_applied_index gauge",
+            f"agenda_db_raft_applied_index{{{labels}}} {status.applied_index}",
+            "# TYPE agenda_db_reachable_members gauge",
+            f"agenda_db_reachable_members{{{labels}}} {len(status.connected) + 1}",
+            "# TYPE agenda_db_revision gauge",
+            f"agenda_db_revision{{{labels}}} {revision}",
+            "# TYPE agenda_db_keys gauge",
+            f"agenda_db_keys{{{labels}}} {keys}",
+            "# TYPE agenda_db_leases gauge",
+            f"agenda_db_leases{{{labels}}} {leases}",
+            "# TYPE agenda_db_journal_fsyncs_total counter",
+            f"agenda_db_journal_fsyncs_total{{{labels}}} {node.journal_syncs}",
+        ]
+        for name, value in sorted(node.counters.items()):
+            lines.append(f"# TYPE agenda_db_{name}_total counter")
+            lines.append(f"agenda_db_{name}_total{{{labels}}} {value}")
+        with metrics.lock:
+            requests = sorted(metrics.requests.items())
+            forwarded, redirected = metrics.forwarded, metrics.redirected
+        lines.append("# TYPE agenda_db_forwarded_total counter")
+        lines.append(f"agenda_db_forwarded_total{{{labels}}} {forwarded}")
+        lines.append("# TYPE agenda_db_redirected_total counter")
+        lines.append(f"agenda_db_redirected_total{{{labels}}} {redirected}")
+        lines.append("# TYPE agenda_db_http_requests_total counter")
+        for (method, rule, code), count in requests:
+            route = rule.replace("\\", "\\\\").replace('"', '\\"')
+            lines.append(
+                f'agenda_db_http_requests_total{{{labels},method="{method}",route="{route}",code="{code}"}} '
+                f"{count}"
+            )
+        return flask.Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
+
+    return app

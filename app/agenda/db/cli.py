@@ -1,0 +1,322 @@
+"""``agenda-db``: run one member of the DB cluster (Raft node + HTTP API) in a single process.
+
+Settings come from ``--config FILE`` (YAML, keys as in :data:`SCHEMA`), then command-line flags (which
+override the file). Anything wrong fails at start with a message naming the key, exit status 2.
+
+The HTTP API is served by Werkzeug's threaded WSGI server inside the same process as the Raft node: the
+node must be a single process (one Raft identity, one journal), which rules out pre-fork servers such as
+gunicorn, and a single process also makes SIGSTOP/SIGKILL of "the member" mean exactly that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Final
+
+from agenda.common.config import (
+    Config,
+    ConfigError,
+    Field,
+    Section,
+    existing_file,
+    load_config,
+    parse_hostport,
+)
+from agenda.common.logs import configure_logging
+from agenda.db.node import Peer, parse_peer, validate_node_id
+
+__all__ = ["SCHEMA", "Settings", "build_parser", "load_settings", "main", "overrides_from_args"]
+
+log = logging.getLogger("agenda.db")
+
+_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# An item starts a new peer when it looks like "ID=": lets "a=h:1,h:2,b=h:3,h:4" (a string from an
+# environment variable, split on commas by the config loader) be reassembled into whole peers.
+_PEER_START: Final = re.compile(r"^\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*=")
+
+
+def _hostport(value: str) -> None:
+    parse_hostport(value)
+
+
+def _node_id(value: str) -> None:
+    validate_node_id(value)
+
+
+def _peers(value: tuple[str, ...]) -> tuple[Peer, ...]:
+    items: list[str] = []
+    for part in value:
+        if items and not _PEER_START.match(part):
+            items[-1] = f"{items[-1]},{part}"
+        else:
+            items.append(part)
+    peers = []
+    for index, item in enumerate(items):
+        try:
+            peers.append(parse_peer(item, check_hostport=_hostport))
+        except ConfigError as exc:
+            raise ValueError(f"item {index} ({item!r}): {exc.reason}") from None
+        except ValueError as exc:
+            raise ValueError(f"item {index}: {exc}") from None
+    return tuple(peers)
+
+
+SCHEMA: Final = [
+    Field("node_id", str, validator=_node_id, help="this member's id, e.g. db1"),
+    Field("raft_addr", str, validator=_hostport, help="HOST:PORT for Raft traffic"),
+    Field("api_addr", str, validator=_hostport, help="HOST:PORT for the HTTP API"),
+    Field("data_dir", str, help="directory for the Raft journal and snapshots"),
+    Field("peers", list[str], default=(), validator=_peers, help="ID=RAFTHOST:PORT,APIHOST:PORT per member"),
+    Section(
+        "tls",
+        [
+            Field("enabled", bool, default=True),
+            Field("cert", str, default=None, validator=existing_file),
+            Field("key", str, default=None, validator=existing_file),
+            Field("ca", str, default=None, validator=existing_file),
+        ],
+    ),
+    Field(
+        "cluster_secret", str, default=None, secret=True, help="encrypts Raft traffic (pysyncobj password)"
+    ),
+    Field("fsync", bool, default=True),
+    Field("proposal_timeout", float, default=3.0, min=0.1, max=60.0),
+    Field("log_level", str, default="INFO", choices=_LEVELS),
+    Field("log_format", str, default="json", choices=("json", "plain")),
+]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated, cross-checked settings of one member."""
+
+    self_peer: Peer
+    peers: tuple[Peer, ...]
+    data_dir: str
+    tls_enabled: bool
+    tls_cert: str | None
+    tls_key: str | None
+    tls_ca: str | None
+    cluster_secret: str | None
+    fsync: bool
+    proposal_timeout: float
+    log_level: str
+    log_format: str
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agenda-db", description="Run one member of the Agenda DB cluster (Raft key-value store)."
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML file with the same keys; flags override it")
+    parser.add_argument("--node-id", help="this member's id")
+    parser.add_argument("--raft-addr", metavar="HOST:PORT")
+    parser.add_argument("--api-addr", metavar="HOST:PORT")
+    parser.add_argument("--data-dir", metavar="DIR")
+    parser.add_argument(
+        "--peer",
+        action="append",
+        metavar="ID=RAFTHOST:PORT,APIHOST:PORT",
+        help="another member (repeat per member); replaces the file's peers",
+    )
+    tls = parser.add_mutually_exclusive_group()
+    tls.add_argument("--no-tls", action="store_true", help="serve plain HTTP (tests and labs only)")
+    tls.add_argument("--tls", action="store_true", help="serve HTTPS with mutual TLS (the default)")
+    parser.add_argument("--tls-cert", metavar="FILE")
+    parser.add_argument("--tls-key", metavar="FILE")
+    parser.add_argument("--tls-ca", metavar="FILE")
+    parser.add_argument("--cluster-secret", metavar="S", help="prefer the config file: argv is visible in ps")
+    parser.add_argument(
+        "--no-fsync", action="store_true", help="do not fsync the journal (faster, less safe)"
+    )
+    parser.add_argument("--proposal-timeout", metavar="SECONDS")
+    parser.add_argument("--log-level", metavar="LEVEL")
+    parser.add_argument("--log-format", choices=("json", "plain"))
+    return parser
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Turn parsed flags into a config overlay holding only what was given on the command line."""
+    data: dict[str, Any] = {}
+    for flag, key in (
+        ("node_id", "node_id"),
+        ("raft_addr", "raft_addr"),
+        ("api_addr", "api_addr"),
+        ("data_dir", "data_dir"),
+        ("cluster_secret", "cluster_secret"),
+        ("proposal_timeout", "proposal_timeout"),
+        ("log_level", "log_level"),
+        ("log_format", "log_format"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            data[key] = value.upper() if key == "log_level" else value
+    if args.peer:
+        data["peers"] = list(args.peer)
+    if args.no_fsync:
+        data["fsync"] = False
+    tls: dict[str, Any] = {}
+    if args.no_tls:
+        tls["enabled"] = False
+    if args.tls:
+        tls["enabled"] = True
+    for name in ("cert", "key", "ca"):
+        value = getattr(args, f"tls_{name}")
+        if value is not None:
+            tls[name] = value
+    if tls:
+        data["tls"] = tls
+    return data
+
+
+def _settings_from(cfg: Config) -> Settings:
+    self_peer = Peer(cfg.node_id, cfg.raft_addr, cfg.api_addr)
+    peers: tuple[Peer, ...] = cfg.peers
+    seen_ids = {self_peer.node_id}
+    seen_addrs = {self_peer.raft_addr, self_peer.api_addr}
+    if self_peer.raft_addr == self_peer.api_addr:
+        raise ConfigError("api_addr", "must differ from raft_addr")
+    for peer in peers:
+        if peer.node_id in seen_ids:
+            raise ConfigError(
+                "peers", f"duplicate member id {peer.node_id!r} (ids must be unique, self included)"
+            )
+        for addr in (peer.raft_addr, peer.api_addr):
+            if addr in seen_addrs:
+                raise ConfigError("peers", f"address {addr} of {peer.node_id!r} is used twice")
+            seen_addrs.add(addr)
+        seen_ids.add(peer.node_id)
+    tls = cfg.tls
+    if tls.enabled:
+        for name in ("cert", "key", "ca"):
+            if tls[name] is None:
+                raise ConfigError(f"tls.{name}", "required when TLS is enabled (or disable it with --no-tls)")
+    return Settings(
+        self_peer=self_peer,
+        peers=peers,
+        data_dir=cfg.data_dir,
+        tls_enabled=tls.enabled,
+        tls_cert=tls.cert,
+        tls_key=tls.key,
+        tls_ca=tls.ca,
+        cluster_secret=cfg.cluster_secret,
+        fsync=cfg.fsync,
+        proposal_timeout=cfg.proposal_timeout,
+        log_level=cfg.log_level,
+        log_format=cfg.log_format,
+    )
+
+
+def load_settings(argv: Sequence[str] | None = None) -> Settings:
+    """Parse flags, read the config file, validate everything; ConfigError naming the first bad key."""
+    args = build_parser().parse_args(argv)
+    cfg = load_config(SCHEMA, path=args.config, data=overrides_from_args(args))
+    return _settings_from(cfg)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``agenda-db``; returns the process exit status."""
+    try:
+        settings = load_settings(argv)
+    except ConfigError as exc:
+        print(f"agenda-db: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("agenda-db", settings.log_level, json=settings.log_format == "json")
+    if settings.log_level != "DEBUG":
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    return _run(settings)
+
+
+def _run(settings: Settings) -> int:
+    # Imported here so `agenda-db --help` and config errors stay fast and free of side effects.
+    from werkzeug.serving import make_server
+
+    from agenda.common.tls import server_context
+    from agenda.db.api import Forwarder, create_app
+    from agenda.db.node import Node
+
+    ssl_context = None
+    verify: bool | str = True
+    cert: tuple[str, str] | None = None
+    if settings.tls_enabled:
+        try:
+            if settings.tls_cert is None or settings.tls_key is None or settings.tls_ca is None:
+                raise ConfigError("tls", "cert, key and ca are required when TLS is enabled")
+            ssl_context = server_context(
+                settings.tls_cert, settings.tls_key, settings.tls_ca, require_client_cert=True
+            )
+        except ConfigError as exc:
+            print(f"agenda-db: configuration error: {exc}", file=sys.stderr)
+            return 2
+        verify = settings.tls_ca
+        cert = (settings.tls_cert, settings.tls_key)
+    else:
+        log.warning("TLS is disabled: the HTTP API is plain text")
+    if settings.cluster_secret is None:
+        log.warning("no cluster_secret: Raft traffic is neither authenticated nor encrypted")
+
+    host, port = parse_hostport(settings.self_peer.api_addr)
+    try:
+        server = make_server(host, port, _placeholder_app, threaded=True, ssl_context=ssl_context)
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", settings.self_peer.api_addr, exc)
+        return 1
+    server.daemon_threads = True
+
+    node = Node(
+        settings.self_peer,
+        settings.peers,
+        settings.data_dir,
+        cluster_secret=settings.cluster_secret,
+        fsync=settings.fsync,
+        proposal_timeout=settings.proposal_timeout,
+    )
+    forwarder = Forwarder(
+        "https" if settings.tls_enabled else "http",
+        (1.0, settings.proposal_timeout + 2.0),
+        verify=verify,
+        cert=cert,
+    )
+    try:
+        node.start()
+    except (RuntimeError, OSError) as exc:
+        log.error("cannot start the Raft node: %s", exc)
+        server.server_close()
+        return 1
+    server.app = create_app(node, forwarder)
+
+    def _shutdown(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        threading.Thread(target=server.shutdown, name="shutdown", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _shutdown)
+    signal.signal(signal.SIGINT, _shutdown)
+    log.info(
+        "agenda-db serving",
+        extra={"node_id": settings.self_peer.node_id, "api_addr": settings.self_peer.api_addr},
+    )
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        node.stop()
+        forwarder.close()
+    return 0
+
+
+def _placeholder_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """Never actually served: replaced by the real app before serve_forever starts."""
+    start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+    return [b"starting\n"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""Real multi-process clusters for integration tests (127.0.0.1 only, ephemeral ports, tmp data dirs).
+
+`db_cluster` starts five `python -m agenda.db.cli` processes once per session; the function-scoped
+`cluster` fixture hands it to a test after making sure every member runs (restarting any the previous
+test killed, resuming any it stopped) and reports healthy. Every wait is a bounded poll; whatever
+happens, teardown SIGKILLs every process this fixture started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from agenda.common.http import HttpClient, Unavailable
+
+CLUSTER_SIZE = 5
+SECRET = "integration-test-secret"
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.05, message: str = "condition"
+) -> Any:
+    """Poll ``predicate`` until it returns a truthy value (returned) or fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = predicate()
+        except (requests.RequestException, Unavailable, OSError, ValueError, KeyError) as exc:
+            value, last_exc = None, exc
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {message} (last error: {last_exc!r})")
+        time.sleep(interval)
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@dataclass
+class Member:
+    node_id: str
+    raft_port: int
+    api_port: int
+    data_dir: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    stopped: bool = False
+
+    @property
+    def raft_addr(self) -> str:
+        return f"127.0.0.1:{self.raft_port}"
+
+    @property
+    def api_addr(self) -> str:
+        return f"127.0.0.1:{self.api_port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.api_addr}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class Cluster:
+    root: Path
+    members: dict[str, Member] = field(default_factory=dict)
+    _clients: dict[tuple[str, float], HttpClient] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, root: Path, size: int = CLUSTER_SIZE) -> Cluster:
+        ports = free_ports(2 * size)
+        cluster = cls(root)
+        for i in range(size):
+            node_id = f"db{i + 1}"
+            cluster.members[node_id] = Member(
+                node_id=node_id,
+                raft_port=ports[2 * i],
+                api_port=ports[2 * i + 1],
+                data_dir=root / node_id,
+                log_path=root / f"{node_id}.log",
+            )
+        return cluster
+
+    # ------------------------------------------------------------------------------------ processes
+
+    def command(self, member: Member) -> list[str]:
+        argv = [
+            sys.executable,
+            "-m",
+            "agenda.db.cli",
+            "--node-id",
+            member.node_id,
+            "--raft-addr",
+            member.raft_addr,
+            "--api-addr",
+            member.api_addr,
+            "--data-dir",
+            str(member.data_dir),
+            "--no-tls",
+            "--cluster-secret",
+            SECRET,
+            "--log-format",
+            "plain",
+        ]
+        for other in self.members.values():
+            if other.node_id != member.node_id:
+                argv += ["--peer", f"{other.node_id}={other.raft_addr},{other.api_addr}"]
+        return argv
+
+    def start(self, node_id: str) -> None:
+        member = self.members[node_id]
+        assert not member.running, f"{node_id} is already running"
+        log = member.log_path.open("ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        member.proc = subprocess.Popen(
+            self.command(member), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        log.close()
+        member.stopped = False
+
+    def start_all(self) -> None:
+        for node_id in self.members:
+            if not self.members[node_id].running:
+                self.start(node_id)
+
+    def kill(self, node_id: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the member; for SIGKILL also reap it (bounded)."""
+        member = self.members[node_id]
+        assert member.proc is not None, f"{node_id} was never started"
+        assert member.running, f"{node_id} is not running"
+        member.proc.send_signal(sig)
+        if sig == signal.SIGSTOP:
+            member.stopped = True
+        elif sig == signal.SIGCONT:
+            member.stopped = False
+        elif sig == signal.SIGKILL:
+            member.proc.wait(timeout=10)
+            member.stopped = False
+
+    def restart(self, node_id: str) -> None:
+        member = self.members[node_id]
+        if member.running:
+            if member.stopped:
+                self.kill(node_id, signal.SIGCONT)
+            self.kill(node_id, signal.SIGKILL)
+        self.start(node_id)
+
+    def kill_all(self) -> None:
+        for member in self.members.values():
+            if member.proc is not None and member.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    member.proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    member.proc.wait(timeout=10)
+
+    # --------------------------------------------------------------------------------------- HTTP
+
+    def url(self, node_id: str) -> str:
+        return self.members[node_id].url
+
+    def http(self, node_id: str, timeout: float = 8.0) -> HttpClient:
+        """A client pinned to one member, no retries (tests want to see each member's own answer)."""
+        key = (node_id, timeout)
+        if key not in self._clients:
+            self._clients[key] = HttpClient([self.url(node_id)], retries=0, timeout=(1.0, timeout))
+        return self._clients[key]
+
+    def request(self, node_id: str, method: str, path: str, **kwargs: Any) -> requests.Response:
+        timeout = kwargs.pop("client_timeout", 8.0)
+        return self.http(node_id, timeout).request(method, path, **kwargs)
+
+    def running_ids(self) -> list[str]:
+        return [m.node_id for m in self.members.values() if m.running and not m.stopped]
+
+    def healthy(self, node_id: str) -> bool:
+        try:
+            return self.request(node_id, "GET", "/v1/health", client_timeout=1.0).status_code == 200
+        except Unavailable:
+            return False
+
+    def wait_healthy(self, node_ids: list[str] | None = None, timeout: float = 30.0) -> None:
+        ids = node_ids if node_ids is not None else list(self.members)
+        wait_until(lambda: all(self.healthy(n) for n in ids), timeout, 0.1, f"health of {ids}")
+
+    def leader(self, among: list[str] | None = None, timeout: float = 20.0) -> str:
+        """The leader that every running member in ``among`` agrees on (bounded poll)."""
+        ids = among if among is not None else self.running_ids()
+
+        def agreed() -> str | None:
+            views = set()
+            for node_id in ids:
+                response = self.request(node_id, "GET", "/v1/cluster", client_timeout=1.0)
+                views.add(response.json()["leader"])
+            if len(views) == 1:
+                (leader,) = views
+                return leader if leader in ids else None
+            return None
+
+        return wait_until(agreed, timeout, 0.1, f"agreement on a leader among {ids}")
+
+    def followers(self, leader: str) -> list[str]:
+        return [n for n in self.running_ids() if n != leader]
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+    def tail_logs(self, lines: int = 40) -> str:
+        out = []
+        for member in self.members.values():
+            if member.log_path.exists():
+                text = member.log_path.read_text(errors="replace").splitlines()[-lines:]
+                out.append(f"----- {member.node_id} ({member.log_path}) -----")
+                out.extend(text)
+        return "\n".join(out)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    report = yield
+    if report.when == "call" and report.failed:
+        item.stash.setdefault(_FAILED, True)
+    return report
+
+
+_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.fixture(scope="session")
+def db_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = Cluster.create(tmp_path_factory.mktemp("db-cluster"))
+    try:
+        cluster.start_all()
+        cluster.wait_healthy()
+        yield cluster
+    finally:
+        cluster.close()
+        cluster.kill_all()
+
+
+@pytest.fixture
+def cluster(db_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """The session cluster with all five members running and healthy."""
+    for member in db_cluster.members.values():
+        if member.running and member.stopped:
+            db_cluster.kill(member.node_id, signal.SIGCONT)
+        if not member.running:
+            db_cluster.start(member.node_id)
+    db_cluster.wait_healthy()
+    yield db_cluster
+    if request.node.stash.get(_FAILED, False):
+        print(db_cluster.tail_logs())  # shown by pytest for the failed test
+
+
+@pytest.fixture
+def wait() -> Callable[..., Any]:
+    """The bounded-polling helper, as a fixture (test modules cannot import conftest)."""
+    return wait_until

@@ -1,0 +1,150 @@
+"""agenda-db settings: flags, YAML file, precedence and start-up errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+from pysyncobj.config import FAIL_REASON
+
+from agenda.common.config import ConfigError
+from agenda.db.cli import load_settings, main
+from agenda.db.node import LeaderUnknown, OutcomeUnknown, Peer, ProposalFailed, map_failure, parse_peer
+
+BASE = [
+    "--node-id",
+    "db1",
+    "--raft-addr",
+    "127.0.0.1:7001",
+    "--api-addr",
+    "127.0.0.1:8001",
+    "--data-dir",
+    "/srv/agenda-db",
+    "--peer",
+    "db2=127.0.0.1:7002,127.0.0.1:8002",
+    "--peer",
+    "db3=127.0.0.1:7003,127.0.0.1:8003",
+    "--no-tls",
+]
+
+
+def error_key(argv: list[str]) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(argv)
+    return info.value.key
+
+
+def test_flags_only():
+    settings = load_settings(BASE)
+    assert settings.self_peer == Peer("db1", "127.0.0.1:7001", "127.0.0.1:8001")
+    assert settings.peers == (
+        Peer("db2", "127.0.0.1:7002", "127.0.0.1:8002"),
+        Peer("db3", "127.0.0.1:7003", "127.0.0.1:8003"),
+    )
+    assert settings.fsync is True
+    assert settings.tls_enabled is False
+    assert settings.cluster_secret is None
+
+
+def test_yaml_file_and_flags_override(tmp_path):
+    cert = tmp_path / "c.pem"
+    cert.write_text("x")
+    config = tmp_path / "db.yaml"
+    config.write_text(
+        "node_id: db9\n"
+        "raft_addr: 10.0.0.9:7000\n"
+        "api_addr: 10.0.0.9:8000\n"
+        "data_dir: /var/lib/agenda-db\n"
+        "peers:\n"
+        "  - db8=10.0.0.8:7000,10.0.0.8:8000\n"
+        f"tls: {{cert: {cert}, key: {cert}, ca: {cert}}}\n"
+        "cluster_secret: s3cret\n"
+        "fsync: true\n"
+    )
+    settings = load_settings(["--config", str(config)])
+    assert settings.self_peer.node_id == "db9"
+    assert settings.peers == (Peer("db8", "10.0.0.8:7000", "10.0.0.8:8000"),)
+    assert settings.tls_enabled is True
+    assert settings.cluster_secret == "s3cret"
+    overridden = load_settings(["--config", str(config), "--node-id", "db7", "--no-fsync", "--no-tls"])
+    assert overridden.self_peer.node_id == "db7"
+    assert overridden.fsync is False
+    assert overridden.tls_enabled is False
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (["--raft-addr", "nohost"], "raft_addr"),
+        (["--api-addr", "127.0.0.1:99999"], "api_addr"),
+        (["--node-id", "bad id!"], "node_id"),
+        (["--peer", "db4"], "peers"),
+        (["--peer", "db4=127.0.0.1:7004"], "peers"),
+        (["--peer", "db4=127.0.0.1:7004,nope"], "peers"),
+        (["--peer", "db1=127.0.0.1:7004,127.0.0.1:8004"], "peers"),
+        (["--peer", "db4=127.0.0.1:7002,127.0.0.1:8004"], "peers"),
+        (["--api-addr", "127.0.0.1:7001"], "api_addr"),
+        (["--proposal-timeout", "soon"], "proposal_timeout"),
+        (["--log-level", "chatty"], "log_level"),
+    ],
+)
+def test_bad_values_name_the_key(change, key):
+    argv = list(BASE)
+    if change[0] == "--peer":
+        argv += change
+    else:
+        index = argv.index(change[0]) if change[0] in argv else None
+        if index is None:
+            argv += change
+        else:
+            argv[index + 1] = change[1]
+    assert error_key(argv) == key
+
+
+def test_tls_requires_cert_key_ca():
+    argv = [a for a in BASE if a != "--no-tls"]
+    assert error_key(argv) == "tls.cert"
+
+
+def test_missing_required_key_and_unknown_yaml_key(tmp_path):
+    assert error_key(["--node-id", "db1"]) == "raft_addr"
+    config = tmp_path / "db.yaml"
+    config.write_text("node_id: db1\nraft_adr: 127.0.0.1:1\n")
+    assert error_key(["--config", str(config)]) == "raft_adr"
+
+
+def test_main_exits_2_with_the_key_on_stderr(capsys):
+    assert main(["--node-id", "db1"]) == 2
+    assert "raft_addr" in capsys.readouterr().err
+
+
+def test_peers_split_on_commas_are_reassembled(tmp_path):
+    # An environment variable or a flow-style string arrives as one comma-separated string.
+    config = tmp_path / "db.yaml"
+    config.write_text(
+        "node_id: db1\nraft_addr: 127.0.0.1:7001\napi_addr: 127.0.0.1:8001\ndata_dir: /srv/agenda-db\n"
+        "tls: {enabled: false}\n"
+        'peers: "db2=127.0.0.1:7002,127.0.0.1:8002,db3=127.0.0.1:7003,127.0.0.1:8003"\n'
+    )
+    settings = load_settings(["--config", str(config)])
+    assert [p.node_id for p in settings.peers] == ["db2", "db3"]
+
+
+def test_parse_peer():
+    assert parse_peer(" a = h:1 , h:2 ") == Peer("a", "h:1", "h:2")
+    for bad in ("a", "a=h:1", "=h:1,h:2", "a=h:1,h:2,h:3"):
+        with pytest.raises(ValueError):  # noqa: PT011
+            parse_peer(bad)
+
+
+def test_map_failure():
+    assert isinstance(map_failure(FAIL_REASON.MISSING_LEADER), LeaderUnknown)
+    assert isinstance(map_failure(FAIL_REASON.NOT_LEADER), LeaderUnknown)
+    assert isinstance(map_failure(FAIL_REASON.QUEUE_FULL), ProposalFailed)
+    for unknown in (
+        "Timeout",
+        FAIL_REASON.LEADER_CHANGED,
+        FAIL_REASON.DISCARDED,
+        FAIL_REASON.UNKNOWN_OUTCOME,
+    ):
+        error = map_failure(unknown)
+        assert isinstance(error, OutcomeUnknown)
+        assert error.outcome_known is False

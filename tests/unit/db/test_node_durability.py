@@ -1,0 +1,98 @@
+"""The fsync wrapper around pysyncobj's journal, and the snapshot dump format."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from pysyncobj.journal import FileJournal
+
+from agenda.db.node import DUMP_MAGIC, DurableFileJournal, decode_dump, encode_dump
+
+
+@pytest.fixture
+def fsyncs(monkeypatch):
+    calls: list[int] = []
+    real = os.fsync
+
+    def counting(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    return calls
+
+
+def test_sync_is_one_fsync_per_batch_and_free_when_clean(tmp_path, fsyncs):
+    journal = DurableFileJournal(str(tmp_path / "j"), fsync=True)
+    fsyncs.clear()
+    journal.sync()
+    assert fsyncs == []  # nothing appended: no fsync
+    for idx in range(1, 6):
+        journal.add(b"cmd%d" % idx, idx, 1)
+    assert journal.dirty
+    journal.sync()
+    assert len(fsyncs) == 1  # group commit: five entries, one fsync
+    assert journal.syncs == 1
+    assert not journal.dirty
+    journal.sync()
+    assert len(fsyncs) == 1
+
+
+def test_commit_index_update_syncs_first(tmp_path, fsyncs):
+    journal = DurableFileJournal(str(tmp_path / "j"), fsync=True)
+    journal.add(b"x", 1, 1)
+    fsyncs.clear()
+    journal.setRaftCommitIndex(1)
+    assert fsyncs  # the leader's own copy is durable before the commit index moves
+    assert not journal.dirty
+
+
+def test_no_fsync_mode_never_fsyncs(tmp_path, fsyncs):
+    journal = DurableFileJournal(str(tmp_path / "j"), fsync=False)
+    journal.add(b"x", 1, 1)
+    journal.setCurrentTerm(3, "node")
+    journal.sync()
+    assert fsyncs == []
+
+
+def test_term_and_vote_are_stored_durably_and_reload(tmp_path, fsyncs):
+    path = str(tmp_path / "j")
+    journal = DurableFileJournal(path, fsync=True)
+    fsyncs.clear()
+    journal.setCurrentTerm(7, "127.0.0.1:1")
+    assert len(fsyncs) >= 2  # the file and its directory
+    journal.add(b"a", 1, 7)
+    journal.add(b"b", 2, 7)
+    journal.deleteEntriesFrom(1)
+    journal.add(b"c", 2, 7)
+    journal.sync()
+    journal._destroy()
+    reopened = FileJournal(path)  # plain pysyncobj reads our files
+    assert reopened.getCurrentTerm() == 7
+    assert reopened.getVotedForNodeId() == "127.0.0.1:1"
+    assert [(bytes(c), i, t) for c, i, t in (reopened[0], reopened[1])] == [(b"a", 1, 7), (b"c", 2, 7)]
+    assert not os.path.exists(path + ".meta.tmp")
+
+
+def test_clear_fsyncs_the_dump_before_dropping_entries(tmp_path, fsyncs):
+    dump = tmp_path / "raft.dump"
+    dump.write_bytes(b"snapshot")
+    journal = DurableFileJournal(str(tmp_path / "j"), fsync=True, dump_path=str(dump))
+    fsyncs.clear()
+    journal.clear()
+    assert len(fsyncs) >= 2  # dump file + directory
+
+
+def test_dump_round_trip():
+    class FakeNode:
+        address = "127.0.0.1:7001"
+
+    data = ((b"\x00last", 10, 3), (b"\x01prev", 9, 3), {FakeNode()})
+    blob = encode_dump(data, b'{"kv":1}')
+    assert blob.startswith(DUMP_MAGIC)
+    meta, snapshot = decode_dump(blob)
+    assert meta == ((b"\x00last", 10, 3), (b"\x01prev", 9, 3), {"127.0.0.1:7001"})
+    assert snapshot == b'{"kv":1}'
+    with pytest.raises(ValueError, match="magic"):
+        decode_dump(b"garbage")
