@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 PYTHON ?= python3
 
-.PHONY: help venv tools image lab lab-down lint unit integration molecule lab-test test clean
+.PHONY: help venv tools image lab lab-down lint unit integration molecule lab-test test bench-db bench-failover clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,7 +32,7 @@ lab-down: ## remove the lab's machines, network and addresses
 	lab/down.sh
 
 lint: venv ## ruff, yamllint, ansible-lint (production profile)
-	ruff check app tests lab inventories molecule
+	ruff check app tests lab inventories molecule bench
 	yamllint --strict .
 	ansible-lint --profile production
 
@@ -49,6 +49,12 @@ lab-test: venv tools ## the Vagrant lab from nothing: up, up again (changed=0), 
 	pytest -q tests/lab
 
 test: lint unit integration molecule lab-test ## everything CI runs
+
+bench-db: venv ## agenda-db vs etcd write throughput and latency (apt-get install -y etcd-server etcd-client hey)
+	python bench/db_vs_etcd.py $(BENCH_ARGS)
+
+bench-failover: venv ## agenda-db vs etcd leader-failover write gap
+	python bench/db_vs_etcd.py --failover $(BENCH_ARGS)
 
 clean: lab-down ## remove the lab and the local caches (not the deployment CAs)
 	rm -rf .cache

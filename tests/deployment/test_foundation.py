@@ -7,17 +7,15 @@ lab (tests/lab sets AGENDA_INVENTORY=inventories/lab).
 from __future__ import annotations
 
 import ipaddress
-import os
 
 import pytest
-import testinfra.utils.ansible_runner
+import testinfra
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-INVENTORY = os.environ.get("AGENDA_INVENTORY") or os.environ["MOLECULE_INVENTORY_FILE"]
-# Explicit ansible:// specs: a bare host name would get testinfra's default (paramiko) backend.
-HOSTS = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("agenda")
-testinfra_hosts = [f"ansible://{name}?ansible_inventory={INVENTORY}" for name in HOSTS]
+from deployment.support import SPECS
+
+testinfra_hosts = SPECS
 
 PKI = "/etc/agenda/pki"
 

@@ -1,0 +1,469 @@
+"""Benchmark: five-member agenda-db vs five-member etcd on 127.0.0.1, same load tool, fsync on for both.
+
+    python bench/db_vs_etcd.py [--clients 1,16,64] [--duration 10] [--runs 3] [--only etcd|agenda]
+                               [--json out.json] [--failover [--kills 5]]
+
+See bench/README.md for what is measured and how to read the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._cluster import (
+    AgendaCluster,
+    BenchError,
+    Cluster,
+    EtcdCluster,
+    Interrupted,
+    Reaper,
+    agenda_importable,
+    clean_env,
+    etcd_version,
+)
+from bench._failover import FailoverResult, measure_failover
+from bench._stats import (
+    HeyParseError,
+    StepResult,
+    StepSummary,
+    format_failover_table,
+    format_load_table,
+    median_or_none,
+    parse_clients,
+    parse_hey,
+    ratio,
+    summarize,
+)
+
+REQUIRED_TOOLS = {"etcd": "etcd-server", "etcdctl": "etcd-client", "hey": "hey"}
+INSTALL_LINE = "apt-get install -y etcd-server etcd-client hey"
+KEY = "bench-key"
+HEY_REQUEST_TIMEOUT_S = 10
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _clients(text: str) -> list[int]:
+    try:
+        return parse_clients(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="db_vs_etcd",
+        description=(
+            "Start a 5-member etcd and a 5-member agenda-db cluster on 127.0.0.1 (one after the other), "
+            "drive single-key writes to each leader with hey at the same concurrency levels (fsync on for "
+            "both) and print medians; or, with --failover, measure the leader-failover write gap."
+        ),
+    )
+    parser.add_argument(
+        "--clients",
+        type=_clients,
+        default=[1, 16, 64],
+        metavar="N,N,...",
+        help="concurrency levels (hey -c), default 1,16,64",
+    )
+    parser.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="length of each load step, default 10",
+    )
+    parser.add_argument(
+        "--runs", type=_positive_int, default=3, help="repetitions per step; medians reported"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=_non_negative_float,
+        default=2.0,
+        metavar="SECONDS",
+        help="unrecorded load before the first step of each system (0 = none), default 2",
+    )
+    parser.add_argument(
+        "--value-size",
+        type=_positive_int,
+        default=64,
+        metavar="BYTES",
+        help="size of the written value (ASCII), default 64",
+    )
+    parser.add_argument("--only", choices=("etcd", "agenda"), help="benchmark one system only")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write all results as JSON")
+    parser.add_argument(
+        "--failover", action="store_true", help="measure the leader-failover write gap instead of throughput"
+    )
+    parser.add_argument("--kills", type=_positive_int, default=5, help="leader kills per system (--failover)")
+    parser.add_argument(
+        "--write-timeout",
+        type=_positive_float,
+        default=0.5,
+        metavar="SECONDS",
+        help="per-request timeout of the failover writer, default 0.5",
+    )
+    parser.add_argument(
+        "--gap-limit",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up waiting for the first write after a kill, default 30",
+    )
+    parser.add_argument(
+        "--writer-start",
+        choices=("follower", "leader"),
+        default="follower",
+        help="member the failover writer talks to before the kill, default a follower",
+    )
+    parser.add_argument(
+        "--etcd-election-timeout",
+        type=_positive_int,
+        metavar="MS",
+        help="etcd --election-timeout (default: etcd's 1000; agenda-db draws its own from 500-1000)",
+    )
+    parser.add_argument(
+        "--etcd-heartbeat", type=_positive_int, metavar="MS", help="etcd --heartbeat-interval (default 100)"
+    )
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter that runs `-m agenda.db.cli` (default: this one)",
+    )
+    parser.add_argument("--keep-tmp", action="store_true", help="keep data dirs and logs (path printed)")
+    return parser
+
+
+def missing_tools() -> list[str]:
+    return [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _command_output(argv: Sequence[str]) -> str:
+    try:
+        done = subprocess.run(  # noqa: S603 - fixed argv
+            list(argv), capture_output=True, text=True, timeout=10, check=False, env=clean_env()
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
+def machine_facts(etcd_version: str, python: str) -> dict[str, Any]:
+    load1, load5, _ = os.getloadavg()
+    repo = Path(__file__).resolve().parent.parent
+    return {
+        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "kernel": platform.release(),
+        "etcd_version": etcd_version,
+        "hey_version": _command_output(["dpkg-query", "-W", "-f=${Version}", "hey"]),
+        "python_version": platform.python_version(),
+        "agenda_python": python,
+        "pysyncobj_version": _command_output(
+            [python, "-c", "import importlib.metadata as m; print(m.version('pysyncobj'))"]
+        ),
+        "git_commit": _command_output(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"]),
+        "git_dirty": _command_output(["git", "-C", str(repo), "status", "--porcelain", "--", "app"])
+        != "unknown",
+        "loadavg_at_start": [round(load1, 2), round(load5, 2)],
+    }
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _print_facts(facts: dict[str, Any]) -> None:
+    _say(
+        f"machine: nproc={facts['nproc']} cpu={facts['cpu_model']!r} kernel={facts['kernel']} "
+        f"loadavg(1m,5m) at start={facts['loadavg_at_start']}"
+    )
+    _say(
+        f"versions: etcd {facts['etcd_version']}, hey {facts['hey_version']}, python "
+        f"{facts['python_version']}, pysyncobj {facts['pysyncobj_version']}, "
+        f"repo {facts['git_commit']}{' (dirty)' if facts['git_dirty'] else ''}"
+    )
+
+
+# ------------------------------------------------------------------------------------------- load
+
+
+def run_hey(
+    reaper: Reaper, url: str, method: str, body_file: Path, clients: int, duration: float
+) -> StepResult:
+    argv = [
+        "hey", "-z", f"{duration:g}s", "-c", str(clients), "-m", method, "-T", "application/json",
+        "-D", str(body_file), "-t", str(HEY_REQUEST_TIMEOUT_S), url,
+    ]  # fmt: skip
+    code, out, err = reaper.run(argv, timeout=duration + HEY_REQUEST_TIMEOUT_S + 30, env=clean_env())
+    if code != 0:
+        raise BenchError(f"hey exited with status {code}: {(err or out)[-600:]}")
+    try:
+        return parse_hey(out, clients)
+    except HeyParseError as exc:
+        raise BenchError(str(exc)) from None
+
+
+def bench_load(
+    cluster: Cluster, reaper: Reaper, args: argparse.Namespace, workdir: Path
+) -> tuple[dict[int, list[StepResult]], list[dict[str, Any]]]:
+    """All runs x levels against one (already healthy) cluster, always aimed at its current leader."""
+    value = "v" * args.value_size
+    spec = cluster.write_spec(KEY, value)
+    body_file = workdir / f"{cluster.system}-body.json"
+    body_file.write_bytes(spec.body)
+    results: dict[int, list[StepResult]] = {c: [] for c in args.clients}
+    targets: list[dict[str, Any]] = []
+
+    def leader_url() -> tuple[str, str]:
+        leader = cluster.wait_healthy(timeout=cluster.health_timeout)
+        return leader.name, leader.base_url + spec.path
+
+    name, url = leader_url()
+    _say(f"{cluster.system}: load goes to the LEADER {name} ({url}, found with {cluster.leader_method})")
+    if args.warmup > 0:
+        run_hey(reaper, url, spec.method, body_file, max(args.clients), args.warmup)
+    for run in range(1, args.runs + 1):
+        for clients in args.clients:
+            name, url = leader_url()
+            step = run_hey(reaper, url, spec.method, body_file, clients, args.duration)
+            results[clients].append(step)
+            targets.append({"run": run, "clients": clients, "leader": name, "url": url})
+            flag = (
+                f"  <-- {step.errors} non-2xx/errors {step.status_codes} {step.error_kinds}"
+                if step.errors
+                else ""
+            )
+            _say(
+                f"  {cluster.system} run {run}/{args.runs} c={clients:<3} leader={name}: "
+                f"{step.rps:9.1f} req/s  p50 {_ms(step.p50_ms)}  p99 {_ms(step.p99_ms)}  ok={step.ok}{flag}"
+            )
+    return results, targets
+
+
+def _ms(value: float | None) -> str:
+    return "   -   " if value is None else f"{value:7.2f} ms"
+
+
+# ------------------------------------------------------------------------------------------- main
+
+
+def _start(cluster: Cluster) -> None:
+    _say(f"{cluster.system}: starting 5 members on 127.0.0.1 (data under {cluster.root}) ...")
+    started = time.monotonic()
+    cluster.start()
+    _say(f"{cluster.system}: all 5 members healthy after {time.monotonic() - started:.1f} s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    missing = missing_tools()
+    if missing:
+        packages = sorted({REQUIRED_TOOLS[t] for t in missing})
+        print(
+            f"db_vs_etcd: missing tool(s): {', '.join(missing)} (Debian packages: {', '.join(packages)}).\n"
+            f"Install them with:\n    {INSTALL_LINE}",
+            file=sys.stderr,
+        )
+        return 2
+
+    reaper = Reaper()
+    reaper.keep_dirs = args.keep_tmp
+    reaper.install()
+    try:
+        return _main(args, reaper)
+    except BenchError as exc:
+        print(f"db_vs_etcd: error: {exc}", file=sys.stderr)
+        return 1
+    except Interrupted as exc:
+        print(f"db_vs_etcd: interrupted by signal {exc.signum}, cleaning up", file=sys.stderr)
+        return 128 + exc.signum
+    finally:
+        reaper.cleanup()
+
+
+def _main(args: argparse.Namespace, reaper: Reaper) -> int:
+    workdir = reaper.mkdtemp("bench-db-vs-etcd-")
+    systems = ["etcd", "agenda"] if args.only is None else [args.only]
+    notes: list[str] = []
+    if "agenda" in systems:
+        ok, detail = agenda_importable(args.python, reaper)
+        if not ok:
+            message = (
+                f"agenda-db is not runnable with {args.python} (`python -m agenda.db.cli` does not import): "
+                f"{detail.splitlines()[-1] if detail else 'no detail'}"
+            )
+            if args.only == "agenda":
+                print(f"db_vs_etcd: {message}", file=sys.stderr)
+                return 2
+            notes.append(f"{message} -- running etcd only")
+            _say(f"NOTE: {notes[-1]}")
+            systems = ["etcd"]
+
+    facts = machine_facts(etcd_version(reaper), args.python)
+    _print_facts(facts)
+    report: dict[str, Any] = {
+        "machine": facts,
+        "config": {
+            "mode": "failover" if args.failover else "load",
+            "clients": args.clients,
+            "duration_s": args.duration,
+            "runs": args.runs,
+            "warmup_s": args.warmup,
+            "value_size": args.value_size,
+            "members": 5,
+            "fsync": "on for both (etcd default; agenda-db default)",
+            "tls": "off for both (plain HTTP, unencrypted Raft/peer traffic)",
+            "load_tool": "hey (keep-alive), single key, sent to the leader",
+            "systems": systems,
+            "etcd_timers_ms": {
+                "election": args.etcd_election_timeout or "default (1000)",
+                "heartbeat": args.etcd_heartbeat or "default (100)",
+            },
+        },
+        "notes": notes,
+    }
+
+    if args.failover:
+        _say(
+            f"failover: {args.kills} leader SIGKILLs per system; 1 sequential writer (http.client, "
+            f"timeout {args.write_timeout} s, starts on the {args.writer_start}, moves to the next member on "
+            f"any error with a 5-50 ms backoff); gap = kill -> ack of the first write sent after the kill"
+        )
+        _say(
+            f"timers: etcd election {args.etcd_election_timeout or 'default 1000'} ms / heartbeat "
+            f"{args.etcd_heartbeat or 'default 100'} ms; agenda-db uses its own built-in Raft timers"
+        )
+        gaps: dict[str, FailoverResult] = {}
+        for system in systems:
+            cluster = _make(system, reaper, workdir, args)
+            try:
+                _start(cluster)
+                gaps[system] = measure_failover(
+                    cluster,
+                    args.kills,
+                    cluster.write_spec(KEY, "v" * args.value_size),
+                    request_timeout=args.write_timeout,
+                    limit=args.gap_limit,
+                    start_on=args.writer_start,
+                    log=_say,
+                )
+            finally:
+                cluster.stop()
+        _say()
+        _say("Leader-failover write gap (5 members each, 127.0.0.1, fsync on):")
+        _say(format_failover_table({s: r.gaps_ms for s, r in gaps.items()}))
+        report["failover"] = {
+            s: {**vars(r), "median_gap_ms": median_or_none(r.gaps_ms)} for s, r in gaps.items()
+        }
+    else:
+        per_system: dict[str, dict[int, StepSummary]] = {}
+        raw: dict[str, Any] = {}
+        for system in systems:
+            cluster = _make(system, reaper, workdir, args)
+            try:
+                _start(cluster)
+                results, targets = bench_load(cluster, reaper, args, workdir)
+            finally:
+                cluster.stop()
+            per_system[system] = {c: summarize(r) for c, r in results.items()}
+            raw[system] = {
+                "targets": targets,
+                "runs": {str(c): [s.as_dict() for s in r] for c, r in results.items()},
+                "median": {str(c): s.as_dict() for c, s in per_system[system].items()},
+            }
+        _say()
+        _say(
+            f"Single-key writes, 5 members each on 127.0.0.1, fsync on, load sent to each LEADER, hey "
+            f"{args.duration:g} s per step, medians of {args.runs} run(s); err = non-2xx + transport errors "
+            f"summed over runs ('!' = at least one run had errors)"
+        )
+        _say(format_load_table(args.clients, per_system.get("etcd"), per_system.get("agenda")))
+        report["load"] = raw
+        report["ratio_agenda_over_etcd"] = {
+            str(c): ratio(
+                per_system.get("agenda", {}).get(c, _NONE).rps, per_system.get("etcd", {}).get(c, _NONE).rps
+            )
+            for c in args.clients
+        }
+        flagged = [
+            f"{s} c={c}" for s, cells in per_system.items() for c, cell in cells.items() if cell.flagged
+        ]
+        if flagged:
+            _say(f"WARNING: runs with non-2xx responses or errors: {', '.join(flagged)}")
+    load1, load5, _ = os.getloadavg()
+    report["machine"]["loadavg_at_end"] = [round(load1, 2), round(load5, 2)]
+    _say(f"loadavg(1m,5m) at end={report['machine']['loadavg_at_end']}")
+    for note in notes:
+        _say(f"NOTE: {note}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        _say(f"wrote {args.json}")
+    return 0
+
+
+_NONE = StepSummary(clients=0, runs=0, rps=None, p50_ms=None, p99_ms=None, errors_total=0, runs_with_errors=0)
+
+
+def _make(system: str, reaper: Reaper, workdir: Path, args: argparse.Namespace) -> Cluster:
+    root = workdir / system
+    root.mkdir()
+    if system == "etcd":
+        return EtcdCluster(
+            reaper, root, election_ms=args.etcd_election_timeout, heartbeat_ms=args.etcd_heartbeat
+        )
+    return AgendaCluster(reaper, root, python=args.python)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

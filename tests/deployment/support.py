@@ -1,0 +1,60 @@
+"""What the deployment checks need to know about the hosts under test.
+
+The checks run against Molecule's hosts (Molecule sets MOLECULE_INVENTORY_FILE) and against the
+Vagrant lab (tests/lab sets AGENDA_INVENTORY=inventories/lab); both inventories keep the
+deployment's CA and operator certificate in a `.pki` folder beside them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import testinfra.utils.ansible_runner
+
+from agenda.db.client import DBClient
+
+INVENTORY = os.environ.get("AGENDA_INVENTORY") or os.environ["MOLECULE_INVENTORY_FILE"]
+_RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
+HOSTS: list[str] = sorted(_RUNNER.get_hosts("agenda"))
+# Explicit ansible:// specs: a bare host name would get testinfra's default (paramiko) backend.
+SPECS: list[str] = [f"ansible://{name}?ansible_inventory={INVENTORY}" for name in HOSTS]
+PKI_DIR = (Path(INVENTORY) if Path(INVENTORY).is_dir() else Path(INVENTORY).parent) / ".pki"
+DB_API_PORT_BASE = 7101
+
+
+def host_vars(name: str) -> dict[str, Any]:
+    return _RUNNER.get_variables(name)
+
+
+def host(name: str) -> Any:
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+
+
+def db_members() -> list[dict[str, str]]:
+    """Every DB member as the inventory places them: id, host and API URL (numbering as the role)."""
+    members = []
+    for name in HOSTS:
+        variables = host_vars(name)
+        for k in range(int(variables.get("raft_db_node_count", 0))):
+            members.append({
+                "id": f"db{len(members) + 1}",
+                "host": name,
+                "url": f"https://{variables['agenda_host_ip']}:{DB_API_PORT_BASE + k}",
+            })
+    return members
+
+
+def tls_settings() -> dict[str, Any]:
+    """requests' verify/cert for talking to internal APIs as the operator."""
+    return {
+        "verify": str(PKI_DIR / "ca.crt"),
+        "cert": (str(PKI_DIR / "admin.crt"), str(PKI_DIR / "admin.key")),
+    }
+
+
+def db_client(urls: list[str] | None = None, *, retries: int = 3) -> DBClient:
+    settings = tls_settings()
+    return DBClient(urls or [m["url"] for m in db_members()], timeout=(2.0, 5.0), retries=retries,
+                    verify=settings["verify"], cert=settings["cert"])
