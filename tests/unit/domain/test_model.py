@@ -1,0 +1,156 @@
+"""Records keep UTC times and survive the JSON round trip the KV store puts them through."""
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from agenda.domain.model import (
+    Event,
+    EventKind,
+    EventStatus,
+    Group,
+    Membership,
+    MemberState,
+    Notification,
+    NotificationKind,
+    Participation,
+    PartStat,
+    Visibility,
+    format_time,
+    parse_stored_time,
+)
+
+T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+HAVANA = timezone(timedelta(hours=-5))
+
+
+def make_event(**changes: object) -> Event:
+    fields: dict[str, object] = {
+        "id": "e1",
+        "title": "Standup",
+        "start": T0,
+        "end": T0 + timedelta(hours=1),
+        "organizer": "alice",
+        "created": T0 - timedelta(days=1),
+        "updated": T0 - timedelta(days=1),
+    }
+    fields.update(changes)
+    return Event(**fields)  # type: ignore[arg-type]
+
+
+def test_format_time_is_rfc3339_utc_with_z() -> None:
+    assert format_time(datetime(2026, 11, 26, 5, 0, tzinfo=HAVANA)) == "2026-11-26T10:00:00Z"
+    assert format_time(T0.replace(microsecond=1500)) == "2026-11-26T10:00:00.001500Z"
+    assert format_time(datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC)) == "0999-01-02T03:04:05Z"
+
+
+def test_format_time_refuses_naive() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        format_time(datetime(2026, 1, 1))
+
+
+def test_parse_stored_time_round_trips_and_normalises() -> None:
+    assert parse_stored_time("2026-11-26T10:00:00Z") == T0
+    assert parse_stored_time("2026-11-26T05:00:00-05:00").tzinfo is UTC
+    with pytest.raises(ValueError, match="timezone-aware"):
+        parse_stored_time("2026-11-26T10:00:00")
+
+
+def test_event_normalises_times_to_utc_and_enums() -> None:
+    event = make_event(start=datetime(2026, 11, 26, 5, tzinfo=HAVANA), kind="group", status="tentative")
+    assert event.start == T0
+    assert event.start.tzinfo is UTC
+    assert event.kind is EventKind.GROUP
+    assert event.status is EventStatus.TENTATIVE
+
+
+def test_event_refuses_naive_times() -> None:
+    with pytest.raises(ValueError, match="event start"):
+        make_event(start=datetime(2026, 1, 1))
+
+
+def test_organizer_cannot_be_participant() -> None:
+    with pytest.raises(ValueError, match="organizer"):
+        make_event(participants={"alice": Participation()})
+
+
+def test_event_round_trips_through_json() -> None:
+    event = make_event(
+        description="line1\nline2",
+        location="Room 1",
+        visibility=Visibility.PUBLIC,
+        group_id="g1",
+        kind=EventKind.GROUP,
+        status=EventStatus.TENTATIVE,
+        participants={"bob": Participation(PartStat.ACCEPTED, 2), "carol": Participation()},
+        sequence=3,
+    )
+    data = json.loads(json.dumps(event.to_dict()))
+    assert data["start"] == "2026-11-26T10:00:00Z"
+    assert data["participants"]["bob"] == {"status": "accepted", "level": 2}
+    assert Event.from_dict(data) == event
+
+
+def test_event_from_dict_defaults_and_missing_keys() -> None:
+    data = make_event().to_dict()
+    for key in ("description", "location", "visibility", "group_id", "kind", "status", "participants"):
+        del data[key]
+    event = Event.from_dict(data)
+    assert event.visibility is Visibility.PRIVATE
+    assert event.participants == {}
+    del data["title"]
+    with pytest.raises(ValueError, match="'title'"):
+        Event.from_dict(data)
+
+
+def test_participation_from_dict_rejects_bad_level() -> None:
+    with pytest.raises(ValueError, match="level"):
+        Participation.from_dict({"status": "accepted", "level": True})
+
+
+def test_partstat_and_involves() -> None:
+    event = make_event(participants={"bob": Participation(PartStat.TENTATIVE)})
+    assert event.partstat("alice") is PartStat.ACCEPTED
+    assert event.partstat("bob") is PartStat.TENTATIVE
+    assert event.partstat("zed") is None
+    assert event.involves("alice")
+    assert event.involves("bob")
+    assert not event.involves("zed")
+
+
+def test_revised_bumps_sequence_and_updated() -> None:
+    event = make_event(sequence=4)
+    later = T0 + timedelta(minutes=5)
+    revised = event.revised(later, title="Retro")
+    assert (revised.title, revised.sequence, revised.updated) == ("Retro", 5, later)
+    assert event.title == "Standup"  # the original is untouched
+
+
+def test_group_round_trip_and_helpers() -> None:
+    group = Group(
+        id="g1",
+        name="Team",
+        owner="alice",
+        created=T0,
+        hierarchical=True,
+        members={
+            "alice": Membership(0),
+            "bob": Membership(1, MemberState.ACTIVE, "alice"),
+            "carol": Membership(2, MemberState.INVITED, "bob"),
+        },
+    )
+    assert Group.from_dict(json.loads(json.dumps(group.to_dict()))) == group
+    assert group.active_members() == ["alice", "bob"]
+    assert group.active_level("bob") == 1
+    assert group.active_level("carol") is None
+    assert group.is_active("alice")
+    assert not group.is_active("carol")
+    assert not group.is_active("zed")
+
+
+def test_notification_round_trip_and_needs_a_subject() -> None:
+    note = Notification(id="n1", user="bob", kind=NotificationKind.INVITED, created=T0, event_id="e1")
+    assert Notification.from_dict(json.loads(json.dumps(note.to_dict()))) == note
+    with pytest.raises(ValueError, match="event or a group"):
+        Notification(id="n2", user="bob", kind=NotificationKind.MEMBERSHIP, created=T0)
