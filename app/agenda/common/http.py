@@ -194,6 +194,16 @@ class HttpClient:
         # A server asking for an hour must not stall a user request for an hour.
         return min(max(seconds, 0.0), self.retry_after_cap)
 
+    def _advance_from(self, failed: int) -> int:
+        """The replica after ``failed``; later calls start there too, unless another call already
+        found a working replica (a call that runs out of attempts must not leave the next call
+        starting at the replica that just refused it)."""
+        following = (failed + 1) % len(self.base_urls)
+        with self._lock:
+            if self._active == failed:
+                self._active = following
+        return following
+
     def request(
         self,
         method: str,
@@ -254,14 +264,14 @@ class HttpClient:
                     raise Unavailable(
                         f"{method} {url} failed after it was sent; outcome unknown: {exc}", attempts=attempts
                     ) from exc
-                index = (index + 1) % len(self.base_urls)
+                index = self._advance_from(index)
                 continue
 
             if response.status_code in RETRY_STATUSES and idempotent:
                 last_exc = HttpError(method, url, response)
                 last_response = response
                 response.close()  # return the connection to the pool before the next attempt
-                index = (index + 1) % len(self.base_urls)
+                index = self._advance_from(index)
                 continue
 
             with self._lock:

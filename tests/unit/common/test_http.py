@@ -196,6 +196,17 @@ def test_failover_to_next_url_and_stickiness(
     assert sleep.calls == []  # moving to an untried replica needs no pause
 
 
+def test_a_call_that_runs_out_of_attempts_moves_the_next_call_past_the_dead_replica(
+    server: ScriptedServer, dead_url: str, sleep: RecordingSleep
+) -> None:
+    client = make_client([dead_url, server.url], sleep, retries=0)
+    with pytest.raises(Unavailable):
+        client.get("/first")
+    assert client.active_url == server.url
+    assert client.get("/second").status_code == 200
+    assert [seen.path for seen in server.seen] == ["/second"]
+
+
 def test_sticky_url_is_tried_first(server: ScriptedServer, dead_url: str, sleep: RecordingSleep) -> None:
     class RecordingSession(requests.Session):
         def __init__(self) -> None:
