@@ -1,0 +1,223 @@
+"""``agenda-gateway``: run one API gateway instance.
+
+Settings come from ``--config FILE`` (YAML, keys as in :data:`SCHEMA`), then flags, then
+``AGENDA_GATEWAY_*`` environment variables; anything wrong fails at start naming the key (exit 2).
+For gunicorn use the factory ``agenda.gateway.cli:wsgi()`` with ``AGENDA_GATEWAY_CONFIG=FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, Final
+
+import flask
+
+from agenda.common.config import (
+    Config,
+    ConfigError,
+    Field,
+    Section,
+    existing_file,
+    load_config,
+    parse_hostport,
+)
+from agenda.common.logs import configure_logging
+
+__all__ = ["SCHEMA", "build_app", "build_parser", "load", "main", "parse_key_ring", "wsgi"]
+
+log = logging.getLogger("agenda.gateway")
+
+_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+ENV_PREFIX: Final = "AGENDA_GATEWAY"
+
+
+def _hostport(value: str) -> None:
+    parse_hostport(value)
+
+
+def _urls(value: tuple[str, ...]) -> None:
+    for index, url in enumerate(value):
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"item {index} must be an http(s):// URL, got {url!r}")
+
+
+def parse_key_ring(value: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """``KID=PATH`` items as (kid, path) pairs; ValueError naming the item otherwise."""
+    if not value:
+        raise ValueError("at least one KID=PATH public key is required")
+    ring = []
+    for index, item in enumerate(value):
+        kid, sep, path = item.partition("=")
+        if not sep or not kid or not path:
+            raise ValueError(f"item {index} must be KID=PATH, got {item!r}")
+        if any(kid == known for known, _ in ring):
+            raise ValueError(f"item {index}: key id {kid!r} appears twice")
+        existing_file(path)
+        ring.append((kid, path))
+    return tuple(ring)
+
+
+SCHEMA: Final = [
+    Field("listen", str, default="127.0.0.1:8080", validator=_hostport),
+    Field("users_urls", list[str], validator=_urls, help="base URL of every User Service instance"),
+    Field(
+        "groups_urls", list[str], default=(), validator=_urls, help="base URL of every Group Service instance"
+    ),
+    Field("public_keys", list[str], validator=parse_key_ring, help="KID=PATH of each token verification key"),
+    Field("issuer", str, default="agenda-users"),
+    Field("audience", str, default="agenda"),
+    Field("gateway_secret", str, secret=True, help="shared secret sent to backends"),
+    Field("login_limit", int, default=5, min=1, max=1000, help="login attempts per username+address"),
+    Field("login_window", float, default=60.0, min=1.0, max=86400.0, help="seconds"),
+    Field("backend_timeout", float, default=10.0, min=0.5, max=120.0),
+    Section(
+        "tls",
+        [
+            Field("enabled", bool, default=True),
+            Field("cert", str, default=None, validator=existing_file),
+            Field("key", str, default=None, validator=existing_file),
+        ],
+        help="the public HTTPS listener",
+    ),
+    Section(
+        "backend_tls",
+        [
+            Field("enabled", bool, default=True),
+            Field("cert", str, default=None, validator=existing_file),
+            Field("key", str, default=None, validator=existing_file),
+            Field("ca", str, default=None, validator=existing_file),
+        ],
+        help="mutual TLS to the backends",
+    ),
+    Field("log_level", str, default="INFO", choices=_LEVELS),
+    Field("log_format", str, default="json", choices=("json", "plain")),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agenda-gateway", description="Run one Agenda API gateway instance."
+    )
+    parser.add_argument("--config", metavar="FILE")
+    parser.add_argument("--listen", metavar="HOST:PORT")
+    parser.add_argument("--users-url", action="append", metavar="URL")
+    parser.add_argument("--groups-url", action="append", metavar="URL")
+    parser.add_argument("--public-key", action="append", metavar="KID=PATH")
+    parser.add_argument("--issuer")
+    parser.add_argument("--audience")
+    parser.add_argument("--gateway-secret", metavar="S", help="prefer the config file: argv is visible in ps")
+    parser.add_argument("--login-limit")
+    parser.add_argument("--login-window")
+    parser.add_argument("--backend-timeout")
+    parser.add_argument("--no-tls", action="store_true", help="plain HTTP everywhere (tests and labs only)")
+    parser.add_argument("--log-level")
+    parser.add_argument("--log-format", choices=("json", "plain"))
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for name in (
+        "listen",
+        "issuer",
+        "audience",
+        "gateway_secret",
+        "login_limit",
+        "login_window",
+        "backend_timeout",
+    ):
+        if getattr(args, name) is not None:
+            data[name] = getattr(args, name)
+    if args.log_level is not None:
+        data["log_level"] = args.log_level.upper()
+    if args.log_format is not None:
+        data["log_format"] = args.log_format
+    for flag, key in (
+        ("users_url", "users_urls"),
+        ("groups_url", "groups_urls"),
+        ("public_key", "public_keys"),
+    ):
+        if getattr(args, flag):
+            data[key] = list(getattr(args, flag))
+    if args.no_tls:
+        data["tls"] = {"enabled": False}
+        data["backend_tls"] = {"enabled": False}
+    return data
+
+
+def load(argv: Sequence[str] | None = None) -> Config:
+    args = build_parser().parse_args(argv)
+    cfg = load_config(SCHEMA, path=args.config, data=_overrides(args), env_prefix=ENV_PREFIX)
+    if not cfg.users_urls:
+        raise ConfigError("users_urls", "at least one URL is required")
+    for section, names in (("tls", ("cert", "key")), ("backend_tls", ("cert", "key", "ca"))):
+        if cfg[section].enabled:
+            for name in names:
+                if cfg[section][name] is None:
+                    raise ConfigError(f"{section}.{name}", "required when TLS is enabled (or use --no-tls)")
+    if len(cfg.gateway_secret) < 16:
+        raise ConfigError("gateway_secret", "must have at least 16 characters")
+    return cfg
+
+
+def build_app(cfg: Config) -> flask.Flask:
+    from agenda.common.http import HttpClient
+    from agenda.gateway.app import GatewayDeps, create_app
+    from agenda.gateway.ratelimit import RateLimiter
+    from agenda.users.tokens import TokenVerifier, load_public_key
+
+    keys = {kid: load_public_key(path, "public_keys") for kid, path in cfg.public_keys}
+    verify: bool | str = True
+    cert: tuple[str, str] | None = None
+    if cfg.backend_tls.enabled:
+        verify, cert = cfg.backend_tls.ca, (cfg.backend_tls.cert, cfg.backend_tls.key)
+    timeout = (2.0, cfg.backend_timeout)
+    backends = {"users": HttpClient(list(cfg.users_urls), timeout=timeout, verify=verify, cert=cert)}
+    if cfg.groups_urls:
+        backends["groups"] = HttpClient(list(cfg.groups_urls), timeout=timeout, verify=verify, cert=cert)
+    deps = GatewayDeps(
+        verifier=TokenVerifier(keys, cfg.issuer, cfg.audience),
+        backends=backends,
+        gateway_secret=cfg.gateway_secret,
+        login_limiter=RateLimiter(cfg.login_limit, cfg.login_window),
+    )
+    return create_app(deps)
+
+
+def wsgi() -> flask.Flask:
+    """gunicorn factory: ``gunicorn 'agenda.gateway.cli:wsgi()'`` with AGENDA_GATEWAY_CONFIG=FILE."""
+    path = os.environ.get("AGENDA_GATEWAY_CONFIG")
+    cfg = load(["--config", path] if path else [])
+    configure_logging("agenda-gateway", cfg.log_level, json=cfg.log_format == "json")
+    return build_app(cfg)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``agenda-gateway``; returns the exit status."""
+    from agenda.users.cli import serve_wsgi
+
+    try:
+        cfg = load(argv)
+        app = build_app(cfg)
+        ssl_context = None
+        if cfg.tls.enabled:
+            from agenda.common.tls import server_context
+
+            ssl_context = server_context(cfg.tls.cert, cfg.tls.key)
+    except ConfigError as exc:
+        print(f"agenda-gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("agenda-gateway", cfg.log_level, json=cfg.log_format == "json")
+    if cfg.log_level != "DEBUG":
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    if not cfg.tls.enabled:
+        log.warning("TLS is disabled: plain HTTP on the public listener and to backends")
+    return serve_wsgi(app, cfg.listen, ssl_context, "agenda-gateway")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

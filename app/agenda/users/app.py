@@ -1,0 +1,550 @@
+"""Flask application factory of the User Service: accounts, tokens and personal agendas.
+
+The service is only reached through the API gateway. Every request must carry the gateway's shared
+secret (`X-Agenda-Gateway-Secret`, compared in constant time; in deployments the listener also
+requires the gateway's client certificate, mutual TLS); only then is the caller identity in
+`X-Agenda-User`, which the gateway sets after verifying the access token, trusted.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import flask
+
+from agenda.common.errors import (
+    Problem,
+    bad_request,
+    conflict,
+    forbidden,
+    install_error_handlers,
+    json_body,
+    not_found,
+    problem_response,
+    problem_type,
+    unauthorized,
+    unavailable,
+)
+from agenda.common.logs import bind_request_id, new_request_id, sanitize_request_id
+from agenda.db.client import DBError, DBUnavailable
+from agenda.domain.ical import to_ical
+from agenda.domain.model import (
+    Event,
+    EventKind,
+    EventStatus,
+    Notification,
+    NotificationKind,
+    Participation,
+    PartStat,
+    Visibility,
+    format_time,
+)
+from agenda.domain.rules import (
+    RuleError,
+    apply_response,
+    cancel_event,
+    flag_conflicts,
+    invitation_notifications,
+    notification_id,
+)
+from agenda.domain.validation import (
+    ValidationError,
+    parse_event_times,
+    parse_query_range,
+    validate_description,
+    validate_display_name,
+    validate_location,
+    validate_participants,
+    validate_password,
+    validate_response_status,
+    validate_timezone,
+    validate_title,
+    validate_username,
+    validate_visibility,
+)
+from agenda.users.passwords import hash_password, verify_password
+from agenda.users.store import (
+    MAX_INVITEES,
+    Change,
+    Contention,
+    EventConflict,
+    EventNotFound,
+    EventStore,
+    UsernameTaken,
+)
+from agenda.users.tokens import TokenIssuer
+
+__all__ = [
+    "IDENTITY_HEADER",
+    "SECRET_HEADER",
+    "Deps",
+    "create_app",
+    "install_gateway_trust",
+    "install_problem_handlers",
+]
+
+IDENTITY_HEADER: Final = "X-Agenda-User"
+SECRET_HEADER: Final = "X-Agenda-Gateway-Secret"  # noqa: S105 - a header name, not a secret
+MAX_BODY: Final = 256 * 1024
+_EVENT_ID: Final = re.compile(r"[0-9a-f]{32}")
+_CURSOR: Final = re.compile(r"\d{20}\.[A-Za-z0-9:._-]{1,200}")
+_EXT: Final = "agenda.users"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Deps:
+    """What the views need; tests build it with fakes or real clients."""
+
+    store: EventStore
+    issuer: TokenIssuer
+    gateway_secret: str
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    requests_served: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count_request(self) -> None:
+        with self.lock:
+            self.requests_served += 1
+
+
+def _deps() -> Deps:
+    return flask.current_app.extensions[_EXT]
+
+
+def current_user() -> str:
+    user = flask.g.get("user")
+    if user is None:
+        raise unauthorized("This route needs an authenticated caller.")
+    return user
+
+
+def _validation_problem(exc: ValidationError) -> flask.Response:
+    return problem_response(bad_request(f"{exc.field} {exc.reason}", field=exc.field))
+
+
+def _rule_problem(exc: RuleError) -> flask.Response:
+    if exc.forbidden:
+        return problem_response(forbidden(exc.message, type=problem_type(exc.code)))
+    return problem_response(conflict(exc.message, type=problem_type(exc.code)))
+
+
+def _db_problem(exc: DBError) -> flask.Response:
+    if isinstance(exc, DBUnavailable):
+        return problem_response(unavailable(2, "The database is temporarily unavailable."))
+    log.error("unexpected DB answer: %s", exc)
+    return problem_response(Problem(500, detail="Unexpected database answer; it has been logged."))
+
+
+def query_flag(name: str) -> bool:
+    value = flask.request.args.get(name, "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise bad_request(f"{name} must be true or false", field=name)
+    return value in ("true", "1")
+
+
+def check_args(allowed: set[str]) -> None:
+    unknown = sorted(set(flask.request.args) - allowed)
+    if unknown:
+        raise bad_request(f"unknown query parameter(s): {', '.join(unknown)}", field=unknown[0])
+
+
+def _event_id(event_id: str) -> str:
+    if not _EVENT_ID.fullmatch(event_id):
+        raise not_found("No such event.")
+    return event_id
+
+
+def event_view(event: Event, me: str, conflicts: list[str] | None = None) -> dict[str, Any]:
+    data = event.to_dict()
+    status = event.partstat(me)
+    data["my_status"] = None if status is None else status.value
+    if conflicts is not None:
+        data["conflicts"] = conflicts
+    return data
+
+
+def conflict_problem(exc: EventConflict) -> Problem:
+    return conflict(
+        f"{exc.user} already has commitments at that time; pass allow_conflict=true to book anyway",
+        type=problem_type("event-conflict"),
+        conflicts=exc.conflicts,
+        user=exc.user,
+    )
+
+
+def _load(event_id: str, me: str) -> Event:
+    try:
+        event, _ = _deps().store.get_event(_event_id(event_id))
+    except EventNotFound:
+        raise not_found("No such event.") from None
+    if not event.involves(me):
+        raise not_found("No such event.")  # do not reveal other people's events
+    return event
+
+
+def _notes(
+    event: Event, kind: NotificationKind, users: list[str], now: datetime, detail: str
+) -> list[Notification]:
+    return [
+        Notification(
+            id=notification_id(event.id, event.sequence, kind, user),
+            user=user,
+            kind=kind,
+            created=now,
+            event_id=event.id,
+            group_id=event.group_id,
+            detail=detail,
+        )
+        for user in sorted(users)
+    ]
+
+
+# ----------------------------------------------------------------------------------------- auth
+
+auth_bp = flask.Blueprint("auth", __name__)
+
+
+@auth_bp.post("/v1/auth/register")
+def register() -> Any:
+    body = json_body({"username": str, "password": str}, {"display_name": str, "timezone": str})
+    username = validate_username(body["username"])
+    password = validate_password(body["password"])
+    display_name = validate_display_name(body.get("display_name", ""))
+    timezone = validate_timezone(body.get("timezone", "UTC"))
+    now = _deps().clock()
+    record = {
+        "username": username,
+        "display_name": display_name,
+        "timezone": timezone,
+        "password": hash_password(password),
+        "created": format_time(now),
+    }
+    try:
+        _deps().store.create_user(record)
+    except UsernameTaken:
+        raise conflict(
+            "That username is taken.", field="username", type=problem_type("username-taken")
+        ) from None
+    return _public_user(record), 201, {"Location": "/v1/me"}
+
+
+def _public_user(record: dict[str, Any]) -> dict[str, Any]:
+    return {key: record[key] for key in ("username", "display_name", "timezone", "created")}
+
+
+@auth_bp.post("/v1/auth/login")
+def login() -> Any:
+    body = json_body({"username": str, "password": str})
+    record = None
+    try:
+        username = validate_username(body["username"])
+        record = _deps().store.get_user(username)
+    except ValidationError:
+        username = None
+    stored = record.get("password") if record is not None else None
+    if not verify_password(body["password"], stored) or username is None:
+        raise unauthorized("Wrong username or password.")
+    token, expires_in = _deps().issuer.issue(username)
+    return {"access_token": token, "token_type": "Bearer", "expires_in": expires_in}
+
+
+@auth_bp.get("/v1/me")
+def me() -> Any:
+    record = _deps().store.get_user(current_user())
+    if record is None:
+        raise not_found("Your account no longer exists.")
+    return _public_user(record)
+
+
+# --------------------------------------------------------------------------------------- events
+
+events_bp = flask.Blueprint("events", __name__)
+
+_EVENT_FIELDS: Final = {
+    "description": str,
+    "location": str,
+    "visibility": str,
+    "participants": list,
+}
+
+
+@events_bp.post("/v1/events")
+def create_event() -> Any:
+    check_args({"allow_conflict"})
+    allow = query_flag("allow_conflict")
+    me = current_user()
+    body = json_body({"title": str, "start": str, "end": str}, _EVENT_FIELDS)
+    title = validate_title(body["title"])
+    start, end = parse_event_times(body["start"], body["end"])
+    description = validate_description(body.get("description", ""))
+    location = validate_location(body.get("location", ""))
+    visibility = validate_visibility(body.get("visibility", Visibility.PRIVATE.value))
+    participants = validate_participants(body.get("participants", []), me)
+    if len(participants) > MAX_INVITEES:
+        raise bad_request(f"participants must have at most {MAX_INVITEES} usernames", field="participants")
+    store = _deps().store
+    for index, name in enumerate(participants):
+        if name in store.missing_users([name]):
+            raise bad_request(f"participants[{index}] {name} has no account", field=f"participants[{index}]")
+    now = _deps().clock()
+    event = Event(
+        id=uuid.uuid4().hex,
+        title=title,
+        start=start,
+        end=end,
+        organizer=me,
+        created=now,
+        updated=now,
+        description=description,
+        location=location,
+        visibility=visibility,
+        kind=EventKind.APPOINTMENT if participants else EventKind.PERSONAL,
+        participants={name: Participation() for name in participants},
+    )
+    change = Change(event, invitation_notifications(event, now), () if allow else (me,))
+    try:
+        stored = store.create(lambda: change)
+    except EventConflict as exc:
+        raise conflict_problem(exc) from None
+    return event_view(stored, me), 201, {"Location": f"/v1/events/{stored.id}"}
+
+
+@events_bp.get("/v1/events")
+def list_events() -> Any:
+    check_args({"from", "to"})
+    me = current_user()
+    args = flask.request.args
+    for name in ("from", "to"):
+        if name not in args:
+            raise bad_request(f"query parameter {name} is required", field=name)
+    start, end = parse_query_range(args["from"], args["to"])
+    events = [e for e in _deps().store.agenda(me, start, end) if e.start < end]
+    flags = flag_conflicts(me, events)
+    listed = [event_view(e, me, flags[e.id]) for e in events if e.id in flags]
+    return {"from": format_time(start), "to": format_time(end), "events": listed}
+
+
+@events_bp.get("/v1/events/<event_id>")
+def get_event(event_id: str) -> Any:
+    check_args(set())
+    me = current_user()
+    return event_view(_load(event_id, me), me)
+
+
+@events_bp.patch("/v1/events/<event_id>")
+def patch_event(event_id: str) -> Any:
+    check_args({"allow_conflict"})
+    allow = query_flag("allow_conflict")
+    me = current_user()
+    current = _load(event_id, me)
+    if current.organizer != me:
+        raise forbidden("Only the organizer may change this event.", type=problem_type("organizer-only"))
+    body = json_body(
+        {}, {"title": str, "start": str, "end": str, "description": str, "location": str, "visibility": str}
+    )
+    changes: dict[str, Any] = {}
+    if "title" in body:
+        changes["title"] = validate_title(body["title"])
+    if "description" in body:
+        changes["description"] = validate_description(body["description"])
+    if "location" in body:
+        changes["location"] = validate_location(body["location"])
+    if "visibility" in body:
+        changes["visibility"] = validate_visibility(body["visibility"])
+    if "start" in body or "end" in body:
+        start_raw = body.get("start", format_time(current.start))
+        end_raw = body.get("end", format_time(current.end))
+        changes["start"], changes["end"] = parse_event_times(start_raw, end_raw)
+
+    def mutate(event: Event) -> Change | None:
+        if event.organizer != me:
+            raise forbidden("Only the organizer may change this event.", type=problem_type("organizer-only"))
+        if event.status is EventStatus.CANCELLED:
+            raise conflict("The event is cancelled.", type=problem_type("event-cancelled"))
+        if all(getattr(event, k) == v for k, v in changes.items()):
+            return None
+        now = _deps().clock()
+        revised = event.revised(now, **changes)
+        moved = (revised.start, revised.end) != (event.start, event.end)
+        notes = _notes(
+            revised, NotificationKind.CHANGED, list(revised.participants), now, f"{me} changed the event"
+        )
+        return Change(revised, notes, (me,) if moved and not allow else ())
+
+    try:
+        stored = _deps().store.update(current.id, mutate)
+    except EventConflict as exc:
+        raise conflict_problem(exc) from None
+    return event_view(stored, me)
+
+
+@events_bp.delete("/v1/events/<event_id>")
+def delete_event(event_id: str) -> Any:
+    """Cancel the event: it stays (status cancelled) so participants can see what happened."""
+    check_args(set())
+    me = current_user()
+    current = _load(event_id, me)
+
+    def mutate(event: Event) -> Change | None:
+        revised, notes = cancel_event(event, me, now=_deps().clock())
+        return None if revised is event else Change(revised, notes)
+
+    if current.organizer != me:
+        raise forbidden("Only the organizer may delete this event.", type=problem_type("organizer-only"))
+    _deps().store.update(current.id, mutate)
+    return "", 204
+
+
+@events_bp.post("/v1/events/<event_id>/respond")
+def respond(event_id: str) -> Any:
+    check_args({"allow_conflict"})
+    allow = query_flag("allow_conflict")
+    me = current_user()
+    body = json_body({"status": str})
+    status = validate_response_status(body["status"])
+    current = _load(event_id, me)
+
+    def mutate(event: Event) -> Change | None:
+        revised, notes = apply_response(event, me, status, now=_deps().clock())
+        if revised is event:
+            return None
+        check = (me,) if status is PartStat.ACCEPTED and not allow else ()
+        return Change(revised, notes, check)
+
+    try:
+        stored = _deps().store.update(current.id, mutate)
+    except EventConflict as exc:
+        raise conflict_problem(exc) from None
+    return event_view(stored, me)
+
+
+@events_bp.get("/v1/invitations")
+def invitations() -> Any:
+    check_args(set())
+    me = current_user()
+    pending = [
+        event_view(e, me)
+        for e in _deps().store.agenda(me)
+        if e.status is not EventStatus.CANCELLED and e.partstat(me) is PartStat.NEEDS_ACTION
+    ]
+    return {"invitations": pending}
+
+
+@events_bp.get("/v1/conflicts")
+def conflicts() -> Any:
+    check_args({"from", "to"})
+    me = current_user()
+    args = flask.request.args
+    for name in ("from", "to"):
+        if name not in args:
+            raise bad_request(f"query parameter {name} is required", field=name)
+    start, end = parse_query_range(args["from"], args["to"])
+    events = [e for e in _deps().store.agenda(me, start, end) if e.start < end]
+    flags = flag_conflicts(me, events)
+    return {"conflicts": [event_view(e, me, flags[e.id]) for e in events if flags.get(e.id)]}
+
+
+@events_bp.get("/v1/notifications")
+def notifications() -> Any:
+    check_args({"since", "limit"})
+    me = current_user()
+    since = flask.request.args.get("since")
+    if since is not None and not _CURSOR.fullmatch(since):
+        raise bad_request("since must be a cursor returned by this endpoint", field="since")
+    limit_raw = flask.request.args.get("limit", "100")
+    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 500:
+        raise bad_request("limit must be an integer between 1 and 500", field="limit")
+    items = _deps().store.notifications(me, since, int(limit_raw))
+    return {"notifications": items, "next": items[-1]["cursor"] if items else since}
+
+
+@events_bp.get("/v1/calendar.ics")
+def calendar() -> Any:
+    check_args(set())
+    me = current_user()
+    events = [e for e in _deps().store.agenda(me) if e.partstat(me) is not PartStat.DECLINED]
+    text = to_ical(events, now=_deps().clock(), name=f"Agenda of {me}")
+    return flask.Response(text.encode(), mimetype="text/calendar", headers={"Content-Disposition": "inline"})
+
+
+# ------------------------------------------------------------------------------------------ app
+
+
+def install_gateway_trust(
+    app: flask.Flask, gateway_secret: str, on_request: Callable[[], None] | None = None
+) -> None:
+    """Bind the request id, require the gateway's secret, and take the caller from X-Agenda-User.
+
+    Shared by every backend service: nothing but /v1/health answers a caller without the secret, and
+    the identity header is trusted only once the secret matched (compared in constant time).
+    """
+
+    @app.before_request
+    def _authenticate() -> None:
+        flask.g.request_binding = bind_request_id(
+            sanitize_request_id(flask.request.headers.get("X-Request-ID")) or new_request_id()
+        )
+        if flask.request.path == "/v1/health":
+            return
+        secret = flask.request.headers.get(SECRET_HEADER, "")
+        if not hmac.compare_digest(secret.encode(), gateway_secret.encode()):
+            raise forbidden("This service is only reachable through the API gateway.")
+        if flask.request.path == "/internal/stats":
+            return
+        if on_request is not None:
+            on_request()
+        user = flask.request.headers.get(IDENTITY_HEADER)
+        if user is not None:
+            try:
+                flask.g.user = validate_username(user, IDENTITY_HEADER)
+            except ValidationError:
+                raise unauthorized("Bad caller identity.") from None
+
+    @app.teardown_request
+    def _unbind(_exc: BaseException | None) -> None:
+        binding = flask.g.pop("request_binding", None)
+        if binding is not None:
+            binding.reset()
+
+
+def install_problem_handlers(app: flask.Flask) -> None:
+    """problem+json for everything, plus the domain's and the DB's exceptions."""
+    install_error_handlers(app)
+    app.register_error_handler(ValidationError, _validation_problem)
+    app.register_error_handler(RuleError, _rule_problem)
+    app.register_error_handler(DBError, _db_problem)
+    app.register_error_handler(
+        Contention, lambda _exc: problem_response(unavailable(1, "Too many concurrent changes; try again."))
+    )
+
+
+def create_app(deps: Deps) -> flask.Flask:
+    app = flask.Flask("agenda.users")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.extensions[_EXT] = deps
+    install_problem_handlers(app)
+    install_gateway_trust(app, deps.gateway_secret, on_request=deps.count_request)
+
+    @app.get("/v1/health")
+    def health() -> Any:
+        return {"status": "ok", "service": "users", "time": time.time()}
+
+    @app.get("/internal/stats")
+    def stats() -> Any:
+        with deps.lock:
+            return {"requests": deps.requests_served}
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(events_bp)
+    return app

@@ -1,0 +1,213 @@
+"""``agenda-users``: run one User Service instance.
+
+Settings come from ``--config FILE`` (YAML, keys as in :data:`SCHEMA`), then flags (which override it),
+then ``AGENDA_USERS_*`` environment variables. Anything wrong fails at start naming the key (exit 2).
+
+``main`` serves with Werkzeug's threaded server; for gunicorn use the factory ``agenda.users.cli:wsgi()``,
+which reads the file named by ``AGENDA_USERS_CONFIG`` (plus the environment overrides).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import ssl
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any, Final
+
+import flask
+
+from agenda.common.config import (
+    Config,
+    ConfigError,
+    Field,
+    Section,
+    existing_file,
+    load_config,
+    parse_hostport,
+)
+from agenda.common.logs import configure_logging
+
+__all__ = ["SCHEMA", "build_app", "build_parser", "load", "main", "wsgi"]
+
+log = logging.getLogger("agenda.users")
+
+_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+ENV_PREFIX: Final = "AGENDA_USERS"
+
+
+def hostport_validator(value: str) -> None:
+    parse_hostport(value)
+
+
+def urls_validator(value: tuple[str, ...]) -> None:
+    if not value:
+        raise ValueError("at least one URL is required")
+    for index, url in enumerate(value):
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"item {index} must be an http(s):// URL, got {url!r}")
+
+
+SCHEMA: Final = [
+    Field(
+        "listen", str, default="127.0.0.1:8100", validator=hostport_validator, help="HOST:PORT to serve on"
+    ),
+    Field("db_urls", list[str], validator=urls_validator, help="API base URL of every DB member"),
+    Field("signing_key", str, validator=existing_file, help="PEM Ed25519 private key for access tokens"),
+    Field("key_id", str, default="k1", help="kid written in token headers"),
+    Field("issuer", str, default="agenda-users"),
+    Field("audience", str, default="agenda"),
+    Field("token_ttl", int, default=3600, min=60, max=86400),
+    Field("gateway_secret", str, secret=True, help="shared secret the gateway sends on every request"),
+    Section(
+        "tls",
+        [
+            Field("enabled", bool, default=True),
+            Field("cert", str, default=None, validator=existing_file),
+            Field("key", str, default=None, validator=existing_file),
+            Field("ca", str, default=None, validator=existing_file),
+        ],
+    ),
+    Field("log_level", str, default="INFO", choices=_LEVELS),
+    Field("log_format", str, default="json", choices=("json", "plain")),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agenda-users", description="Run one Agenda User Service instance.")
+    parser.add_argument("--config", metavar="FILE")
+    parser.add_argument("--listen", metavar="HOST:PORT")
+    parser.add_argument("--db-url", action="append", metavar="URL", help="repeat per DB member")
+    parser.add_argument("--signing-key", metavar="FILE")
+    parser.add_argument("--key-id")
+    parser.add_argument("--issuer")
+    parser.add_argument("--audience")
+    parser.add_argument("--token-ttl", metavar="SECONDS")
+    parser.add_argument("--gateway-secret", metavar="S", help="prefer the config file: argv is visible in ps")
+    parser.add_argument("--no-tls", action="store_true", help="plain HTTP (tests and labs only)")
+    parser.add_argument("--tls-cert", metavar="FILE")
+    parser.add_argument("--tls-key", metavar="FILE")
+    parser.add_argument("--tls-ca", metavar="FILE")
+    parser.add_argument("--log-level")
+    parser.add_argument("--log-format", choices=("json", "plain"))
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for name in ("listen", "signing_key", "key_id", "issuer", "audience", "token_ttl", "gateway_secret"):
+        if getattr(args, name) is not None:
+            data[name] = getattr(args, name)
+    if args.log_level is not None:
+        data["log_level"] = args.log_level.upper()
+    if args.log_format is not None:
+        data["log_format"] = args.log_format
+    if args.db_url:
+        data["db_urls"] = list(args.db_url)
+    tls: dict[str, Any] = {}
+    if args.no_tls:
+        tls["enabled"] = False
+    for name in ("cert", "key", "ca"):
+        if getattr(args, f"tls_{name}") is not None:
+            tls[name] = getattr(args, f"tls_{name}")
+    if tls:
+        data["tls"] = tls
+    return data
+
+
+def load(argv: Sequence[str] | None = None) -> Config:
+    args = build_parser().parse_args(argv)
+    cfg = load_config(SCHEMA, path=args.config, data=_overrides(args), env_prefix=ENV_PREFIX)
+    if cfg.tls.enabled:
+        for name in ("cert", "key", "ca"):
+            if cfg.tls[name] is None:
+                raise ConfigError(f"tls.{name}", "required when TLS is enabled (or disable it with --no-tls)")
+    if len(cfg.gateway_secret) < 16:
+        raise ConfigError("gateway_secret", "must have at least 16 characters")
+    return cfg
+
+
+def build_app(cfg: Config) -> flask.Flask:
+    """The WSGI app for `cfg` (key files are loaded here, so errors name their key)."""
+    from agenda.db.client import DBClient
+    from agenda.users.app import Deps, create_app
+    from agenda.users.store import EventStore
+    from agenda.users.tokens import TokenIssuer, load_private_key
+
+    private_key = load_private_key(cfg.signing_key, "signing_key")
+    verify: bool | str = True
+    cert: tuple[str, str] | None = None
+    if cfg.tls.enabled:
+        verify, cert = cfg.tls.ca, (cfg.tls.cert, cfg.tls.key)
+    db = DBClient(list(cfg.db_urls), verify=verify, cert=cert)
+    issuer = TokenIssuer(private_key, cfg.key_id, cfg.issuer, cfg.audience, cfg.token_ttl)
+    return create_app(Deps(store=EventStore(db), issuer=issuer, gateway_secret=cfg.gateway_secret))
+
+
+def wsgi() -> flask.Flask:
+    """gunicorn factory: ``gunicorn 'agenda.users.cli:wsgi()'`` with AGENDA_USERS_CONFIG=FILE."""
+    path = os.environ.get("AGENDA_USERS_CONFIG")
+    argv = ["--config", path] if path else []
+    cfg = load(argv)
+    configure_logging("agenda-users", cfg.log_level, json=cfg.log_format == "json")
+    return build_app(cfg)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``agenda-users``; returns the exit status."""
+    try:
+        cfg = load(argv)
+        app = build_app(cfg)
+    except ConfigError as exc:
+        print(f"agenda-users: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("agenda-users", cfg.log_level, json=cfg.log_format == "json")
+    if cfg.log_level != "DEBUG":
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    return serve(app, cfg, "agenda-users")
+
+
+def serve(app: flask.Flask, cfg: Config, name: str) -> int:
+    """Serve `app` on cfg.listen (mutual TLS when cfg.tls.enabled) until SIGTERM/SIGINT."""
+    from agenda.common.tls import server_context
+
+    ssl_context = None
+    if cfg.tls.enabled:
+        try:
+            ssl_context = server_context(cfg.tls.cert, cfg.tls.key, cfg.tls.ca, require_client_cert=True)
+        except ConfigError as exc:
+            print(f"{name}: configuration error: {exc}", file=sys.stderr)
+            return 2
+    else:
+        log.warning("TLS is disabled: plain HTTP, trusting the gateway secret alone")
+    return serve_wsgi(app, cfg.listen, ssl_context, name)
+
+
+def serve_wsgi(app: flask.Flask, listen: str, ssl_context: ssl.SSLContext | None, name: str) -> int:
+    """Serve `app` with Werkzeug's threaded server on `listen` until SIGTERM/SIGINT; exit status."""
+    from werkzeug.serving import make_server
+
+    host, port = parse_hostport(listen)
+    try:
+        server = make_server(host, port, app, threaded=True, ssl_context=ssl_context)
+    except OSError as exc:
+        logging.getLogger(name).error("cannot listen on %s: %s", listen, exc)
+        return 1
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    logging.getLogger(name).info("%s listening on %s", name, listen)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

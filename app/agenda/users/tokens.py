@@ -1,0 +1,145 @@
+"""Access tokens: Ed25519-signed JWTs (alg EdDSA) that only the User Service can issue.
+
+The User Service holds the private key; the API gateway holds only public keys, indexed by key id
+(`kid`), and checks signature, algorithm, `kid`, `iss`, `aud`, `exp`, `iat` and the presence of `sub`
+and `jti` before any backend sees a request. Several public keys may be configured at once so a key
+can be rotated without logging everybody out.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from agenda.common.config import ConfigError
+
+__all__ = [
+    "ALGORITHM",
+    "InvalidToken",
+    "TokenIssuer",
+    "TokenVerifier",
+    "load_private_key",
+    "load_public_key",
+]
+
+ALGORITHM: Final = "EdDSA"
+_REQUIRED_CLAIMS: Final = ["iss", "aud", "sub", "exp", "iat", "jti"]
+
+
+class InvalidToken(Exception):  # noqa: N818 - the condition the caller handles
+    """The token must be refused; `reason` is safe to show to the client."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def _read_pem(path: str, key: str) -> bytes:
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(key, f"file does not exist: {path}")
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(key, f"file is not readable: {path} ({exc.strerror})") from None
+
+
+def load_private_key(path: str, key: str = "signing_key") -> Ed25519PrivateKey:
+    """The Ed25519 private key in PEM file `path`; ConfigError naming `key` otherwise."""
+    try:
+        loaded = serialization.load_pem_private_key(_read_pem(path, key), password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(key, f"no unencrypted PEM private key in {path} ({exc})") from None
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise ConfigError(key, f"{path} holds a {type(loaded).__name__}, expected an Ed25519 key")
+    return loaded
+
+
+def load_public_key(path: str, key: str = "public_keys") -> Ed25519PublicKey:
+    """The Ed25519 public key in PEM file `path` (SubjectPublicKeyInfo); ConfigError naming `key`."""
+    try:
+        loaded = serialization.load_pem_public_key(_read_pem(path, key))
+    except ValueError as exc:
+        raise ConfigError(key, f"no PEM public key in {path} ({exc})") from None
+    if not isinstance(loaded, Ed25519PublicKey):
+        raise ConfigError(key, f"{path} holds a {type(loaded).__name__}, expected an Ed25519 key")
+    return loaded
+
+
+@dataclass(frozen=True)
+class TokenIssuer:
+    """Issues access tokens for authenticated users."""
+
+    private_key: Ed25519PrivateKey
+    key_id: str
+    issuer: str
+    audience: str
+    ttl: int = 3600
+    clock: Callable[[], float] = time.time
+
+    def issue(self, subject: str) -> tuple[str, int]:
+        """(token, expires_in seconds) for `subject`."""
+        now = int(self.clock())
+        claims = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": subject,
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.ttl,
+            "jti": uuid.uuid4().hex,
+        }
+        token = jwt.encode(claims, self.private_key, algorithm=ALGORITHM, headers={"kid": self.key_id})
+        return token, self.ttl
+
+
+@dataclass(frozen=True)
+class TokenVerifier:
+    """Verifies access tokens against public keys by `kid`; everything but EdDSA is refused."""
+
+    public_keys: Mapping[str, Ed25519PublicKey]
+    issuer: str
+    audience: str
+    leeway: float = 5.0
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """The token's claims, or InvalidToken saying why it is refused."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise InvalidToken("malformed token") from None
+        if header.get("alg") != ALGORITHM:
+            raise InvalidToken("unsupported token algorithm")
+        kid = header.get("kid")
+        key = self.public_keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise InvalidToken("unknown signing key")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": _REQUIRED_CLAIMS},
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("token expired") from None
+        except jwt.InvalidAudienceError:
+            raise InvalidToken("token is not meant for this service") from None
+        except jwt.InvalidIssuerError:
+            raise InvalidToken("token issuer is not trusted") from None
+        except jwt.PyJWTError:
+            raise InvalidToken("invalid token") from None
+        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+            raise InvalidToken("invalid token subject")
+        return claims

@@ -1,0 +1,146 @@
+"""The gateway app with a recording fake backend: what reaches a backend, and what never does."""
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import requests
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agenda.common.http import Unavailable
+from agenda.gateway.app import IDENTITY_HEADER, MAX_BODY, SECRET_HEADER, GatewayDeps, create_app
+from agenda.gateway.ratelimit import RateLimiter
+from agenda.users.tokens import TokenIssuer, TokenVerifier
+
+KEY = Ed25519PrivateKey.generate()
+SECRET = "s" * 32
+
+
+@dataclass
+class FakeBackend:
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    status: int = 200
+    fail: bool = False
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        self.calls.append({"method": method, "path": path, **kwargs})
+        if self.fail:
+            raise Unavailable("down", attempts=1)
+        response = requests.Response()
+        response.status_code = self.status
+        response._content = json.dumps({"ok": True}).encode()
+        response.headers["Content-Type"] = "application/json"
+        response.headers["Set-Cookie"] = "leak=1"
+        return response
+
+
+@pytest.fixture
+def backend() -> FakeBackend:
+    return FakeBackend()
+
+
+@pytest.fixture
+def client(backend: FakeBackend) -> Any:
+    deps = GatewayDeps(
+        verifier=TokenVerifier({"k1": KEY.public_key()}, "agenda-users", "agenda"),
+        backends={"users": backend},  # type: ignore[dict-item]
+        gateway_secret=SECRET,
+        login_limiter=RateLimiter(2, 60),
+    )
+    return create_app(deps).test_client()
+
+
+def token(
+    sub: str = "alice", key: Ed25519PrivateKey = KEY, aud: str = "agenda", now: float | None = None
+) -> str:
+    issuer = TokenIssuer(
+        key, "k1", "agenda-users", aud, ttl=600, clock=lambda: time.time() if now is None else now
+    )
+    return issuer.issue(sub)[0]
+
+
+def auth(value: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {value}"}
+
+
+def test_valid_token_forwards_identity_and_secret_only(client: Any, backend: FakeBackend) -> None:
+    headers = {**auth(token()), IDENTITY_HEADER: "mallory", SECRET_HEADER: "guess", "X-Request-ID": "req-1"}
+    response = client.get("/v1/events?from=a&to=b", headers=headers)
+    assert response.status_code == 200
+    assert response.headers["X-Request-ID"] == "req-1"
+    assert "Set-Cookie" not in response.headers
+    (call,) = backend.calls
+    assert call["headers"][IDENTITY_HEADER] == "alice"
+    assert call["headers"][SECRET_HEADER] == SECRET
+    assert call["params"] == {"from": ["a"], "to": ["b"]}
+    assert call["path"] == "/v1/events"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {},
+        {"Authorization": "Basic abc"},
+        auth("garbage"),
+        auth(token(key=Ed25519PrivateKey.generate())),
+        auth(token(aud="other")),
+        auth(token(now=time.time() - 7200)),
+    ],
+    ids=["missing", "basic", "garbage", "forged", "wrong-aud", "expired"],
+)
+def test_bad_tokens_never_reach_a_backend(client: Any, backend: FakeBackend, bad: dict[str, str]) -> None:
+    response = client.get("/v1/me", headers=bad)
+    assert response.status_code == 401
+    assert response.content_type == "application/problem+json"
+    assert "Bearer" in response.headers["WWW-Authenticate"]
+    assert backend.calls == []
+
+
+def test_public_routes_need_no_token(client: Any, backend: FakeBackend) -> None:
+    response = client.post("/v1/auth/register", json={"username": "alice", "password": "x" * 8})
+    assert response.status_code == 200
+    assert IDENTITY_HEADER not in backend.calls[0]["headers"]
+
+
+def test_login_is_rate_limited_per_username_and_address(client: Any, backend: FakeBackend) -> None:
+    backend.status = 401
+    body = {"username": "alice", "password": "wrong-password"}
+    assert [client.post("/v1/auth/login", json=body).status_code for _ in range(2)] == [401, 401]
+    limited = client.post("/v1/auth/login", json=body)
+    assert limited.status_code == 429
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert len(backend.calls) == 2
+    assert client.post("/v1/auth/login", json={**body, "username": "bob"}).status_code == 401
+
+
+def test_body_checks_happen_before_the_backend(client: Any, backend: FakeBackend) -> None:
+    headers = {**auth(token()), "Content-Type": "application/json"}
+    assert client.post("/v1/events", data="{nope", headers=headers).status_code == 400
+    assert client.post("/v1/events", data="[1]", headers=headers).status_code == 400
+    assert client.post("/v1/events", data="{}", headers={**auth(token())}).status_code == 415
+    huge = json.dumps({"title": "x" * MAX_BODY})
+    assert client.post("/v1/events", data=huge, headers=headers).status_code == 413
+    assert backend.calls == []
+
+
+def test_unknown_route_and_wrong_method(client: Any) -> None:
+    assert client.get("/v1/nothing", headers=auth(token())).status_code == 404
+    response = client.put("/v1/events/abc", headers=auth(token()))
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "DELETE, GET, PATCH"
+
+
+def test_backend_down_is_503_for_reads_and_502_for_writes(client: Any, backend: FakeBackend) -> None:
+    backend.fail = True
+    assert client.get("/v1/me", headers=auth(token())).status_code == 503
+    assert client.post("/v1/events", json={}, headers=auth(token())).status_code == 502
+
+
+def test_openapi_and_health_are_served_locally(client: Any, backend: FakeBackend) -> None:
+    doc = client.get("/v1/openapi.json").get_json()
+    assert "/v1/events/{event_id}/respond" in doc["paths"]
+    assert "/v1/groups" not in doc["paths"]  # no groups backend configured
+    assert client.get("/v1/health").get_json()["status"] == "ok"
+    assert backend.calls == []
