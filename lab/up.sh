@@ -3,6 +3,7 @@
 # site.yml; run again, it re-provisions (and should report changed=0). Ends with what a user
 # needs to reach the system.
 set -euo pipefail
+trap 'echo "lab: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 
@@ -11,7 +12,7 @@ python3 lab/check_subnet.py
 
 # Lab containers this checkout's Vagrant does not know (another checkout's lab, or an interrupted
 # run) hold the machines' names and addresses: say so instead of failing inside Vagrant.
-known=$(for f in .vagrant/machines/*/docker/id; do [ -e "$f" ] && { cat "$f"; echo; }; done)
+known=$(for f in .vagrant/machines/*/docker/id; do if [ -e "$f" ]; then cat "$f"; echo; fi; done)
 orphans=()
 for id in $(docker ps -aq --no-trunc --filter label=agenda-lab=1); do
   grep -qx "$id" <<<"$known" || orphans+=("$(docker inspect --format '{{.Name}}' "$id" | tr -d /)")
