@@ -3,8 +3,9 @@
 Settings come from ``--config FILE`` (YAML, keys as in :data:`SCHEMA`), then command-line flags (which
 override the file). Anything wrong fails at start with a message naming the key, exit status 2.
 
-The HTTP API is served by Werkzeug's threaded WSGI server inside the same process as the Raft node: the
-node must be a single process (one Raft identity, one journal), which rules out pre-fork servers such as
+The HTTP API is served by Werkzeug's threaded WSGI server (with HTTP/1.1 keep-alive, see
+:mod:`agenda.db.httpserver`) inside the same process as the Raft node: the node must be a single process
+(one Raft identity, one journal), which rules out pre-fork servers such as
 gunicorn, and a single process also makes SIGSTOP/SIGKILL of "the member" mean exactly that.
 """
 
@@ -237,10 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(settings: Settings) -> int:
     # Imported here so `agenda-db --help` and config errors stay fast and free of side effects.
-    from werkzeug.serving import make_server
-
     from agenda.common.tls import server_context
     from agenda.db.api import Forwarder, create_app
+    from agenda.db.httpserver import make_keepalive_server
     from agenda.db.node import Node
 
     ssl_context = None
@@ -265,11 +265,10 @@ def _run(settings: Settings) -> int:
 
     host, port = parse_hostport(settings.self_peer.api_addr)
     try:
-        server = make_server(host, port, _placeholder_app, threaded=True, ssl_context=ssl_context)
+        server = make_keepalive_server(host, port, _placeholder_app, ssl_context=ssl_context)
     except OSError as exc:
         log.error("cannot listen on %s: %s", settings.self_peer.api_addr, exc)
         return 1
-    server.daemon_threads = True
 
     node = Node(
         settings.self_peer,

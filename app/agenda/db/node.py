@@ -21,7 +21,16 @@ with other services, so a member can stall for tens of milliseconds (GIL, GC, a 
   leader cannot commit anything - linearizable reads go through the log - it only makes it fail fast.)
 * ``auto_tick_period = 0.02`` s: how long the tick thread blocks in poll() when idle; bounds the latency of
   timer-driven work (heartbeats, elections, our fsync group commit). Proposals wake the poller through
-  pysyncobj's pipe notifier (``appendEntriesUseBatch=False``), so writes do not wait for a tick.
+  our own pipe notifier (:class:`_Wakeup`), so writes do not wait for a tick.
+
+Batching (``appendEntriesUseBatch=True``) - with pysyncobj's unbatched mode every proposal is sent to every
+follower in its own AppendEntries message (pickle + zlib + send, times four) and every follower answers
+each of them. In batched mode the leader appends everything queued since the last tick and pysyncobj
+would only send it with the next heartbeat (``append_entries_period`` later). :meth:`Node._on_tick` (run
+by the tick thread right after the queued proposals were appended) therefore sends one AppendEntries per
+follower carrying all new entries (and the new commit index, so followers apply promptly), then fsyncs
+the leader's own journal while the followers are fsyncing theirs: by the time a majority has acked, the
+leader's ``setRaftCommitIndex`` sync is a no-op and the commit is not delayed by a second, serial fsync.
 * ``connection_timeout = 1.5`` s: a TCP link without any inbound byte for that long is considered dead.
   pysyncobj requires >= raft_max_timeout. Because only the leader talks to followers, follower-follower
   links are idle between elections and pysyncobj would drop them on the first vote request after
@@ -59,6 +68,7 @@ import logging
 import os
 import re
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -70,7 +80,7 @@ import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.journal import FileJournal, MetaStorer
-from pysyncobj.syncobj import SyncObjException
+from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.transport import TCPTransport
 
 from agenda.db.state import (
@@ -106,6 +116,9 @@ LOCK_FILE: Final = "LOCK"
 DUMP_MAGIC: Final = b"AGENDA-DB-DUMP 1\n"
 _NODE_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _PING: Final = {"type": "agenda_ping"}
+_POLL_READ: Final = POLL_EVENT_TYPE.READ
+# See DurableFileJournal.sync: on Linux an fsync of the journal file covers its shared mmap.
+_MSYNC_IS_FSYNC: Final = sys.platform.startswith("linux")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -283,8 +296,14 @@ class DurableFileJournal(FileJournal):
         if not self._fsync:
             return
         resizable = self._FileJournal__journalFile
-        resizable.flush()  # msync(MS_SYNC) of the mapping
-        os.fsync(resizable._ResizableFile__f.fileno())  # metadata (size after a resize)
+        if not _MSYNC_IS_FSYNC:
+            resizable.flush()  # msync(MS_SYNC) of the mapping
+        # On Linux, msync(MS_SYNC) of a shared file mapping *is* vfs_fsync_range() on the mapped file
+        # (mm/msync.c): the mapping's dirty pages are the file's page-cache pages, which fsync writes back.
+        # fsync of the whole file (data and metadata, e.g. the size after a resize) is therefore a
+        # superset, and unlike CPython's mmap.flush() it releases the GIL while the disk works, so HTTP
+        # threads keep running during the group commit.
+        os.fsync(resizable._ResizableFile__f.fileno())
         self.syncs += 1
 
 
@@ -457,6 +476,9 @@ class Node:
         self._stop = threading.Event()
         self._raft: _RaftKV | None = None
         self._journal: DurableFileJournal | None = None
+        self._wakeup: _Wakeup | None = None
+        self._sent_index = -1  # leader: last log index / commit index shipped by _flush_leader
+        self._sent_commit = -1
         self._lock_fd: int | None = None
         self._expiry_thread: threading.Thread | None = None
         self.counters: dict[str, int] = {
@@ -485,7 +507,7 @@ class Node:
             leaderFallbackTimeout=self.timers.leader_fallback_timeout,
             connectionTimeout=self.timers.connection_timeout,
             connectionRetryTime=self.timers.connection_retry_time,
-            appendEntriesUseBatch=False,
+            appendEntriesUseBatch=True,
             commandsWaitLeader=False,
             bindAddress=self.self_peer.raft_addr,
             journalFile=journal_path,
@@ -504,6 +526,7 @@ class Node:
 
         with _JournalFactory.installed(factory):
             self._raft = _RaftKV(self, self.self_peer.raft_addr, [p.raft_addr for p in self.peers], conf)
+        self._wakeup = _Wakeup(self._raft._poller)
         self._raft.addOnTickCallback(self._on_tick)
         self._expiry_thread = threading.Thread(target=self._expiry_loop, name="lease-expiry", daemon=True)
         self._expiry_thread.start()
@@ -583,8 +606,20 @@ class Node:
         raft = self._raft
         if raft is None:
             return
+        if raft._isLeader():
+            self._flush_leader(raft)
+        else:
+            self._sent_index = self._sent_commit = -1
         leader = raft._getLeader()
-        connected = frozenset(peer.raft_addr for peer in self.peers if _is_connected(raft, peer.raft_addr))
+        by_raft = self._by_raft
+        self_addr = self.self_peer.raft_addr
+        connected = frozenset(
+            address
+            for node in raft.otherNodes
+            if (address := getattr(node, "address", None)) in by_raft
+            and address != self_addr
+            and raft.isNodeConnected(node)
+        )
         self._status = Status(
             is_leader=raft._isLeader(),
             leader_raft_addr=getattr(leader, "address", None),
@@ -595,6 +630,21 @@ class Node:
             has_quorum=len(connected) + 1 > len(self.members) / 2,
             updated=time.monotonic(),
         )
+
+    def _flush_leader(self, raft: _RaftKV) -> None:
+        """Tick thread, leader: ship what this tick appended/committed, then fsync the leader's journal.
+
+        Runs after pysyncobj appended the queued proposals (``_checkCommandsToApply``). One AppendEntries
+        per follower carries every new entry; the leader's own fsync then overlaps with the followers'.
+        """
+        last_index = raft._SyncObj__getCurrentLogIndex()
+        commit_index = raft.raftCommitIndex
+        if last_index != self._sent_index or commit_index != self._sent_commit:
+            self._sent_index, self._sent_commit = last_index, commit_index
+            raft._SyncObj__sendAppendEntries()
+        journal = self._journal
+        if journal is not None and journal.dirty:
+            journal.sync()
 
     # ------------------------------------------------------------------------------------ queries
 
@@ -659,15 +709,24 @@ class Node:
             raise NotLeader("this member is not the leader")
         with self._counters_lock:
             self.counters["proposals"] += 1
-        try:
-            result = raft.apply_command(command, sync=True, timeout=timeout or self.proposal_timeout)
-        except SyncObjException as exc:
-            with self._counters_lock:
-                self.counters["proposal_failures"] += 1
-            raise map_failure(exc.errorCode) from None
-        if not isinstance(result, dict):  # pragma: no cover - apply_command always returns a dict
-            raise OutcomeUnknown("no result from the state machine")
-        return result
+        # Same contract as pysyncobj's ``sync=True`` (wait for the result, 'Timeout' after ``timeout``),
+        # but the tick thread is woken explicitly: in batched mode pysyncobj itself does not.
+        waiter = _Waiter()
+        raft.apply_command(command, callback=waiter.on_result)
+        if self._wakeup is not None:
+            self._wakeup.notify()
+        if not waiter.wait(timeout or self.proposal_timeout):
+            reason: Any = "Timeout"
+        elif waiter.error != FAIL_REASON.SUCCESS:
+            reason = waiter.error
+        else:
+            result = waiter.result
+            if not isinstance(result, dict):  # pragma: no cover - apply_command always returns a dict
+                raise OutcomeUnknown("no result from the state machine")
+            return result
+        with self._counters_lock:
+            self.counters["proposal_failures"] += 1
+        raise map_failure(reason)
 
     def read_barrier(self, timeout: float | None = None) -> None:
         """Commit a no-op through the log: afterwards local state reflects every write acked before."""
@@ -698,11 +757,63 @@ class Node:
                 log.exception("lease expiry loop failed")
 
 
-def _is_connected(raft: SyncObj, raft_addr: str) -> bool:
-    for node in raft.otherNodes:
-        if getattr(node, "address", None) == raft_addr:
-            return bool(raft.isNodeConnected(node))
-    return False
+class _Waiter:
+    """Result slot of one proposal (pysyncobj calls ``on_result`` from the tick thread).
+
+    A bare lock, held from creation and released by ``on_result``, is a one-shot event that costs far
+    less than ``threading.Event`` (no Condition, no per-wait waiter lock).
+    """
+
+    __slots__ = ("_done", "error", "result")
+
+    def __init__(self) -> None:
+        self._done = threading.Lock()
+        self._done.acquire()
+        self.result: Any = None
+        self.error: Any = None
+
+    def on_result(self, result: Any, error: Any) -> None:
+        self.result = result
+        self.error = error
+        with contextlib.suppress(RuntimeError):  # defensive: a second result is ignored
+            self._done.release()
+
+    def wait(self, timeout: float) -> bool:
+        """True once ``on_result`` ran; False after ``timeout`` seconds."""
+        return self._done.acquire(timeout=timeout)
+
+
+class _Wakeup:
+    """Wakes pysyncobj's poller when a proposal is queued (at most one pending byte in the pipe).
+
+    A proposer queues its command, then sets the flag and writes a byte only if the flag was clear. The
+    tick thread drains the pipe, *then* clears the flag, and only after poll returns takes the queued
+    proposals: a proposal queued before its proposer saw the flag set is picked up by that wake-up, and
+    the flag is never left set with an empty pipe.
+    """
+
+    def __init__(self, poller: Any) -> None:
+        self._pending = False
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        poller.subscribe(self._read_fd, self._on_readable, _POLL_READ)
+
+    def notify(self) -> None:
+        if self._pending:
+            return
+        self._pending = True
+        with contextlib.suppress(BlockingIOError):  # the pipe is full: a wake-up is pending anyway
+            os.write(self._write_fd, b"w")
+
+    def _on_readable(self, _descr: int, _event: int) -> None:
+        # Drain first, then clear: a proposer that set the flag after the drain has its byte still in the
+        # pipe (the next poll returns at once); clearing first could swallow that byte and leave the flag
+        # set with an empty pipe, after which no proposer would wake the tick thread again.
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._read_fd, 4096):
+                pass
+        self._pending = False
 
 
 def durability_notes() -> list[str]:

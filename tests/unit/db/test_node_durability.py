@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import select
+from typing import Any
 
 import pytest
 from pysyncobj.journal import FileJournal
@@ -96,3 +98,53 @@ def test_dump_round_trip():
     assert snapshot == b'{"kv":1}'
     with pytest.raises(ValueError, match="magic"):
         decode_dump(b"garbage")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The proposal wake-up pipe (batched mode: pysyncobj does not wake its tick thread by itself)
+# ----------------------------------------------------------------------------------------------------------
+
+
+class _FakePoller:
+    def __init__(self) -> None:
+        self.callbacks: dict[int, Any] = {}
+
+    def subscribe(self, descr: int, callback: Any, _mask: int) -> None:
+        self.callbacks[descr] = callback
+
+
+def _pipe_has_byte(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def test_wakeup_writes_at_most_one_byte_and_never_sticks(monkeypatch):
+    from agenda.db import node as node_module
+
+    poller = _FakePoller()
+    wakeup = node_module._Wakeup(poller)
+    ((read_fd, on_readable),) = poller.callbacks.items()
+    wakeup.notify()
+    wakeup.notify()  # coalesced
+    assert os.read(read_fd, 10) == b"w"
+    os.write(wakeup._write_fd, b"w")  # put it back
+
+    # A proposer notifying while the tick thread drains the pipe must not leave the flag set with an
+    # empty pipe (that would silence every later notify: proposals would wait for the poll timeout).
+    real_read = os.read
+    calls = []
+
+    def read_and_race(fd: int, n: int) -> bytes:
+        data = real_read(fd, n)
+        if not calls:
+            calls.append(1)
+            wakeup.notify()
+        return data
+
+    monkeypatch.setattr(node_module.os, "read", read_and_race)
+    on_readable(read_fd, 0)
+    monkeypatch.setattr(node_module.os, "read", real_read)
+    assert not wakeup._pending or _pipe_has_byte(read_fd)
+    on_readable(read_fd, 0)
+    assert not wakeup._pending
+    wakeup.notify()
+    assert _pipe_has_byte(read_fd)
