@@ -43,6 +43,8 @@ integration: venv ## integration tests: real processes on loopback (five-node DB
 	pytest -q tests/integration
 
 molecule: venv image ## the Molecule scenarios (deploy, idempotence, verify)
+	@# An interrupted run leaves Molecule's state saying the hosts exist; start from nothing.
+	molecule destroy --all
 	AGENDA_IMAGE=$$(lab/build-image.sh) molecule test --all
 
 lab-test: venv tools ## the Vagrant lab from nothing: up, up again (changed=0), checks, down
