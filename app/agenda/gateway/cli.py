@@ -16,33 +16,22 @@ from typing import Any, Final
 
 import flask
 
-from agenda.common.config import (
-    Config,
-    ConfigError,
-    Field,
-    Section,
-    existing_file,
-    load_config,
-    parse_hostport,
-)
+from agenda.common.config import Config, ConfigError, Field, existing_file, load_config
 from agenda.common.logs import configure_logging
+from agenda.common.service import (
+    hostport_validator,
+    log_fields,
+    require_gateway_secret,
+    require_tls_files,
+    tls_section,
+    urls_validator,
+)
 
 __all__ = ["SCHEMA", "build_app", "build_parser", "load", "main", "parse_key_ring", "wsgi"]
 
 log = logging.getLogger("agenda.gateway")
 
-_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENV_PREFIX: Final = "AGENDA_GATEWAY"
-
-
-def _hostport(value: str) -> None:
-    parse_hostport(value)
-
-
-def _urls(value: tuple[str, ...]) -> None:
-    for index, url in enumerate(value):
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"item {index} must be an http(s):// URL, got {url!r}")
 
 
 def parse_key_ring(value: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -62,10 +51,14 @@ def parse_key_ring(value: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 
 SCHEMA: Final = [
-    Field("listen", str, default="127.0.0.1:8080", validator=_hostport),
-    Field("users_urls", list[str], validator=_urls, help="base URL of every User Service instance"),
+    Field("listen", str, default="127.0.0.1:8080", validator=hostport_validator),
+    Field("users_urls", list[str], validator=urls_validator, help="base URL of every User Service instance"),
     Field(
-        "groups_urls", list[str], default=(), validator=_urls, help="base URL of every Group Service instance"
+        "groups_urls",
+        list[str],
+        default=(),
+        validator=urls_validator,
+        help="base URL of every Group Service instance",
     ),
     Field("public_keys", list[str], validator=parse_key_ring, help="KID=PATH of each token verification key"),
     Field("issuer", str, default="agenda-users"),
@@ -74,27 +67,9 @@ SCHEMA: Final = [
     Field("login_limit", int, default=5, min=1, max=1000, help="login attempts per username+address"),
     Field("login_window", float, default=60.0, min=1.0, max=86400.0, help="seconds"),
     Field("backend_timeout", float, default=10.0, min=0.5, max=120.0),
-    Section(
-        "tls",
-        [
-            Field("enabled", bool, default=True),
-            Field("cert", str, default=None, validator=existing_file),
-            Field("key", str, default=None, validator=existing_file),
-        ],
-        help="the public HTTPS listener",
-    ),
-    Section(
-        "backend_tls",
-        [
-            Field("enabled", bool, default=True),
-            Field("cert", str, default=None, validator=existing_file),
-            Field("key", str, default=None, validator=existing_file),
-            Field("ca", str, default=None, validator=existing_file),
-        ],
-        help="mutual TLS to the backends",
-    ),
-    Field("log_level", str, default="INFO", choices=_LEVELS),
-    Field("log_format", str, default="json", choices=("json", "plain")),
+    tls_section(files=("cert", "key"), help="the public HTTPS listener"),
+    tls_section("backend_tls", help="mutual TLS to the backends"),
+    *log_fields(),
 ]
 
 
@@ -154,13 +129,9 @@ def load(argv: Sequence[str] | None = None) -> Config:
     cfg = load_config(SCHEMA, path=args.config, data=_overrides(args), env_prefix=ENV_PREFIX)
     if not cfg.users_urls:
         raise ConfigError("users_urls", "at least one URL is required")
-    for section, names in (("tls", ("cert", "key")), ("backend_tls", ("cert", "key", "ca"))):
-        if cfg[section].enabled:
-            for name in names:
-                if cfg[section][name] is None:
-                    raise ConfigError(f"{section}.{name}", "required when TLS is enabled (or use --no-tls)")
-    if len(cfg.gateway_secret) < 16:
-        raise ConfigError("gateway_secret", "must have at least 16 characters")
+    require_tls_files(cfg, "tls", ("cert", "key"))
+    require_tls_files(cfg, "backend_tls")
+    require_gateway_secret(cfg)
     return cfg
 
 

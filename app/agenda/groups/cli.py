@@ -16,30 +16,30 @@ from typing import Any, Final
 
 import flask
 
-from agenda.common.config import Config, ConfigError, Field, Section, existing_file, load_config
+from agenda.common.config import Config, ConfigError, Field, load_config
 from agenda.common.logs import configure_logging
-from agenda.users.cli import hostport_validator, serve, urls_validator
+from agenda.common.service import (
+    add_common_arguments,
+    common_overrides,
+    hostport_validator,
+    log_fields,
+    require_gateway_secret,
+    require_tls_files,
+    required_urls_validator,
+    tls_section,
+)
+from agenda.users.cli import serve
 
 __all__ = ["SCHEMA", "build_app", "build_parser", "load", "main", "wsgi"]
 
-_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENV_PREFIX: Final = "AGENDA_GROUPS"
 
 SCHEMA: Final = [
     Field("listen", str, default="127.0.0.1:8200", validator=hostport_validator),
-    Field("db_urls", list[str], validator=urls_validator, help="API base URL of every DB member"),
+    Field("db_urls", list[str], validator=required_urls_validator, help="API base URL of every DB member"),
     Field("gateway_secret", str, secret=True, help="shared secret the gateway sends on every request"),
-    Section(
-        "tls",
-        [
-            Field("enabled", bool, default=True),
-            Field("cert", str, default=None, validator=existing_file),
-            Field("key", str, default=None, validator=existing_file),
-            Field("ca", str, default=None, validator=existing_file),
-        ],
-    ),
-    Field("log_level", str, default="INFO", choices=_LEVELS),
-    Field("log_format", str, default="json", choices=("json", "plain")),
+    tls_section(),
+    *log_fields(),
 ]
 
 
@@ -47,48 +47,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agenda-groups", description="Run one Agenda Group Service instance."
     )
-    parser.add_argument("--config", metavar="FILE")
-    parser.add_argument("--listen", metavar="HOST:PORT")
+    add_common_arguments(parser)
     parser.add_argument("--db-url", action="append", metavar="URL", help="repeat per DB member")
-    parser.add_argument("--gateway-secret", metavar="S", help="prefer the config file: argv is visible in ps")
-    parser.add_argument("--no-tls", action="store_true", help="plain HTTP (tests and labs only)")
-    parser.add_argument("--tls-cert", metavar="FILE")
-    parser.add_argument("--tls-key", metavar="FILE")
-    parser.add_argument("--tls-ca", metavar="FILE")
-    parser.add_argument("--log-level")
-    parser.add_argument("--log-format", choices=("json", "plain"))
     return parser
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    for name in ("listen", "gateway_secret", "log_format"):
-        if getattr(args, name) is not None:
-            data[name] = getattr(args, name)
-    if args.log_level is not None:
-        data["log_level"] = args.log_level.upper()
+    data = common_overrides(args, ())
     if args.db_url:
         data["db_urls"] = list(args.db_url)
-    tls: dict[str, Any] = {}
-    if args.no_tls:
-        tls["enabled"] = False
-    for name in ("cert", "key", "ca"):
-        if getattr(args, f"tls_{name}") is not None:
-            tls[name] = getattr(args, f"tls_{name}")
-    if tls:
-        data["tls"] = tls
     return data
 
 
 def load(argv: Sequence[str] | None = None) -> Config:
     args = build_parser().parse_args(argv)
     cfg = load_config(SCHEMA, path=args.config, data=_overrides(args), env_prefix=ENV_PREFIX)
-    if cfg.tls.enabled:
-        for name in ("cert", "key", "ca"):
-            if cfg.tls[name] is None:
-                raise ConfigError(f"tls.{name}", "required when TLS is enabled (or disable it with --no-tls)")
-    if len(cfg.gateway_secret) < 16:
-        raise ConfigError("gateway_secret", "must have at least 16 characters")
+    require_tls_files(cfg)
+    require_gateway_secret(cfg)
     return cfg
 
 

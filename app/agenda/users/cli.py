@@ -22,113 +22,66 @@ from typing import Any, Final
 
 import flask
 
-from agenda.common.config import (
-    Config,
-    ConfigError,
-    Field,
-    Section,
-    existing_file,
-    load_config,
-    parse_hostport,
-)
+from agenda.common.config import Config, ConfigError, Field, existing_file, load_config, parse_hostport
 from agenda.common.logs import configure_logging
+from agenda.common.service import (
+    add_common_arguments,
+    common_overrides,
+    hostport_validator,
+    log_fields,
+    require_gateway_secret,
+    require_tls_files,
+    required_urls_validator,
+    tls_section,
+)
 
 __all__ = ["SCHEMA", "build_app", "build_parser", "load", "main", "wsgi"]
 
 log = logging.getLogger("agenda.users")
 
-_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENV_PREFIX: Final = "AGENDA_USERS"
-
-
-def hostport_validator(value: str) -> None:
-    parse_hostport(value)
-
-
-def urls_validator(value: tuple[str, ...]) -> None:
-    if not value:
-        raise ValueError("at least one URL is required")
-    for index, url in enumerate(value):
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"item {index} must be an http(s):// URL, got {url!r}")
 
 
 SCHEMA: Final = [
     Field(
         "listen", str, default="127.0.0.1:8100", validator=hostport_validator, help="HOST:PORT to serve on"
     ),
-    Field("db_urls", list[str], validator=urls_validator, help="API base URL of every DB member"),
+    Field("db_urls", list[str], validator=required_urls_validator, help="API base URL of every DB member"),
     Field("signing_key", str, validator=existing_file, help="PEM Ed25519 private key for access tokens"),
     Field("key_id", str, default="k1", help="kid written in token headers"),
     Field("issuer", str, default="agenda-users"),
     Field("audience", str, default="agenda"),
     Field("token_ttl", int, default=3600, min=60, max=86400),
     Field("gateway_secret", str, secret=True, help="shared secret the gateway sends on every request"),
-    Section(
-        "tls",
-        [
-            Field("enabled", bool, default=True),
-            Field("cert", str, default=None, validator=existing_file),
-            Field("key", str, default=None, validator=existing_file),
-            Field("ca", str, default=None, validator=existing_file),
-        ],
-    ),
-    Field("log_level", str, default="INFO", choices=_LEVELS),
-    Field("log_format", str, default="json", choices=("json", "plain")),
+    tls_section(),
+    *log_fields(),
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agenda-users", description="Run one Agenda User Service instance.")
-    parser.add_argument("--config", metavar="FILE")
-    parser.add_argument("--listen", metavar="HOST:PORT")
+    add_common_arguments(parser)
     parser.add_argument("--db-url", action="append", metavar="URL", help="repeat per DB member")
     parser.add_argument("--signing-key", metavar="FILE")
     parser.add_argument("--key-id")
     parser.add_argument("--issuer")
     parser.add_argument("--audience")
     parser.add_argument("--token-ttl", metavar="SECONDS")
-    parser.add_argument("--gateway-secret", metavar="S", help="prefer the config file: argv is visible in ps")
-    parser.add_argument("--no-tls", action="store_true", help="plain HTTP (tests and labs only)")
-    parser.add_argument("--tls-cert", metavar="FILE")
-    parser.add_argument("--tls-key", metavar="FILE")
-    parser.add_argument("--tls-ca", metavar="FILE")
-    parser.add_argument("--log-level")
-    parser.add_argument("--log-format", choices=("json", "plain"))
     return parser
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    for name in ("listen", "signing_key", "key_id", "issuer", "audience", "token_ttl", "gateway_secret"):
-        if getattr(args, name) is not None:
-            data[name] = getattr(args, name)
-    if args.log_level is not None:
-        data["log_level"] = args.log_level.upper()
-    if args.log_format is not None:
-        data["log_format"] = args.log_format
+    data = common_overrides(args, ("signing_key", "key_id", "issuer", "audience", "token_ttl"))
     if args.db_url:
         data["db_urls"] = list(args.db_url)
-    tls: dict[str, Any] = {}
-    if args.no_tls:
-        tls["enabled"] = False
-    for name in ("cert", "key", "ca"):
-        if getattr(args, f"tls_{name}") is not None:
-            tls[name] = getattr(args, f"tls_{name}")
-    if tls:
-        data["tls"] = tls
     return data
 
 
 def load(argv: Sequence[str] | None = None) -> Config:
     args = build_parser().parse_args(argv)
     cfg = load_config(SCHEMA, path=args.config, data=_overrides(args), env_prefix=ENV_PREFIX)
-    if cfg.tls.enabled:
-        for name in ("cert", "key", "ca"):
-            if cfg.tls[name] is None:
-                raise ConfigError(f"tls.{name}", "required when TLS is enabled (or disable it with --no-tls)")
-    if len(cfg.gateway_secret) < 16:
-        raise ConfigError("gateway_secret", "must have at least 16 characters")
+    require_tls_files(cfg)
+    require_gateway_secret(cfg)
     return cfg
 
 
