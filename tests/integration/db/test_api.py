@@ -278,10 +278,10 @@ def test_bad_requests_are_4xx_problem_json(cluster, roles, entry):
     assert failures == []
 
 
-def test_compacted_watch_is_410(cluster, roles):
+def test_watch_from_the_future_returns_no_events(cluster, roles):
     _, follower = roles
-    # since=0 is only compacted once the history limit (10 000 events) has been exceeded; instead check
-    # that a watch from the future returns no events and that the shape is right.
+    # The 410 for a compacted revision is covered by the state machine's unit tests: provoking it
+    # here would take more than the 10 000 events of history the members keep.
     future = cluster.request(follower, "GET", "/v1/watch", params={"since": 10**12, "timeout": 0})
     assert future.status_code == 200
     assert future.json()["events"] == []
