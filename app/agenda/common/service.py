@@ -7,9 +7,14 @@ in common, so a flag or a check means the same thing everywhere.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from agenda.common.config import Config, ConfigError, Field, Section, existing_file, parse_hostport
+from agenda.common.logs import configure_logging
 
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 TLS_FILES: Final = ("cert", "key", "ca")
@@ -91,3 +96,37 @@ def require_tls_files(cfg: Config, section: str = "tls", files: tuple[str, ...] 
 def require_gateway_secret(cfg: Config) -> None:
     if len(cfg.gateway_secret) < 16:
         raise ConfigError("gateway_secret", "must have at least 16 characters")
+
+
+def configure_service_logging(name: str, cfg: Config) -> None:
+    configure_logging(name, cfg.log_level, json=cfg.log_format == "json")
+    if cfg.log_level != "DEBUG":
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+def wsgi_app(
+    name: str, env_var: str, load: Callable[[list[str]], Config], build_app: Callable[[Config], Any]
+) -> Any:
+    """A gunicorn factory's body: settings from the file named by ``env_var`` (plus the environment)."""
+    path = os.environ.get(env_var)
+    cfg = load(["--config", path] if path else [])
+    configure_logging(name, cfg.log_level, json=cfg.log_format == "json")
+    return build_app(cfg)
+
+
+def run_service(
+    name: str,
+    argv: Sequence[str] | None,
+    load: Callable[[Sequence[str] | None], Config],
+    build_app: Callable[[Config], Any],
+    serve: Callable[[Any, Config, str], int],
+) -> int:
+    """A service's entry point: a configuration error is one line naming the key and exit status 2."""
+    try:
+        cfg = load(argv)
+        app = build_app(cfg)
+    except ConfigError as exc:
+        print(f"{name}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_service_logging(name, cfg)
+    return serve(app, cfg, name)

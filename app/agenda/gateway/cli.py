@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any, Final
@@ -17,14 +16,15 @@ from typing import Any, Final
 import flask
 
 from agenda.common.config import Config, ConfigError, Field, existing_file, load_config
-from agenda.common.logs import configure_logging
 from agenda.common.service import (
+    configure_service_logging,
     hostport_validator,
     log_fields,
     require_gateway_secret,
     require_tls_files,
     tls_section,
     urls_validator,
+    wsgi_app,
 )
 
 __all__ = ["SCHEMA", "build_app", "build_parser", "load", "main", "parse_key_ring", "wsgi"]
@@ -161,10 +161,7 @@ def build_app(cfg: Config) -> flask.Flask:
 
 def wsgi() -> flask.Flask:
     """gunicorn factory: ``gunicorn 'agenda.gateway.cli:wsgi()'`` with AGENDA_GATEWAY_CONFIG=FILE."""
-    path = os.environ.get("AGENDA_GATEWAY_CONFIG")
-    cfg = load(["--config", path] if path else [])
-    configure_logging("agenda-gateway", cfg.log_level, json=cfg.log_format == "json")
-    return build_app(cfg)
+    return wsgi_app("agenda-gateway", "AGENDA_GATEWAY_CONFIG", load, build_app)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -182,9 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"agenda-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging("agenda-gateway", cfg.log_level, json=cfg.log_format == "json")
-    if cfg.log_level != "DEBUG":
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    configure_service_logging("agenda-gateway", cfg)
     if not cfg.tls.enabled:
         log.warning("TLS is disabled: plain HTTP on the public listener and to backends")
     return serve_wsgi(app, cfg.listen, ssl_context, "agenda-gateway")

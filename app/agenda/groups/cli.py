@@ -8,16 +8,13 @@ factory ``agenda.groups.cli:wsgi()`` with ``AGENDA_GROUPS_CONFIG=FILE``.
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any, Final
 
 import flask
 
-from agenda.common.config import Config, ConfigError, Field, load_config
-from agenda.common.logs import configure_logging
+from agenda.common.config import Config, Field, load_config
 from agenda.common.service import (
     add_common_arguments,
     common_overrides,
@@ -26,7 +23,9 @@ from agenda.common.service import (
     require_gateway_secret,
     require_tls_files,
     required_urls_validator,
+    run_service,
     tls_section,
+    wsgi_app,
 )
 from agenda.users.cli import serve
 
@@ -85,24 +84,12 @@ def build_app(cfg: Config) -> flask.Flask:
 
 def wsgi() -> flask.Flask:
     """gunicorn factory: ``gunicorn 'agenda.groups.cli:wsgi()'`` with AGENDA_GROUPS_CONFIG=FILE."""
-    path = os.environ.get("AGENDA_GROUPS_CONFIG")
-    cfg = load(["--config", path] if path else [])
-    configure_logging("agenda-groups", cfg.log_level, json=cfg.log_format == "json")
-    return build_app(cfg)
+    return wsgi_app("agenda-groups", "AGENDA_GROUPS_CONFIG", load, build_app)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``agenda-groups``; returns the exit status."""
-    try:
-        cfg = load(argv)
-        app = build_app(cfg)
-    except ConfigError as exc:
-        print(f"agenda-groups: configuration error: {exc}", file=sys.stderr)
-        return 2
-    configure_logging("agenda-groups", cfg.log_level, json=cfg.log_format == "json")
-    if cfg.log_level != "DEBUG":
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    return serve(app, cfg, "agenda-groups")
+    return run_service("agenda-groups", argv, load, build_app, serve)
 
 
 if __name__ == "__main__":

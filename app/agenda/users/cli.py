@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import ssl
 import sys
@@ -23,7 +22,6 @@ from typing import Any, Final
 import flask
 
 from agenda.common.config import Config, ConfigError, Field, existing_file, load_config, parse_hostport
-from agenda.common.logs import configure_logging
 from agenda.common.service import (
     add_common_arguments,
     common_overrides,
@@ -32,7 +30,9 @@ from agenda.common.service import (
     require_gateway_secret,
     require_tls_files,
     required_urls_validator,
+    run_service,
     tls_section,
+    wsgi_app,
 )
 
 __all__ = ["SCHEMA", "build_app", "build_parser", "load", "main", "wsgi"]
@@ -104,25 +104,12 @@ def build_app(cfg: Config) -> flask.Flask:
 
 def wsgi() -> flask.Flask:
     """gunicorn factory: ``gunicorn 'agenda.users.cli:wsgi()'`` with AGENDA_USERS_CONFIG=FILE."""
-    path = os.environ.get("AGENDA_USERS_CONFIG")
-    argv = ["--config", path] if path else []
-    cfg = load(argv)
-    configure_logging("agenda-users", cfg.log_level, json=cfg.log_format == "json")
-    return build_app(cfg)
+    return wsgi_app("agenda-users", "AGENDA_USERS_CONFIG", load, build_app)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``agenda-users``; returns the exit status."""
-    try:
-        cfg = load(argv)
-        app = build_app(cfg)
-    except ConfigError as exc:
-        print(f"agenda-users: configuration error: {exc}", file=sys.stderr)
-        return 2
-    configure_logging("agenda-users", cfg.log_level, json=cfg.log_format == "json")
-    if cfg.log_level != "DEBUG":
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    return serve(app, cfg, "agenda-users")
+    return run_service("agenda-users", argv, load, build_app, serve)
 
 
 def serve(app: flask.Flask, cfg: Config, name: str) -> int:
