@@ -196,28 +196,42 @@ def invite(group_id: str) -> Any:
     return updated.to_dict(), 201
 
 
-@bp.post("/v1/groups/<group_id>/members/<username>/accept")
-def accept(group_id: str, username: str) -> Any:
+@bp.post("/v1/groups/<group_id>/membership")
+def answer_invitation(group_id: str) -> Any:
+    """The invitee's answer: ``{accept: true}`` makes the membership active, ``false`` declines it.
+
+    Declining an invitation removes it (the inviter is told); an active member leaves with
+    ``DELETE /v1/groups/{id}/members/{username}`` instead, so ``accept: false`` is a 409 for them.
+    """
     check_args(set())
     me = current_user()
-    if username != me:
-        raise forbidden("Only the invited user may accept an invitation.")
+    body = json_body({"accept": bool})
+    accept = body["accept"]
     group = _group(group_id, me, active=False)
 
-    def mutate(current: Group) -> tuple[Group, list[Notification]] | None:
+    def mutate(current: Group) -> tuple[Group | None, list[Notification]] | None:
         membership = current.membership(me)
         if membership is None:
             raise RuleError("not-a-member", f"{me} is not invited to the group")
         if membership.state is MemberState.ACTIVE:
-            return None
-        members = dict(current.members)
-        members[me] = Membership(membership.level, MemberState.ACTIVE, membership.invited_by)
-        now = _deps().clock()
+            if accept:
+                return None  # a retried accept is harmless
+            raise RuleError("already-a-member", f"{me} is already a member; leave with DELETE instead")
         told = membership.invited_by or current.owner
-        return _with_members(current, members), [_membership_note(current, told, f"{me} joined", now)]
+        now = _deps().clock()
+        members = dict(current.members)
+        if accept:
+            members[me] = Membership(membership.level, MemberState.ACTIVE, membership.invited_by)
+            return _with_members(current, members), [_membership_note(current, told, f"{me} joined", now)]
+        del members[me]
+        if not members:
+            return None, []  # everyone else has left: the group dissolves
+        return _with_members(current, members), [_membership_note(current, told, f"{me} declined", now)]
 
     updated = _deps().groups.update(group.id, mutate)
-    assert updated is not None  # noqa: S101
+    if not accept:
+        return "", 204
+    assert updated is not None  # noqa: S101 - accepting never dissolves a group
     return updated.to_dict()
 
 

@@ -35,7 +35,7 @@ def join(
     if level is not None:
         body["level"] = level
     ok(stack.call("POST", f"/v1/groups/{group_id}/members", inviter_token, json=body), 201)
-    ok(stack.call("POST", f"/v1/groups/{group_id}/members/{user}/accept", user_token))
+    ok(stack.call("POST", f"/v1/groups/{group_id}/membership", user_token, json={"accept": True}))
 
 
 def test_hierarchical_group_rules_and_fan_out(stack: Stack) -> None:
@@ -57,7 +57,7 @@ def test_hierarchical_group_rules_and_fan_out(stack: Stack) -> None:
     problem(stack.call("DELETE", f"/v1/groups/{gid}/members/{bob}", c_tok), 403)
     problem(stack.call("DELETE", f"/v1/groups/{gid}/members/{alice}", b_tok), 403)
     problem(stack.call("GET", f"/v1/groups/{gid}", o_tok), 404)
-    problem(stack.call("POST", f"/v1/groups/{gid}/members/{carol}/accept", b_tok), 403)
+    problem(stack.call("POST", f"/v1/groups/{gid}/membership", b_tok, json={"accept": False}), 409)
     assert [g["group_id"] for g in ok(stack.call("GET", "/v1/groups", c_tok))["groups"]] == [gid]
 
     # Bob's group event: Carol (junior) is committed at once, Alice (senior) is only invited.
@@ -193,3 +193,25 @@ def test_group_input_is_validated(stack: Stack) -> None:
     # The owner alone may leave, which dissolves the group.
     assert stack.call("DELETE", f"/v1/groups/{gid}/members/{me}", tok).status_code == 204
     problem(stack.call("GET", f"/v1/groups/{gid}", tok), 404)
+
+
+def test_an_invitation_can_be_declined_and_nobody_joins_without_answering(stack: Stack) -> None:
+    _owner, o_tok = stack.user("io")
+    guest, g_tok = stack.user("ig")
+    gid = ok(stack.call("POST", "/v1/groups", o_tok, json={"name": "Club", "hierarchical": True}), 201)["id"]
+    ok(stack.call("POST", f"/v1/groups/{gid}/members", o_tok, json={"username": guest, "level": 1}), 201)
+
+    # Invited is not a member: the group agenda stays closed until the guest answers.
+    window = {"from": at(20, 0), "to": at(21, 0)}
+    problem(stack.call("GET", f"/v1/groups/{gid}/agenda", g_tok, params=window), 403)
+    problem(stack.call("POST", f"/v1/groups/{gid}/membership", g_tok, json={"accept": "yes"}), 400)
+    problem(stack.call("POST", f"/v1/groups/{gid}/membership", g_tok, json={}), 400)
+
+    response = stack.call("POST", f"/v1/groups/{gid}/membership", g_tok, json={"accept": False})
+    assert response.status_code == 204, response.text
+    problem(stack.call("GET", f"/v1/groups/{gid}", g_tok), 404)
+    assert guest not in ok(stack.call("GET", f"/v1/groups/{gid}", o_tok))["members"]
+    notes = ok(stack.call("GET", "/v1/notifications", o_tok))["notifications"]
+    assert any(n["kind"] == "membership" and "declined" in n.get("detail", "") for n in notes), notes
+    # Once declined there is nothing left to accept.
+    problem(stack.call("POST", f"/v1/groups/{gid}/membership", g_tok, json={"accept": True}), 404)
