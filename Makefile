@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 PYTHON ?= python3
 
-.PHONY: help venv tools image lab lab-down lint unit integration molecule lab-test test bench-db bench-failover clean
+.PHONY: help venv tools image lab lab-down dev lint unit integration molecule lab-test test bench-db bench-failover bench-agenda clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ lab: venv ## bring up the container lab with Vagrant and provision it with site.
 
 lab-down: ## remove the lab's machines, network and addresses
 	lab/down.sh
+
+dev: venv ## the whole stack on 127.0.0.1 as plain processes until Ctrl-C (DEV_ARGS="--port N --no-tls --fresh")
+	python -m agenda.devstack $(DEV_ARGS)
 
 lint: venv ## ruff, yamllint, ansible-lint (production profile)
 	ruff check app tests lab inventories molecule bench
@@ -57,6 +60,9 @@ bench-db: venv ## agenda-db vs etcd write throughput and latency (apt-get instal
 
 bench-failover: venv ## agenda-db vs etcd leader-failover write gap
 	python bench/db_vs_etcd.py --failover $(BENCH_ARGS)
+
+bench-agenda: venv ## create-event/list-agenda through the TLS gateway vs the DB's own writes (apt-get install -y hey)
+	python bench/agenda_gateway.py $(BENCH_ARGS)
 
 clean: lab-down ## remove the lab and the local caches (not the deployment CAs)
 	rm -rf .cache

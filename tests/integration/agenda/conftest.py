@@ -1,55 +1,59 @@
-"""A whole Agenda stack on loopback: the session's 5-member DB cluster (from ../conftest.py), two User
-Service instances, one Group Service and one API gateway, each a real process started with its CLI in
---no-tls dev mode.
+"""A whole Agenda stack on loopback for the tests: `agenda.devstack.DevStack` (what `make dev` runs) on
+top of the session's 5-member DB cluster (from ../conftest.py), so the suite runs five DB members, not
+ten: two User Service instances, one Group Service and one API gateway, each a real process.
 
+Plain HTTP (``tls=False``): these tests are about the API and the services' behaviour, and several call a
+backend directly to prove what it refuses; test_tls_mode.py runs the TLS stack, DB members included.
 Tests talk to the gateway only (except where a test proves what a backend did or did not see). Every
-wait is a bounded poll; teardown kills exactly the processes started here.
+wait is a bounded poll; teardown stops exactly the processes the DevStack started.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-import subprocess
-import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import cached_property
 from typing import Any
 
 import pytest
 import requests
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agenda.devstack import DevStack
+from agenda.users.tokens import load_private_key
 
 GATEWAY_SECRET = "integration-gateway-secret-0123456789"
 LOGIN_LIMIT = 5
+# Longer than any test: a test counting login attempts must not see the window roll over.
+LOGIN_WINDOW = 300
 
 
-def _ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+def plain_session() -> requests.Session:
+    """A session that goes straight to loopback: no proxy or CA bundle from the environment."""
+    session = requests.Session()
+    session.trust_env = False
+    return session
 
 
 @dataclass
 class Stack:
-    root: Path
-    signing_key: Ed25519PrivateKey
-    gateway_url: str
-    users_urls: list[str]
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    argvs: dict[str, list[str]] = field(default_factory=dict)
-    session: requests.Session = field(default_factory=requests.Session)
+    """The test client's view of a DevStack: calls through the gateway, plus its failure helpers."""
+
+    dev: DevStack
+    session: requests.Session = field(default_factory=plain_session)
+
+    @property
+    def gateway_url(self) -> str:
+        return self.dev.gateway_url
+
+    @property
+    def users_urls(self) -> list[str]:
+        return self.dev.users_urls
+
+    @cached_property
+    def signing_key(self) -> Ed25519PrivateKey:
+        return load_private_key(str(self.dev.signing_key_path))
 
     def url(self, path: str) -> str:
         return self.gateway_url + path
@@ -64,7 +68,7 @@ class Stack:
         """How many authenticated-or-public requests the User Service instances have served."""
         total = 0
         for base in self.users_urls:
-            response = requests.get(
+            response = self.session.get(
                 base + "/internal/stats", headers={"X-Agenda-Gateway-Secret": GATEWAY_SECRET}, timeout=5
             )
             total += response.json()["requests"]
@@ -81,129 +85,30 @@ class Stack:
         return name, response.json()["access_token"]
 
     def logs(self) -> str:
-        out = []
-        for name in self.procs:
-            path = self.root / f"{name}.log"
-            if path.exists():
-                out.append(f"----- {name} -----")
-                out.extend(path.read_text(errors="replace").splitlines()[-30:])
-        return "\n".join(out)
+        return self.dev.logs()
 
     def kill(self, name: str) -> None:
-        """SIGKILL one service process and reap it."""
-        proc = self.procs[name]
-        proc.kill()
-        proc.wait(timeout=10)
+        """SIGKILL one process (``users1``, ``groups1``, ``gateway``) and reap it."""
+        self.dev.kill(name)
 
     def restart(self, name: str) -> None:
-        """Start a killed service again and wait (bounded) until it answers /v1/health."""
-        assert self.procs[name].poll() is not None, f"{name} is still running"
-        _spawn(self, name, self.argvs[name])
-        base = self.users_urls[int(name.removeprefix("users")) - 1]
-
-        def healthy() -> bool:
-            assert self.procs[name].poll() is None, f"{name} exited:\n{self.logs()}"
-            return requests.get(base + "/v1/health", timeout=1).status_code == 200
-
-        _poll(healthy, 20.0, f"{name} to answer /v1/health", (requests.RequestException,))
-
-    def stop(self) -> None:
-        self.session.close()
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=10)
-
-
-def _spawn(stack: Stack, name: str, argv: list[str]) -> None:
-    stack.argvs[name] = argv
-    log = (stack.root / f"{name}.log").open("ab")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    stack.procs[name] = subprocess.Popen(
-        [sys.executable, "-m", *argv], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-    )
-    log.close()
+        """Start a killed process again and wait (bounded) until it answers /v1/health."""
+        self.dev.restart(name)
 
 
 @pytest.fixture(scope="session")
 def stack(db_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from agenda.common.http import Unavailable
-
-    root = tmp_path_factory.mktemp("agenda-stack")
-    key = Ed25519PrivateKey.generate()
-    private = root / "signing.pem"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+    db_cluster.wait_healthy()
+    dev = DevStack(
+        tmp_path_factory.mktemp("agenda-stack"),
+        tls=False,
+        db_urls=[member.url for member in db_cluster.members.values()],
+        gateway_secret=GATEWAY_SECRET,
+        settings={"gateway": {"login_limit": LOGIN_LIMIT, "login_window": LOGIN_WINDOW}},
     )
-    public = root / "public.pem"
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    users_ports = _ports(2)
-    gateway_port, groups_port = _ports(2)
-    users_urls = [f"http://127.0.0.1:{port}" for port in users_ports]
-    stack = Stack(root, key, f"http://127.0.0.1:{gateway_port}", users_urls)
-    try:
-        for index, port in enumerate(users_ports):
-            argv = ["agenda.users.cli", "--listen", f"127.0.0.1:{port}", "--signing-key", str(private)]
-            argv += ["--gateway-secret", GATEWAY_SECRET, "--no-tls", "--log-format", "plain"]
-            for member in db_cluster.members.values():
-                argv += ["--db-url", member.url]
-            _spawn(stack, f"users{index + 1}", argv)
-        argv = [
-            "agenda.groups.cli",
-            "--listen",
-            f"127.0.0.1:{groups_port}",
-            "--gateway-secret",
-            GATEWAY_SECRET,
-        ]
-        argv += ["--no-tls", "--log-format", "plain"]
-        for member in db_cluster.members.values():
-            argv += ["--db-url", member.url]
-        _spawn(stack, "groups", argv)
-        argv = ["agenda.gateway.cli", "--listen", f"127.0.0.1:{gateway_port}", "--public-key", f"k1={public}"]
-        argv += ["--gateway-secret", GATEWAY_SECRET, "--no-tls", "--log-format", "plain"]
-        argv += ["--login-limit", str(LOGIN_LIMIT), "--login-window", "300"]
-        for url in users_urls:
-            argv += ["--users-url", url]
-        argv += ["--groups-url", f"http://127.0.0.1:{groups_port}"]
-        _spawn(stack, "gateway", argv)
-
-        def up() -> bool:
-            for proc in stack.procs.values():
-                assert proc.poll() is None, f"a service exited early:\n{stack.logs()}"
-            for base in [*users_urls, f"http://127.0.0.1:{groups_port}", stack.gateway_url]:
-                if requests.get(base + "/v1/health", timeout=1).status_code != 200:
-                    return False
-            return True
-
-        db_cluster.wait_healthy()
-        _poll(up, 30.0, "the agenda services to answer /v1/health", (requests.RequestException, Unavailable))
-        yield stack
-    finally:
-        stack.stop()
-
-
-def _poll(
-    predicate: Callable[[], Any], timeout: float, what: str, errors: tuple[type[BaseException], ...]
-) -> Any:
-    import time
-
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while True:
+    with dev:
+        stack = Stack(dev)
         try:
-            value = predicate()
-        except errors as exc:
-            value, last = None, exc
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what} (last error: {last!r})")
-        time.sleep(0.05)
+            yield stack
+        finally:
+            stack.session.close()

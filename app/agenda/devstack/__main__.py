@@ -1,0 +1,7 @@
+"""``python -m agenda.devstack``: the same as ``agenda-dev``."""
+
+import sys
+
+from agenda.devstack.cli import main
+
+sys.exit(main())
