@@ -46,6 +46,7 @@ __all__ = [
     "etcd_version",
     "free_ports",
     "http_json",
+    "scrub_proxy_environment",
     "wait_until",
 ]
 
@@ -78,6 +79,16 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     }
     env.update(extra or {})
     return env
+
+
+def scrub_proxy_environment() -> None:
+    """Drop proxy settings from this process's own environment.
+
+    For children that copy ``os.environ`` themselves rather than taking :func:`clean_env` (the dev
+    stack's services), so that none of their 127.0.0.1 traffic can be sent to a proxy.
+    """
+    for name in [name for name in os.environ if name.lower() in _PROXY_VARS]:
+        del os.environ[name]
 
 
 def free_ports(count: int) -> list[int]:

@@ -18,11 +18,13 @@ __all__ = [
     "StepSummary",
     "format_failover_table",
     "format_load_table",
+    "format_ratio",
     "median_or_none",
     "parse_clients",
     "parse_hey",
     "ratio",
     "summarize",
+    "summary_cells",
 ]
 
 _TOTAL = re.compile(r"^\s*Total:\s+([0-9.]+)\s+secs", re.MULTILINE)
@@ -174,19 +176,24 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def summary_cells(summary: StepSummary | None) -> str:
+    """``req/s p50 p99 err`` of one cell (9, 8, 8, 6 characters wide); ``!`` marks runs with errors."""
+    if summary is None:
+        return f"{'-':>9} {'-':>8} {'-':>8} {'-':>6}"
+    err = f"{summary.errors_total}{'!' if summary.flagged else ''}"
+    return f"{_num(summary.rps):>9} {_num(summary.p50_ms, 2):>8} {_num(summary.p99_ms, 2):>8} {err:>6}"
+
+
+def format_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}x"
+
+
 def format_load_table(
     clients: Sequence[int],
     etcd: Mapping[int, StepSummary] | None,
     agenda: Mapping[int, StepSummary] | None,
 ) -> str:
     """clients | etcd req/s p50 p99 err | agenda req/s p50 p99 err | agenda/etcd (throughput)."""
-
-    def cells(summary: StepSummary | None) -> str:
-        if summary is None:
-            return f"{'-':>9} {'-':>8} {'-':>8} {'-':>6}"
-        err = f"{summary.errors_total}{'!' if summary.flagged else ''}"
-        return f"{_num(summary.rps):>9} {_num(summary.p50_ms, 2):>8} {_num(summary.p99_ms, 2):>8} {err:>6}"
-
     header = (
         f"{'clients':>7} | {'etcd req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'err':>6} | "
         f"{'agenda r/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'err':>6} | {'agenda/etcd':>11}"
@@ -195,9 +202,8 @@ def format_load_table(
     for level in clients:
         e = etcd.get(level) if etcd else None
         a = agenda.get(level) if agenda else None
-        r = ratio(a.rps if a else None, e.rps if e else None)
-        ratio_text = "-" if r is None else f"{r:.3f}x"
-        lines.append(f"{level:>7} | {cells(e)} | {cells(a)} | {ratio_text:>11}")
+        ratio_text = format_ratio(ratio(a.rps if a else None, e.rps if e else None))
+        lines.append(f"{level:>7} | {summary_cells(e)} | {summary_cells(a)} | {ratio_text:>11}")
     return "\n".join(lines)
 
 

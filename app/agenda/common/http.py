@@ -32,6 +32,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import requests
+import requests.adapters
 import urllib3.exceptions
 
 from agenda.common.logs import current_request_id
@@ -121,6 +122,8 @@ class HttpClient:
         session: requests.Session | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        spread: bool = False,
+        pool_size: int = 64,
     ) -> None:
         if isinstance(base_urls, str):
             raise TypeError("base_urls must be a list of URLs, not a single string")
@@ -137,12 +140,22 @@ class HttpClient:
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not crypto
         self._sleep = sleep
         self._session = session if session is not None else requests.Session()
+        if session is None:
+            # One kept-alive connection per concurrent caller: with fewer, callers beyond the pool's
+            # size open (and then drop) a fresh connection each, a full TLS handshake every time.
+            adapter = requests.adapters.HTTPAdapter(pool_connections=len(base_urls), pool_maxsize=pool_size)
+            self._session.mount("http://", adapter)
+            self._session.mount("https://", adapter)
         # Cluster-internal calls must never be routed through a proxy or a CA bundle from the environment.
         self._session.trust_env = False
         self._session.verify = verify
         self._session.cert = cert
         self._lock = threading.Lock()
         self._active = 0
+        # Stateless replicas (service instances) share the load: each request starts at the next one.
+        # Replicated state (DB members) keeps the default, sticking to the one that last answered.
+        self._spread = spread
+        self._next = 0
 
     @property
     def active_url(self) -> str:
@@ -228,7 +241,11 @@ class HttpClient:
             send_headers["X-Request-ID"] = request_id
 
         with self._lock:
-            index = self._active
+            if self._spread:
+                self._next = (self._next + 1) % len(self.base_urls)
+                index = self._next
+            else:
+                index = self._active
         tried: set[int] = set()
         sleeps = 0
         last_exc: BaseException | None = None

@@ -4,9 +4,9 @@ Settings come from ``--config FILE`` (YAML, keys as in :data:`SCHEMA`), then com
 override the file). Anything wrong fails at start with a message naming the key, exit status 2.
 
 The HTTP API is served by Werkzeug's threaded WSGI server (with HTTP/1.1 keep-alive, see
-:mod:`agenda.db.httpserver`) inside the same process as the Raft node: the node must be a single process
-(one Raft identity, one journal), which rules out pre-fork servers such as
-gunicorn, and a single process also makes SIGSTOP/SIGKILL of "the member" mean exactly that.
+:mod:`agenda.common.httpserver`) inside the same process as the Raft node: the node must be a single
+process (one Raft identity, one journal), which rules out pre-fork servers such as gunicorn, and a
+single process also makes SIGSTOP/SIGKILL of "the member" mean exactly that.
 """
 
 from __future__ import annotations
@@ -238,9 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(settings: Settings) -> int:
     # Imported here so `agenda-db --help` and config errors stay fast and free of side effects.
+    from agenda.common.httpserver import make_keepalive_server
     from agenda.common.tls import server_context
     from agenda.db.api import Forwarder, create_app
-    from agenda.db.httpserver import make_keepalive_server
     from agenda.db.node import Node
 
     ssl_context = None

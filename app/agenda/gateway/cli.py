@@ -146,10 +146,12 @@ def build_app(cfg: Config) -> flask.Flask:
     cert: tuple[str, str] | None = None
     if cfg.backend_tls.enabled:
         verify, cert = cfg.backend_tls.ca, (cfg.backend_tls.cert, cfg.backend_tls.key)
-    timeout = (2.0, cfg.backend_timeout)
-    backends = {"users": HttpClient(list(cfg.users_urls), timeout=timeout, verify=verify, cert=cert)}
+    # The instances are stateless: spread requests over them (each starts at the next instance).
+    # The connect timeout also bounds the TLS handshake, which a loaded backend may be slow to finish.
+    options: dict[str, Any] = {"timeout": (3.05, cfg.backend_timeout), "verify": verify, "cert": cert}
+    backends = {"users": HttpClient(list(cfg.users_urls), spread=True, **options)}
     if cfg.groups_urls:
-        backends["groups"] = HttpClient(list(cfg.groups_urls), timeout=timeout, verify=verify, cert=cert)
+        backends["groups"] = HttpClient(list(cfg.groups_urls), spread=True, **options)
     deps = GatewayDeps(
         verifier=TokenVerifier(keys, cfg.issuer, cfg.audience),
         backends=backends,

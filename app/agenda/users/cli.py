@@ -129,12 +129,16 @@ def serve(app: flask.Flask, cfg: Config, name: str) -> int:
 
 
 def serve_wsgi(app: flask.Flask, listen: str, ssl_context: ssl.SSLContext | None, name: str) -> int:
-    """Serve `app` with Werkzeug's threaded server on `listen` until SIGTERM/SIGINT; exit status."""
-    from werkzeug.serving import make_server
+    """Serve `app` on `listen` until SIGTERM/SIGINT (threaded, keep-alive connections); exit status.
+
+    Keep-alive matters twice here: the gateway reuses its mutual-TLS connections to the backends, and
+    clients reuse theirs to the gateway, instead of paying a TLS handshake for every request.
+    """
+    from agenda.common.httpserver import make_keepalive_server
 
     host, port = parse_hostport(listen)
     try:
-        server = make_server(host, port, app, threaded=True, ssl_context=ssl_context)
+        server = make_keepalive_server(host, port, app, ssl_context=ssl_context)
     except OSError as exc:
         logging.getLogger(name).error("cannot listen on %s: %s", listen, exc)
         return 1

@@ -302,3 +302,21 @@ def test_single_string_is_refused() -> None:
 def test_relative_path_is_refused(sleep: RecordingSleep) -> None:
     with pytest.raises(ValueError, match="must start with '/'"):
         make_client(["http://127.0.0.1:1"], sleep).get("x")
+
+
+def test_spread_sends_each_request_to_the_next_instance(sleep: RecordingSleep) -> None:
+    with ScriptedServer() as first, ScriptedServer() as second:
+        client = make_client([first.url, second.url], sleep, spread=True)
+        for index in range(6):
+            assert client.get(f"/{index}").status_code == 200
+        assert len(first.seen) == len(second.seen) == 3
+
+
+def test_spread_still_fails_over_past_a_dead_instance(
+    server: ScriptedServer, dead_url: str, sleep: RecordingSleep
+) -> None:
+    client = make_client([dead_url, server.url], sleep, spread=True)
+    for index in range(4):
+        assert client.post(f"/{index}", json={}).status_code == 200  # refused: provably never sent
+    assert [seen.path for seen in server.seen] == ["/0", "/1", "/2", "/3"]
+    assert sleep.calls == []

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from agenda.common.httpserver import make_keepalive_server
 from agenda.db.api import create_app
-from agenda.db.httpserver import make_keepalive_server
 from unit.db.test_api_errors import FakeNode
 
 

@@ -1,12 +1,13 @@
-"""A keep-alive WSGI server for ``agenda-db`` (Werkzeug's threaded server minus ``Connection: close``).
+"""A keep-alive WSGI server for the Agenda services (Werkzeug's threaded server, keep-alive added).
 
 Werkzeug's development server answers every request with ``Connection: close``, so every client request
 costs a TCP handshake, an ``accept`` and a new thread. Under load that is most of a member's CPU. This
 server is the same ``werkzeug.serving`` server (same threading model: one daemon thread per connection,
 so long-polling watches never starve other requests; same TLS handling; same WSGI environ) with one
-handler change: HTTP/1.1 keep-alive. The application's response is buffered (every response of the DB
-API is a small JSON document), sent with a ``Content-Length`` in one write, and the request body is
-drained (or the connection closed) before the next request is read from the same connection.
+handler change: HTTP/1.1 keep-alive. The application's response is buffered (every response of the
+services is a small JSON or iCalendar document), sent with a ``Content-Length`` in one write, and the
+request body is drained (or the connection closed) before the next request is read from the same
+connection.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from werkzeug.wsgi import LimitedStream
 
 __all__ = ["KeepAliveRequestHandler", "make_keepalive_server"]
 
-log = logging.getLogger("agenda.db.http")
+log = logging.getLogger("agenda.http")
 
 # An idle keep-alive connection is closed after this long (also bounds reading one request).
 IDLE_TIMEOUT: Final = 120.0
