@@ -2,8 +2,9 @@
 
 `db_cluster` starts five `python -m agenda.db.cli` processes once per session; the function-scoped
 `cluster` fixture hands it to a test after making sure every member runs (restarting any the previous
-test killed, resuming any it stopped) and reports healthy. Every wait is a bounded poll; whatever
-happens, teardown SIGKILLs every process this fixture started.
+test killed, resuming any it stopped) and reports healthy; `make_cluster` starts clusters of their own
+for tests that change the membership. Every wait is a bounded poll; whatever happens, teardown SIGKILLs
+every process these fixtures started.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +24,7 @@ import pytest
 import requests
 
 from agenda.common.http import HttpClient, Unavailable
+from agenda.devstack.stack import free_ports
 
 CLUSTER_SIZE = 5
 SECRET = "integration-test-secret"
@@ -47,19 +48,6 @@ def wait_until(
         time.sleep(interval)
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 @dataclass
 class Member:
     node_id: str
@@ -69,6 +57,7 @@ class Member:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     stopped: bool = False
+    peer_ids: tuple[str, ...] | None = None  # its --peer flags; None: every other member of the cluster
 
     @property
     def raft_addr(self) -> str:
@@ -129,10 +118,33 @@ class Cluster:
             "--log-format",
             "plain",
         ]
-        for other in self.members.values():
-            if other.node_id != member.node_id:
-                argv += ["--peer", f"{other.node_id}={other.raft_addr},{other.api_addr}"]
+        peer_ids = member.peer_ids
+        if peer_ids is None:
+            peer_ids = tuple(node_id for node_id in self.members if node_id != member.node_id)
+        for other in (self.members[node_id] for node_id in peer_ids):
+            argv += ["--peer", f"{other.node_id}={other.raft_addr},{other.api_addr}"]
         return argv
+
+    def add_member(self, node_id: str) -> Member:
+        """A new member (not started yet) whose --peer flags name every current member.
+
+        The current members keep the --peer flags they had, as they would when a member is added at run
+        time: from now on each member's flags are fixed, whatever joins or leaves later.
+        """
+        for member in self.members.values():
+            if member.peer_ids is None:
+                member.peer_ids = tuple(other for other in self.members if other != member.node_id)
+        raft_port, api_port = free_ports(2)
+        member = Member(
+            node_id=node_id,
+            raft_port=raft_port,
+            api_port=api_port,
+            data_dir=self.root / node_id,
+            log_path=self.root / f"{node_id}.log",
+            peer_ids=tuple(self.members),
+        )
+        self.members[node_id] = member
+        return member
 
     def start(self, node_id: str) -> None:
         member = self.members[node_id]
@@ -278,6 +290,36 @@ def cluster(db_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Clu
     yield db_cluster
     if request.node.stash.get(_FAILED, False):
         print(db_cluster.tail_logs())  # shown by pytest for the failed test
+
+
+@pytest.fixture
+def make_cluster(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Callable[[int], Cluster]]:
+    """Start a cluster of its own for a test that reconfigures it (`db_cluster` must stay as it is)."""
+    made: list[Cluster] = []
+
+    def make(size: int) -> Cluster:
+        cluster = Cluster.create(tmp_path_factory.mktemp("own-cluster"), size)
+        made.append(cluster)
+        cluster.start_all()
+        cluster.wait_healthy(timeout=60)
+        return cluster
+
+    try:
+        yield make
+    finally:
+        for cluster in made:
+            if request.node.stash.get(_FAILED, False):
+                print(cluster.tail_logs())
+            cluster.close()
+            cluster.kill_all()
+
+
+@pytest.fixture
+def ports() -> Callable[[int], list[int]]:
+    """`free_ports`, as a fixture (test modules cannot import conftest)."""
+    return free_ports
 
 
 @pytest.fixture

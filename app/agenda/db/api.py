@@ -11,6 +11,14 @@ is bounded.
 Linearizable reads on the leader use a read barrier: a no-op is committed through the Raft log and
 applied before the local state is read, so a deposed or partitioned leader (which cannot commit) cannot
 answer. ``consistency=stale`` reads the member's local state without any of that.
+
+Membership (``POST /v1/cluster/members``, ``DELETE /v1/cluster/members/<id>``) is routed like any write.
+The leader answers once the change is committed: 201/200 with the new ``members``; 400 naming the field
+for a malformed id or address; 409 when the id or an address is already a member's, when nothing answers
+at the new member's API address as that id with that Raft address (start it first), or when removing the
+last member; 404 for an unknown id; 503 with ``Retry-After`` without a leader or while another change is
+pending. Removing the leader first hands leadership to a caught-up follower, then forwards the removal to
+it. The procedure and the quorum consequences are in :mod:`agenda.db.node`.
 """
 
 from __future__ import annotations
@@ -42,21 +50,34 @@ from agenda.common.errors import (
 )
 from agenda.common.http import HttpClient, Unavailable
 from agenda.common.logs import bind_request_id, sanitize_request_id
-from agenda.db.node import LeaderUnknown, NodeError, NotLeader, OutcomeUnknown, Peer, Status
+from agenda.db.node import (
+    LastMember,
+    LeaderUnknown,
+    MembershipChangeInProgress,
+    NodeError,
+    NotLeader,
+    OutcomeUnknown,
+    Peer,
+    Status,
+)
 from agenda.db.state import (
     Compacted,
     InvalidArgument,
     KVStateMachine,
     LeaseExists,
     LeaseNotFound,
+    MemberExists,
+    MemberNotFound,
     StateMachineError,
     delete_command,
     lease_grant_command,
     lease_keepalive_command,
     lease_revoke_command,
+    member_add_command,
     put_command,
     txn_command,
     validate_key,
+    validate_node_id,
 )
 
 __all__ = [
@@ -66,6 +87,7 @@ __all__ = [
     "create_app",
     "parse_consistency",
     "parse_int_arg",
+    "probe_new_member",
     "problem_for_error",
     "problem_for_result",
 ]
@@ -77,6 +99,9 @@ MAX_BODY_BYTES: Final = 4 * 1024 * 1024
 MAX_WATCH_TIMEOUT: Final = 60.0
 DEFAULT_WATCH_TIMEOUT: Final = 30.0
 RETRY_AFTER: Final = 1
+# Asking a would-be member who it is: a local API answers in milliseconds, and the leader must still have
+# its whole proposal timeout left within the forwarding member's read timeout.
+PROBE_TIMEOUT: Final = (0.5, 1.0)
 ANY_JSON: Final = (str, int, float, bool, list, dict, type(None))
 _EMPTY: Final = KVStateMachine(history_limit=1)  # never mutated: used to validate range arguments
 
@@ -85,12 +110,14 @@ class Backend(Protocol):
     """What the API needs from a member (``agenda.db.node.Node``; tests substitute fakes)."""
 
     self_peer: Peer
-    members: tuple[Peer, ...]
     proposal_timeout: float
     counters: dict[str, int]
 
     @property
     def status(self) -> Status: ...
+
+    @property
+    def members(self) -> tuple[Peer, ...]: ...
 
     @property
     def journal_syncs(self) -> int: ...
@@ -110,6 +137,12 @@ class Backend(Protocol):
     def read_barrier(self, timeout: float | None = None) -> None: ...
 
     def new_lease_id(self) -> int: ...
+
+    def add_member(self, peer: Peer, timeout: float | None = None) -> tuple[Peer, ...]: ...
+
+    def remove_member(self, node_id: str, timeout: float | None = None) -> tuple[Peer, ...]: ...
+
+    def transfer_leadership(self, timeout: float | None = None) -> Peer: ...
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -175,6 +208,14 @@ def problem_for_error(exc: Exception) -> Problem:
         return not_found(str(exc), type=problem_type("lease-not-found"), lease=exc.lease_id)
     if isinstance(exc, LeaseExists):
         return conflict(str(exc), field="id", type=problem_type("lease-exists"), lease=exc.lease_id)
+    if isinstance(exc, MemberExists):
+        return conflict(str(exc), field=exc.field, type=problem_type("member-exists"), member=exc.member)
+    if isinstance(exc, MemberNotFound):
+        return not_found(str(exc), type=problem_type("member-not-found"), member=exc.node_id)
+    if isinstance(exc, LastMember):
+        return conflict(str(exc), field="id", type=problem_type("last-member"))
+    if isinstance(exc, MembershipChangeInProgress):
+        return unavailable(RETRY_AFTER, str(exc), type=problem_type("membership-change-in-progress"))
     if isinstance(exc, OutcomeUnknown):
         return unavailable(RETRY_AFTER, str(exc), type=problem_type("outcome-unknown"), outcome="unknown")
     if isinstance(exc, (LeaderUnknown, NotLeader)):
@@ -299,6 +340,45 @@ class Forwarder:
 
 
 _HOP_HEADERS: Final = ("Content-Type", "Retry-After", "Location", REVISION_HEADER, NODE_HEADER)
+
+
+def probe_new_member(forwarder: Forwarder, peer: Peer) -> None:
+    """409 unless an agenda-db member answers at ``peer.api_addr`` as ``peer.node_id`` at ``peer.raft_addr``.
+
+    Adding a member that is not running, or a typo in an address, would make the new configuration count
+    a voter that never answers (with one or two members, the cluster would stop committing), so the
+    newcomer must already run and describe itself as the request does.
+    """
+    start_first = "start it first, with --peer for every current member"
+    try:
+        response = forwarder.client(peer).request("GET", "/v1/cluster", timeout=PROBE_TIMEOUT)
+        body = response.json() if response.status_code == 200 else None
+    except (Unavailable, ValueError) as exc:
+        raise conflict(
+            f"no agenda-db member answers at {peer.api_addr} ({exc}); {start_first}",
+            field="api",
+            type=problem_type("member-unreachable"),
+        ) from None
+    if not isinstance(body, dict):
+        raise conflict(
+            f"{peer.api_addr} did not answer GET /v1/cluster as an agenda-db member; {start_first}",
+            field="api",
+            type=problem_type("member-unreachable"),
+        )
+    if body.get("id") != peer.node_id:
+        raise conflict(
+            f"the member at {peer.api_addr} is {body.get('id')!r}, not {peer.node_id!r}",
+            field="id",
+            type=problem_type("member-mismatch"),
+        )
+    own = [m for m in body.get("members") or [] if isinstance(m, dict) and m.get("id") == peer.node_id]
+    if not own or own[0].get("raft") != peer.raft_addr:
+        actual = own[0].get("raft") if own else None
+        raise conflict(
+            f"{peer.node_id} at {peer.api_addr} speaks Raft at {actual!r}, not {peer.raft_addr!r}",
+            field="raft",
+            type=problem_type("member-mismatch"),
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -456,11 +536,12 @@ def create_app(node: Backend, forwarder: Forwarder | None = None, *, fast_writes
     metrics = _Metrics()
     app.extensions["agenda_db"] = {"node": node, "forwarder": fwd, "metrics": metrics}
 
-    def db_error(exc: StateMachineError | NodeError) -> flask.Response:
+    def db_error(exc: StateMachineError | NodeError | LastMember) -> flask.Response:
         return problem_response(problem_for_error(exc))
 
     app.register_error_handler(StateMachineError, db_error)
     app.register_error_handler(NodeError, db_error)
+    app.register_error_handler(LastMember, db_error)
     if fast_writes:
         app.wsgi_app = _fast_put_middleware(app, node, metrics)  # type: ignore[method-assign]
 
@@ -504,6 +585,11 @@ def create_app(node: Backend, forwarder: Forwarder | None = None, *, fast_writes
                 "not the leader (the request was already forwarded once)",
                 type=problem_type("no-leader"),
             )
+        return route_to(leader, redirect)
+
+    def route_to(leader: Peer, redirect: bool) -> flask.Response:
+        """Forward the current request to ``leader`` (marked as forwarded), or 307 when ``redirect``."""
+        request = flask.request
         path = quote(request.path, safe="/")
         params = [(k, v) for k, v in request.args.items(multi=True) if k != "redirect"]
         if redirect:
@@ -519,11 +605,16 @@ def create_app(node: Backend, forwarder: Forwarder | None = None, *, fast_writes
         with metrics.lock:
             metrics.forwarded += 1
         try:
+            # idempotent=False: the leader's own 5xx (e.g. 503 with Retry-After) is relayed as it is; the
+            # forwarder never retries anyway.
             upstream = fwd.client(leader).request(
-                request.method, path, params=params, json=body, headers=headers
+                request.method, path, params=params, json=body, headers=headers, idempotent=False
             )
         except Unavailable as exc:
-            outcome = "unknown" if request.method == "POST" else None
+            # Membership changes are not idempotent whatever the method: a removal that went through answers
+            # 404 when repeated.
+            changes_state = request.method == "POST" or request.path.startswith("/v1/cluster/members")
+            outcome = "unknown" if changes_state else None
             extras = {"outcome": outcome} if outcome else {}
             raise unavailable(
                 RETRY_AFTER,
@@ -728,19 +819,21 @@ def create_app(node: Backend, forwarder: Forwarder | None = None, *, fast_writes
 
     # ---------------------------------------------------------------------------- cluster status
 
-    @app.get("/v1/cluster")
-    def cluster() -> Any:
-        status = node.status
-        leader = node.leader()
-        members = [
+    def member_rows(members: tuple[Peer, ...], status: Status) -> list[dict[str, Any]]:
+        return [
             {
                 "id": peer.node_id,
                 "raft": peer.raft_addr,
                 "api": peer.api_addr,
                 "reachable": peer.node_id == node.self_peer.node_id or peer.raft_addr in status.connected,
             }
-            for peer in node.members
+            for peer in members
         ]
+
+    @app.get("/v1/cluster")
+    def cluster() -> Any:
+        status = node.status
+        leader = node.leader()
         return flask.jsonify(
             {
                 "id": node.self_peer.node_id,
@@ -748,9 +841,44 @@ def create_app(node: Backend, forwarder: Forwarder | None = None, *, fast_writes
                 "term": status.term,
                 "commit_index": status.commit_index,
                 "applied_index": status.applied_index,
-                "members": members,
+                "members": member_rows(node.members, status),
             }
         )
+
+    @app.post("/v1/cluster/members")
+    def add_member() -> Any:
+        check_args(flask.request.args, set())
+        _redirect_requested()
+        body = json_body({"id": str, "raft": str, "api": str})
+        member_add_command(body["id"], body["raft"], body["api"])  # 400 naming the malformed field
+        peer = Peer(body["id"], body["raft"], body["api"])
+        routed = leader_route()
+        if routed is not None:
+            return routed
+        # Cheap refusal first (the leader's directory is current), then the probe, then the change itself,
+        # which checks again where no other change can interleave.
+        node.read(lambda kv: kv.check_member_free(peer.node_id, peer.raft_addr, peer.api_addr))
+        probe_new_member(fwd, peer)
+        members = node.add_member(peer)
+        response = flask.jsonify({"members": member_rows(members, node.status)})
+        response.status_code = 201
+        return response
+
+    @app.delete("/v1/cluster/members/<node_id>")
+    def remove_member(node_id: str) -> Any:
+        check_args(flask.request.args, set())
+        redirect = _redirect_requested()
+        validate_node_id(node_id)
+        routed = leader_route()
+        if routed is not None:
+            return routed
+        if node_id == node.self_peer.node_id:
+            # pysyncobj cannot remove its own leader: hand over, then let the new leader remove this member.
+            # Forwarding a second time cannot loop: the successor is not this member, and it never forwards
+            # a request that carries the forwarded mark.
+            return route_to(node.transfer_leadership(), redirect)
+        members = node.remove_member(node_id)
+        return flask.jsonify({"members": member_rows(members, node.status)})
 
     @app.get("/v1/health")
     def health() -> Any:

@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--peer",
         action="append",
         metavar="ID=RAFTHOST:PORT,APIHOST:PORT",
-        help="another member (repeat per member); replaces the file's peers",
+        help="another member (repeat per member; a member joining at run time names every current one); "
+        "replaces the file's peers",
     )
     tls = parser.add_mutually_exclusive_group()
     tls.add_argument("--no-tls", action="store_true", help="serve plain HTTP (tests and labs only)")

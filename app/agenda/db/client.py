@@ -253,3 +253,52 @@ class DBClient:
         response = self._call("GET", "/v1/cluster")
         assert response is not None  # noqa: S101
         return response.json()
+
+    def add_member(self, node_id: str, raft: str, api: str) -> list[dict[str, Any]]:
+        """Add a running member (see ``agenda.db.node``, "Procedure"); returns the new member list.
+
+        Never re-sent blindly: when the outcome is unknown, the current membership decides - the member is
+        listed (success) or :class:`DBUnavailable` with ``outcome_unknown`` is raised (the change may still
+        be pending: check ``cluster()`` again later).
+        """
+        body = {"id": node_id, "raft": raft, "api": api}
+        try:
+            response = self._call("POST", "/v1/cluster/members", json=body, idempotent=False)
+        except DBUnavailable as exc:
+            if not exc.outcome_unknown:
+                raise
+            members = self._members_or_raise(exc)
+            if {"id": node_id, "raft": raft, "api": api} in [_address_book(m) for m in members]:
+                return members
+            raise
+        assert response is not None  # noqa: S101
+        return list(response.json()["members"])
+
+    def remove_member(self, node_id: str) -> list[dict[str, Any]]:
+        """Remove a member (then stop it); returns the new member list. An unknown id raises DBError 404.
+
+        Like :meth:`add_member`, an unknown outcome is settled by reading the membership, not by resending.
+        """
+        path = "/v1/cluster/members/" + quote(node_id, safe="")
+        try:
+            response = self._call("DELETE", path, idempotent=False)
+        except DBUnavailable as exc:
+            if not exc.outcome_unknown:
+                raise
+            members = self._members_or_raise(exc)
+            if all(member["id"] != node_id for member in members):
+                return members
+            raise
+        assert response is not None  # noqa: S101
+        return list(response.json()["members"])
+
+    def _members_or_raise(self, unknown: DBUnavailable) -> list[dict[str, Any]]:
+        """The current member list, or ``unknown`` re-raised when even that cannot be read."""
+        try:
+            return list(self.cluster()["members"])
+        except DBError:
+            raise unknown from None
+
+
+def _address_book(member: Mapping[str, Any]) -> dict[str, Any]:
+    return {"id": member.get("id"), "raft": member.get("raft"), "api": member.get("api")}

@@ -55,18 +55,54 @@ power loss or kernel crash. :class:`DurableFileJournal` and :class:`_DurableTran
   only after the dump and the data directory are fsynced.
 
 See the module-level notes in :func:`durability_notes` for what is *not* guaranteed.
+
+Membership (``dynamicMembershipChange=True``) - pysyncobj changes the configuration one member at a time:
+a MEMBERSHIP log entry carries the member's ``TCPNode``, every member switches to the new configuration as
+soon as the entry is in its log (single-server changes, as in the Raft dissertation), and a log-compaction
+dump records the configuration (our dump header's ``cluster``), so a change survives compaction and
+restarts. What pysyncobj 0.3.17 lacks, this module adds:
+
+* the directory: pysyncobj knows members only by Raft address. The ``TCPNode`` we put in the entry also
+  carries the member's id and API address, and when the entry is applied (committed, in log order, on every
+  member, also when the journal is replayed at start) :class:`_RaftKV` hands it to the state machine as a
+  ``member_add``/``member_remove`` command. The directory thus changes in the very log entry that changes
+  the Raft configuration, is part of every KV snapshot, and starts from the static ``--peer`` configuration
+  - the same one pysyncobj starts from - which later entries and snapshots override.
+* one change at a time: pysyncobj declares the rule but never records the pending entry; :class:`_RaftKV`
+  does, so a second change is refused until the first is applied on the leader.
+* a joining member waits quietly: until it is added, the members hang up on it, yet pysyncobj counts the
+  outgoing TCP connection as "connected" the moment it opens and therefore campaigns, raising its term at
+  every election timeout; once added, that inflated term would depose the leader. :class:`_DurableTransport`
+  counts an outgoing link as connected only once the peer has sent something over it, so an isolated member
+  (new, or removed but still running) never campaigns.
+* removing the leader: pysyncobj refuses it, so :meth:`Node.transfer_leadership` first hands leadership to
+  the most caught-up follower (Raft's TimeoutNow) and the API forwards the removal to the new leader.
+* pysyncobj's unauthenticated admin commands ``add``/``remove`` on the Raft port are refused: membership
+  changes only go through the API, which keeps the directory in step.
+
+Procedure. Adding: start the new member with ``--peer`` for every current member (it stays a follower that
+knows no leader and does not campaign), then ``POST /v1/cluster/members {id, raft, api}`` on any member; the
+member that receives it checks that the newcomer answers at ``api`` with that id and Raft address, and the
+leader answers 201 once the change is committed; the newcomer then catches up (log entries or a snapshot).
+Removing: ``DELETE /v1/cluster/members/ID``, then stop that member (it is no longer sent anything and
+reports no quorum). Static ``--peer`` lists need not be edited: at restart the replicated configuration
+wins over them.
+
+Quorum: a majority of the *new* configuration must acknowledge a change, so growing a cluster of one or two
+needs the newcomer running, and an even size tolerates no more failures than the odd size below it (four
+members tolerate one, like three). Any size >= 1 is allowed; the last member cannot be removed.
 """
 
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import errno
 import fcntl
 import json
 import logging
 import os
-import re
 import secrets
 import sys
 import threading
@@ -80,13 +116,19 @@ import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.journal import FileJournal, MetaStorer
+from pysyncobj.node import TCPNode
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.transport import TCPTransport
 
 from agenda.db.state import (
+    MEMBERSHIP_OPS,
+    NODE_ID_PATTERN,
+    InvalidArgument,
     KVStateMachine,
     StateMachineError,
     lease_expire_command,
+    member_add_command,
+    member_remove_command,
     noop_command,
     validate_command,
 )
@@ -94,7 +136,9 @@ from agenda.db.state import (
 __all__ = [
     "DUMP_MAGIC",
     "DurableFileJournal",
+    "LastMember",
     "LeaderUnknown",
+    "MembershipChangeInProgress",
     "Node",
     "NodeError",
     "NotLeader",
@@ -114,8 +158,14 @@ JOURNAL_FILE: Final = "raft.journal"
 DUMP_FILE: Final = "raft.dump"
 LOCK_FILE: Final = "LOCK"
 DUMP_MAGIC: Final = b"AGENDA-DB-DUMP 1\n"
-_NODE_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _PING: Final = {"type": "agenda_ping"}
+# First byte of pysyncobj's membership log entries (the rest is a pickled [kind, address, TCPNode]).
+_MEMBERSHIP_ENTRY: Final = bytes([_syncobj_module._COMMAND_TYPE.MEMBERSHIP])
+# pysyncobj's admin commands on the Raft port that would change membership behind the directory's back.
+_REFUSED_UTILITY_COMMANDS: Final = frozenset({"add", "remove"})
+# How often transfer_leadership re-asks pysyncobj: a denied request (the follower was not fully caught up)
+# or a lost TimeoutNow is simply tried again.
+_TRANSFER_RETRY: Final = 0.25
 _POLL_READ: Final = POLL_EVENT_TYPE.READ
 # See DurableFileJournal.sync: on Linux an fsync of the journal file covers its shared mmap.
 _MSYNC_IS_FSYNC: Final = sys.platform.startswith("linux")
@@ -137,8 +187,8 @@ class Peer:
 
 def validate_node_id(value: str) -> str:
     """Node ids are short tokens (they appear in URLs, metrics labels and logs)."""
-    if not _NODE_ID_RE.match(value):
-        raise ValueError(f"node id must match {_NODE_ID_RE.pattern}, got {value!r}")
+    if not NODE_ID_PATTERN.match(value):
+        raise ValueError(f"node id must match {NODE_ID_PATTERN.pattern}, got {value!r}")
     return value
 
 
@@ -185,6 +235,14 @@ class OutcomeUnknown(NodeError):  # noqa: N818
     """The command may or may not be committed (timeout, leader change after append)."""
 
     outcome_known = False
+
+
+class MembershipChangeInProgress(NodeError):  # noqa: N818 - reads as the condition
+    """A membership change was refused because another one is still pending (pysyncobj allows one)."""
+
+
+class LastMember(Exception):  # noqa: N818 - reads as the condition
+    """The only member of the cluster cannot be removed (nothing would be left to remove it)."""
 
 
 _KNOWN_FAILURES: Final = {
@@ -325,12 +383,59 @@ class _JournalFactory:
 
 
 class _DurableTransport(TCPTransport):
-    """TCP transport that (1) holds follower acks until the journal is fsynced, (2) pings idle links."""
+    """TCP transport that (1) holds follower acks until the journal is fsynced, (2) pings idle links,
+    (3) counts an outgoing link as connected only once the peer has spoken on it, and (4) refuses the
+    membership admin commands (see the module docstring, "Membership")."""
 
     def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:  # noqa: N803
         self._held: list[tuple[Any, Any]] = []
         self._last_ping = 0.0
+        # Outgoing links that are open but on which the peer has not sent anything yet: a member that does
+        # not know us accepts the TCP connection and hangs up once we name ourselves.
+        self._unconfirmed: set[Any] = set()
+        self._opening_outgoing = False
+        self.refused_links = 0  # outgoing links closed before the peer spoke: it does not know this member
         super().__init__(syncObj, selfNode, otherNodes)
+
+    def setOnUtilityMessageCallback(self, message: str, callback: Any) -> None:  # noqa: N802
+        if message in _REFUSED_UTILITY_COMMANDS:
+            callback = _refuse_utility_command
+        super().setOnUtilityMessageCallback(message, callback)
+
+    # pysyncobj reports an outgoing link as connected from inside these two callbacks (the second one when
+    # the link is encrypted); the flag turns that report into "pending until the peer speaks".
+    def _onOutgoingConnected(self, conn: Any) -> None:  # noqa: N802
+        self._opening_outgoing = True
+        try:
+            super()._onOutgoingConnected(conn)
+        finally:
+            self._opening_outgoing = False
+
+    def _onOutgoingMessageReceived(self, conn: Any, message: Any) -> None:  # noqa: N802
+        self._opening_outgoing = True
+        try:
+            super()._onOutgoingMessageReceived(conn, message)
+        finally:
+            self._opening_outgoing = False
+
+    def _onNodeConnected(self, node: Any) -> None:  # noqa: N802
+        if self._opening_outgoing:
+            self._unconfirmed.add(node)
+            return
+        super()._onNodeConnected(node)
+
+    def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802
+        if self._unconfirmed and node in self._unconfirmed:
+            self._unconfirmed.discard(node)
+            super()._onNodeConnected(node)
+        super()._onMessageReceived(node, message)
+
+    def _onDisconnected(self, conn: Any) -> None:  # noqa: N802
+        node = self._connToNode(conn)
+        if node is not None and node in self._unconfirmed:
+            self._unconfirmed.discard(node)
+            self.refused_links += 1
+        super()._onDisconnected(conn)
 
     def _journal(self) -> DurableFileJournal | None:
         journal = getattr(self._syncObj, "_SyncObj__raftLog", None)
@@ -358,6 +463,10 @@ class _DurableTransport(TCPTransport):
             self._last_ping = now
             for node in list(self._nodes):
                 super().send(node, _PING)
+
+
+def _refuse_utility_command(_args: Any, callback: Callable[[Any, Any], None]) -> None:
+    callback(None, FAIL_REASON.REQUEST_DENIED)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -432,15 +541,41 @@ class Status:
 
 
 class _RaftKV(SyncObj):
-    """The SyncObj: one replicated method that applies a command to the owner's state machine."""
+    """The SyncObj: one replicated method that applies a command to the owner's state machine, plus two
+    hooks into pysyncobj's membership handling (private methods, hence the start-up check)."""
 
     def __init__(self, owner: Node, self_addr: str, others: list[str], conf: SyncObjConf) -> None:
         self._owner = owner  # set before SyncObj.__init__: the tick thread may apply entries at once
+        for name in ("_SyncObj__doApplyCommand", "_SyncObj__changeCluster", "_SyncObj__getCurrentLogIndex"):
+            if not callable(getattr(SyncObj, name, None)):
+                raise RuntimeError(f"unsupported pysyncobj version: SyncObj.{name} is missing")
         super().__init__(self_addr, others, conf, transportClass=_DurableTransport)
 
     @replicated
     def apply_command(self, command: dict[str, Any]) -> dict[str, Any]:
         return self._owner._apply(command)
+
+    def _SyncObj__doApplyCommand(self, command: bytes) -> Any:  # noqa: N802 - overrides pysyncobj's
+        """Tick thread, every member, each committed entry in log order: membership entries also edit the
+        directory (pysyncobj's own handling stays first: at start-up replay it is what changes the config)."""
+        result = SyncObj._SyncObj__doApplyCommand(self, command)  # type: ignore[attr-defined]
+        if command[:1] == _MEMBERSHIP_ENTRY:
+            return self._owner._apply_membership_entry(_syncobj_module.pickle.loads(command[1:]))
+        return result
+
+    def _SyncObj__changeCluster(self, request: list[Any]) -> bool:  # noqa: N802 - overrides pysyncobj's
+        """Tick thread, leader, right before a membership entry is appended; False refuses it.
+
+        Here the directory cannot change underneath the check, and pysyncobj's one-change-at-a-time guard
+        gets the log index it never records itself (it then refuses changes until that entry is applied).
+        """
+        if not self._owner._membership_entry_allowed(request):
+            return False
+        index = self._SyncObj__getCurrentLogIndex() + 1  # where _checkCommandsToApply appends the entry
+        if not SyncObj._SyncObj__changeCluster(self, request):  # type: ignore[attr-defined]
+            return False
+        self._SyncObj__changeClusterIDx = index
+        return True
 
 
 class Node:
@@ -460,9 +595,7 @@ class Node:
         lease_check_interval: float = 0.25,
     ) -> None:
         self.self_peer = self_peer
-        self.peers: tuple[Peer, ...] = tuple(peers)
-        self.members: tuple[Peer, ...] = (self_peer, *self.peers)
-        self._by_raft = {peer.raft_addr: peer for peer in self.members}
+        self.peers: tuple[Peer, ...] = tuple(peers)  # the static configuration (--peer), self excluded
         self.data_dir = Path(data_dir)
         self.fsync = fsync
         self.timers = timers or RaftTimers()
@@ -472,11 +605,21 @@ class Node:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._kv = KVStateMachine() if history_limit is None else KVStateMachine(history_limit=history_limit)
+        # The directory starts as the static configuration, exactly as pysyncobj's member set does; the log
+        # and snapshots then take over (they are applied on top of this seed at start-up).
+        for peer in sorted((self_peer, *self.peers), key=lambda p: p.node_id):
+            self._kv.apply(member_add_command(peer.node_id, peer.raft_addr, peer.api_addr))
+        self._directory: tuple[Peer, ...] = ()
+        self._by_raft: dict[str, Peer] = {}
+        self._refresh_directory()
+        self._membership_lock = threading.Lock()  # one membership change at a time from this member
+        self._tick_calls: collections.deque[Callable[[], None]] = collections.deque()
         self._status = Status()
         self._stop = threading.Event()
         self._raft: _RaftKV | None = None
         self._journal: DurableFileJournal | None = None
         self._wakeup: _Wakeup | None = None
+        self._transport: _DurableTransport | None = None
         self._sent_index = -1  # leader: last log index / commit index shipped by _flush_leader
         self._sent_commit = -1
         self._lock_fd: int | None = None
@@ -487,6 +630,7 @@ class Node:
             "read_barriers": 0,
             "lease_expire_proposals": 0,
             "applied": 0,
+            "raft_links_refused": 0,
         }
         self._counters_lock = threading.Lock()
 
@@ -514,7 +658,7 @@ class Node:
             fullDumpFile=dump_path,
             serializer=self._serialize,
             deserializer=self._deserialize,
-            dynamicMembershipChange=False,
+            dynamicMembershipChange=True,
             tcp_keepalive=(2, 1, 3),
             maxBindRetries=0,
         )
@@ -527,6 +671,8 @@ class Node:
         with _JournalFactory.installed(factory):
             self._raft = _RaftKV(self, self.self_peer.raft_addr, [p.raft_addr for p in self.peers], conf)
         self._wakeup = _Wakeup(self._raft._poller)
+        transport = getattr(self._raft, "_SyncObj__transport", None)
+        self._transport = transport if isinstance(transport, _DurableTransport) else None
         self._raft.addOnTickCallback(self._on_tick)
         self._expiry_thread = threading.Thread(target=self._expiry_loop, name="lease-expiry", daemon=True)
         self._expiry_thread.start()
@@ -582,6 +728,50 @@ class Node:
             self.counters["applied"] += 1
         return result
 
+    def _apply_membership_entry(self, request: Sequence[Any]) -> dict[str, Any] | None:
+        """Tick thread: mirror a committed pysyncobj membership entry ``[kind, address, TCPNode]`` in the
+        directory; the result goes to the proposer's callback."""
+        kind, _address, member = request
+        raft_addr = getattr(member, "address", None)
+        node_id, api_addr = getattr(member, "node_id", None), getattr(member, "api_addr", None)
+        try:
+            if kind == "add":
+                command = member_add_command(node_id, raft_addr, api_addr)  # type: ignore[arg-type]
+            elif kind == "rem":
+                command = member_remove_command(raft_addr)  # type: ignore[arg-type]
+            else:
+                return None
+        except InvalidArgument as exc:
+            # Only entries written by another tool could lack our attributes; the Raft change stands.
+            log.warning("membership entry %r left the directory unchanged: %s", request[:2], exc)
+            return None
+        result = self._apply(command)
+        self._refresh_directory()
+        log.info("membership changed", extra={"change": kind, "raft_addr": raft_addr, "member": node_id})
+        return result
+
+    def _membership_entry_allowed(self, request: Sequence[Any]) -> bool:
+        """Tick thread, leader: the last check before a membership entry enters the log."""
+        kind, _address, member = request
+        if kind != "add":
+            return True  # pysyncobj itself refuses to remove a non-member or the leader
+        node_id, raft_addr = getattr(member, "node_id", None), getattr(member, "address", None)
+        api_addr = getattr(member, "api_addr", None)
+        try:
+            self.read(lambda kv: kv.check_member_free(node_id, raft_addr, api_addr))  # type: ignore[arg-type]
+        except StateMachineError:
+            return False
+        return True
+
+    def _refresh_directory(self) -> None:
+        """Republish the directory for lock-free readers (tick thread, or before Raft starts)."""
+        with self._lock:
+            rows = self._kv.members()
+        directory = tuple(Peer(row["id"], row["raft"], row["api"]) for row in rows)
+        by_raft = {peer.raft_addr: peer for peer in directory}
+        by_raft.setdefault(self.self_peer.raft_addr, self.self_peer)
+        self._directory, self._by_raft = directory, by_raft
+
     def _serialize(self, file_name: str, data: Sequence[Any]) -> None:
         """pysyncobj log-compaction hook (tick thread, state == last applied): write the dump durably."""
         with self._lock:
@@ -596,27 +786,39 @@ class Node:
     def _deserialize(self, file_name: str) -> tuple[Any, Any, set[str]]:
         """pysyncobj hook at start-up and on snapshot install: restore the KV, return pysyncobj's part."""
         with open(file_name, "rb") as f:
-            meta, snapshot = decode_dump(f.read())
+            (last_entry, prev_entry, cluster), snapshot = decode_dump(f.read())
         with self._changed:
             self._kv.restore(snapshot)
             self._changed.notify_all()
-        return meta
+        self._refresh_directory()
+        # pysyncobj makes every address but its own self node a voter, yet compares the two as an address
+        # string against a TCPNode, which never match: left in, this member would count itself twice.
+        return last_entry, prev_entry, cluster - {self.self_peer.raft_addr}
 
     def _on_tick(self) -> None:
         raft = self._raft
         if raft is None:
             return
+        while self._tick_calls:
+            call = self._tick_calls.popleft()
+            try:
+                call()
+            except Exception:  # the tick thread must survive anything
+                log.exception("call scheduled on the tick thread failed")
         if raft._isLeader():
             self._flush_leader(raft)
         else:
             self._sent_index = self._sent_commit = -1
+        if self._transport is not None:
+            self.counters["raft_links_refused"] = self._transport.refused_links
         leader = raft._getLeader()
-        by_raft = self._by_raft
         self_addr = self.self_peer.raft_addr
+        # pysyncobj's member set (not the directory) is what votes and commits: quorum is counted on it.
+        voters = raft.otherNodes
         connected = frozenset(
             address
-            for node in raft.otherNodes
-            if (address := getattr(node, "address", None)) in by_raft
+            for node in voters
+            if (address := getattr(node, "address", None)) is not None
             and address != self_addr
             and raft.isNodeConnected(node)
         )
@@ -627,9 +829,15 @@ class Node:
             commit_index=raft.raftCommitIndex,
             applied_index=raft.raftLastApplied,
             connected=connected,
-            has_quorum=len(connected) + 1 > len(self.members) / 2,
+            has_quorum=len(connected) + 1 > (len(voters) + 1) / 2,
             updated=time.monotonic(),
         )
+
+    def _call_in_tick(self, call: Callable[[], None]) -> None:
+        """Run ``call`` on the tick thread (pysyncobj's methods other than proposals are not thread-safe)."""
+        self._tick_calls.append(call)
+        if self._wakeup is not None:
+            self._wakeup.notify()
 
     def _flush_leader(self, raft: _RaftKV) -> None:
         """Tick thread, leader: ship what this tick appended/committed, then fsync the leader's journal.
@@ -651,6 +859,11 @@ class Node:
     @property
     def status(self) -> Status:
         return self._status
+
+    @property
+    def members(self) -> tuple[Peer, ...]:
+        """The member directory (sorted by id) as this member last applied it."""
+        return self._directory
 
     @property
     def journal_syncs(self) -> int:
@@ -700,13 +913,10 @@ class Node:
         :class:`NodeError` when the outcome is a failure or unknown.
         """
         validate_command(command)
-        raft = self._raft
-        if raft is None or self._stop.is_set():
-            raise LeaderUnknown("node is shutting down")
-        if not raft._isLeader():
-            if raft._getLeader() is None:
-                raise LeaderUnknown("no leader is known")
-            raise NotLeader("this member is not the leader")
+        if command["op"] in MEMBERSHIP_OPS:
+            # The directory must only change together with pysyncobj's configuration (add_member).
+            raise InvalidArgument("op", "membership commands come from Raft membership entries only")
+        raft = self._leading_raft()
         with self._counters_lock:
             self.counters["proposals"] += 1
         # Same contract as pysyncobj's ``sync=True`` (wait for the result, 'Timeout' after ``timeout``),
@@ -727,6 +937,113 @@ class Node:
         with self._counters_lock:
             self.counters["proposal_failures"] += 1
         raise map_failure(reason)
+
+    def _leading_raft(self) -> _RaftKV:
+        """The Raft object if this member leads; LeaderUnknown / NotLeader otherwise."""
+        raft = self._raft
+        if raft is None or self._stop.is_set():
+            raise LeaderUnknown("node is shutting down")
+        if not raft._isLeader():
+            if raft._getLeader() is None:
+                raise LeaderUnknown("no leader is known")
+            raise NotLeader("this member is not the leader")
+        return raft
+
+    # ----------------------------------------------------------------------------------- membership
+
+    def add_member(self, peer: Peer, timeout: float | None = None) -> tuple[Peer, ...]:
+        """Leader: add ``peer`` as a voting member; return the directory once the change is committed.
+
+        Raises :class:`~agenda.db.state.MemberExists` naming the clashing field,
+        :class:`MembershipChangeInProgress` while another change is pending, or another :class:`NodeError`.
+        """
+
+        def entry(kv: KVStateMachine) -> TCPNode:
+            kv.check_member_free(peer.node_id, peer.raft_addr, peer.api_addr)
+            return TCPNode(peer.raft_addr, node_id=peer.node_id, api_addr=peer.api_addr)
+
+        return self._change_membership("add", entry, timeout)
+
+    def remove_member(self, node_id: str, timeout: float | None = None) -> tuple[Peer, ...]:
+        """Leader: remove member ``node_id``; return the directory once the change is committed.
+
+        Raises :class:`~agenda.db.state.MemberNotFound`, :class:`LastMember`, :class:`NotLeader` when
+        ``node_id`` is this leader (pysyncobj cannot remove its leader: :meth:`transfer_leadership` first),
+        :class:`MembershipChangeInProgress` or another :class:`NodeError`.
+        """
+
+        def entry(kv: KVStateMachine) -> TCPNode:
+            member = kv.require_member(node_id)
+            if member["raft"] == self.self_peer.raft_addr:
+                if len(kv.members()) == 1:
+                    raise LastMember(f"{node_id} is the only member; a cluster needs at least one")
+                raise NotLeader(f"{node_id} leads: transfer the leadership before removing it")
+            return TCPNode(member["raft"], node_id=node_id, api_addr=member["api"])
+
+        return self._change_membership("rem", entry, timeout)
+
+    def _change_membership(
+        self, kind: str, entry_for: Callable[[KVStateMachine], TCPNode], timeout: float | None
+    ) -> tuple[Peer, ...]:
+        """Append one membership entry (``entry_for`` checks the directory and builds it) and wait until it
+        is applied here; the whole call, waits included, takes at most ``timeout``."""
+        raft = self._leading_raft()
+        deadline = time.monotonic() + (timeout or self.proposal_timeout)
+
+        def remaining() -> float:
+            return max(0.05, deadline - time.monotonic())
+
+        if not self._membership_lock.acquire(timeout=remaining()):
+            raise MembershipChangeInProgress("another membership change is being made through this member")
+        try:
+            # A no-op first: pysyncobj refuses changes until the leader's first entry of its term is applied
+            # (a just-elected leader would refuse), and the directory then shows every earlier change.
+            try:
+                self.read_barrier(remaining())
+            except (OutcomeUnknown, ProposalFailed) as exc:
+                raise ProposalFailed(f"the no-op before the change failed, nothing changed: {exc}") from None
+            entry = self.read(entry_for)
+            waiter = _Waiter()
+            if kind == "add":
+                raft.addNodeToCluster(entry, callback=waiter.on_result)
+            else:
+                raft.removeNodeFromCluster(entry, callback=waiter.on_result)
+            if self._wakeup is not None:
+                self._wakeup.notify()
+            if not waiter.wait(remaining()):
+                raise OutcomeUnknown("the membership change timed out; it may still be committed")
+            if waiter.error == FAIL_REASON.REQUEST_DENIED:
+                raise MembershipChangeInProgress(
+                    "the leader refused the membership change: another change is not applied yet; retry"
+                )
+            if waiter.error != FAIL_REASON.SUCCESS:
+                raise map_failure(waiter.error)
+            return self.members
+        finally:
+            self._membership_lock.release()
+
+    def transfer_leadership(self, timeout: float | None = None) -> Peer:
+        """Leader: make the most caught-up connected follower the leader; return it once it leads.
+
+        Raises :class:`LastMember` when there is no other member, and :class:`ProposalFailed` when no
+        follower took over within ``timeout`` (none connected and caught up, or an election failed).
+        """
+        raft = self._leading_raft()
+        if not raft.otherNodes:
+            raise LastMember(f"{self.self_peer.node_id} is the only member")
+        deadline = time.monotonic() + (timeout or self.proposal_timeout)
+        next_request = 0.0
+        while not self._stop.is_set() and (now := time.monotonic()) < deadline:
+            successor = self.leader()
+            if successor is not None and successor.raft_addr != self.self_peer.raft_addr:
+                log.info("leadership transferred", extra={"leader": successor.node_id})
+                return successor
+            if now >= next_request and self.is_leader():
+                # Denials (no follower is fully caught up yet) and lost TimeoutNow messages are retried.
+                self._call_in_tick(lambda: raft.transferLeadership(None, None))
+                next_request = now + _TRANSFER_RETRY
+            self._stop.wait(self.timers.auto_tick_period)
+        raise ProposalFailed("no follower took over the leadership in time; retry")
 
     def read_barrier(self, timeout: float | None = None) -> None:
         """Commit a no-op through the log: afterwards local state reflects every write acked before."""

@@ -18,6 +18,10 @@ this file follows everywhere:
 
 Semantics follow etcd v3 (revisions, ``create_revision``/``mod_revision``/``version``, leases, txn), with
 the differences documented where they occur (missing-key ``value`` compares, the ``exists`` target).
+
+Beside the keys the state holds the cluster's member directory (id -> Raft and API addresses), edited only
+by ``member_add``/``member_remove``, which the Raft wrapper derives from Raft membership entries. It is part
+of snapshots but of no key, revision or watch event, so the KV API can neither show nor overwrite it.
 The class is not thread-safe: the Raft wrapper applies commands from a single thread and takes a lock
 around local reads.
 """
@@ -27,10 +31,13 @@ from __future__ import annotations
 import bisect
 import json
 import math
+import re
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+from agenda.common.config import ConfigError, parse_hostport
 
 __all__ = [
     "COMPARE_OPS",
@@ -42,12 +49,16 @@ __all__ = [
     "MAX_TXN_OPS",
     "MAX_VALUE_BYTES",
     "MAX_VALUE_DEPTH",
+    "MEMBERSHIP_OPS",
+    "NODE_ID_PATTERN",
     "SNAPSHOT_FORMAT",
     "Compacted",
     "InvalidArgument",
     "KVStateMachine",
     "LeaseExists",
     "LeaseNotFound",
+    "MemberExists",
+    "MemberNotFound",
     "StateMachineError",
     "delete_command",
     "encode_value",
@@ -55,6 +66,8 @@ __all__ = [
     "lease_grant_command",
     "lease_keepalive_command",
     "lease_revoke_command",
+    "member_add_command",
+    "member_remove_command",
     "noop_command",
     "put_command",
     "txn_command",
@@ -63,8 +76,10 @@ __all__ = [
     "txn_get",
     "txn_put",
     "txn_range",
+    "validate_address",
     "validate_command",
     "validate_key",
+    "validate_node_id",
 ]
 
 MAX_KEY_BYTES: Final = 1024
@@ -88,8 +103,19 @@ MAX_LEASE_TTL: Final = 9_000_000_000
 DEFAULT_HISTORY_LIMIT: Final = 10_000
 """Default number of watch events retained for ``events_since``."""
 
-SNAPSHOT_FORMAT: Final = 1
-"""Version tag of the snapshot encoding; bumped on any incompatible change."""
+SNAPSHOT_FORMAT: Final = 2
+"""Version tag of the snapshot encoding; bumped on any incompatible change (2 added the member directory).
+
+Format 1 snapshots (written before the directory existed) are still read: they leave the directory as it
+was, i.e. seeded from the member's static configuration."""
+
+NODE_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+"""Member ids are short tokens: they appear in URLs, metrics labels and logs."""
+
+MEMBERSHIP_OPS: Final = frozenset({"member_add", "member_remove"})
+"""Commands that edit the member directory. They are never proposed as ordinary commands: the Raft
+wrapper derives them from pysyncobj's own membership log entries, so the directory changes in the same
+log entry as the Raft configuration (see ``agenda.db.node``)."""
 
 COMPARE_TARGETS: Final = frozenset({"mod_revision", "create_revision", "version", "value", "exists", "lease"})
 COMPARE_OPS: Final = frozenset({"eq", "ne", "lt", "gt"})
@@ -192,6 +218,37 @@ class Compacted(StateMachineError):  # noqa: N818 - names fixed by the DB servic
     def details(self) -> dict[str, Any]:
         """Expose both boundaries."""
         return {"oldest_available": self.oldest_available, "compact_revision": self.compact_revision}
+
+
+class MemberExists(StateMachineError):  # noqa: N818 - reads as the condition, like LeaseExists
+    """A new member would reuse the id, Raft address or API address of a current member (HTTP 409)."""
+
+    code = "member_exists"
+
+    def __init__(self, field: str, reason: str, member: str) -> None:
+        """Name the request field that clashes and the member it clashes with."""
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.member = member
+
+    def details(self) -> dict[str, Any]:
+        """Expose the clashing field and member id."""
+        return {"field": self.field, "member": self.member}
+
+
+class MemberNotFound(StateMachineError, LookupError):  # noqa: N818 - reads as the condition
+    """No current member has this id (HTTP 404)."""
+
+    code = "member_not_found"
+
+    def __init__(self, node_id: str) -> None:
+        """Keep the id so the client learns which member is unknown."""
+        super().__init__(f"member {node_id!r} is not in the cluster")
+        self.node_id = node_id
+
+    def details(self) -> dict[str, Any]:
+        """Expose the member id."""
+        return {"member": self.node_id}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -339,6 +396,29 @@ def _range_prefix(value: Any, field: str = "prefix") -> str:
     return value
 
 
+def validate_node_id(value: Any, field: str = "id") -> str:
+    """A member id: a string matching :data:`NODE_ID_PATTERN`; return it."""
+    if not isinstance(value, str):
+        raise InvalidArgument(field, "must be a string")
+    if not NODE_ID_PATTERN.match(value):
+        raise InvalidArgument(field, f"must match {NODE_ID_PATTERN.pattern}, got {value!r}")
+    return value
+
+
+def validate_address(value: Any, field: str) -> str:
+    """A member address, ``HOST:PORT`` or ``[IPV6]:PORT`` (the rules of ``--peer``); return it."""
+    if not isinstance(value, str):
+        raise InvalidArgument(field, "must be a string")
+    try:
+        parse_hostport(value, field)
+    except ConfigError as exc:
+        raise InvalidArgument(field, exc.reason) from None
+    if value != value.strip():
+        # pysyncobj identifies a member by the exact address string: " h:1" and "h:1" would be two members.
+        raise InvalidArgument(field, "must not have leading or trailing spaces")
+    return value
+
+
 def _range_start(value: Any, field: str = "start") -> str | None:
     """Inclusive lower bound; may contain NUL so ``last_key + "\\0"`` works as the next page's start."""
     if value is None:
@@ -423,7 +503,30 @@ class _Noop:
     pass
 
 
-_Command = _Put | _Delete | _Txn | _LeaseGrant | _LeaseKeepalive | _LeaseRevoke | _LeaseExpire | _Noop
+@dataclass(frozen=True, slots=True)
+class _MemberAdd:
+    node_id: str
+    raft: str
+    api: str
+
+
+@dataclass(frozen=True, slots=True)
+class _MemberRemove:
+    raft: str
+
+
+_Command = (
+    _Put
+    | _Delete
+    | _Txn
+    | _LeaseGrant
+    | _LeaseKeepalive
+    | _LeaseRevoke
+    | _LeaseExpire
+    | _Noop
+    | _MemberAdd
+    | _MemberRemove
+)
 _TxnOp = _Put | _Delete | _Get | _Range
 
 
@@ -553,6 +656,23 @@ def _parse_noop(cmd: Mapping[str, Any]) -> _Noop:
     return _Noop()
 
 
+def _parse_member_add(cmd: Mapping[str, Any]) -> _MemberAdd:
+    _fields(cmd, "member_add", ("op", "id", "raft", "api"))
+    parsed = _MemberAdd(
+        node_id=validate_node_id(cmd["id"]),
+        raft=validate_address(cmd["raft"], "raft"),
+        api=validate_address(cmd["api"], "api"),
+    )
+    if parsed.raft == parsed.api:
+        raise InvalidArgument("api", "must differ from raft")
+    return parsed
+
+
+def _parse_member_remove(cmd: Mapping[str, Any]) -> _MemberRemove:
+    _fields(cmd, "member_remove", ("op", "raft"))
+    return _MemberRemove(raft=validate_address(cmd["raft"], "raft"))
+
+
 _PARSERS: Final = {
     "put": _parse_put,
     "delete": _parse_delete,
@@ -562,6 +682,8 @@ _PARSERS: Final = {
     "lease_revoke": _parse_lease_revoke,
     "lease_expire": _parse_lease_expire,
     "noop": _parse_noop,
+    "member_add": _parse_member_add,
+    "member_remove": _parse_member_remove,
 }
 
 
@@ -702,6 +824,27 @@ def noop_command() -> dict[str, Any]:
     return {"op": "noop"}
 
 
+def member_add_command(node_id: str, raft: str, api: str) -> dict[str, Any]:
+    """``member_add``: record member ``node_id`` at Raft address ``raft`` and API address ``api``.
+
+    Applying it replaces any entry that shares the id or either address, so it never fails on a valid
+    command: it mirrors a Raft configuration change pysyncobj has already made (see ``MEMBERSHIP_OPS``).
+    """
+    cmd = {"op": "member_add", "id": node_id, "raft": raft, "api": api}
+    _parse_member_add(cmd)
+    return cmd
+
+
+def member_remove_command(raft: str) -> dict[str, Any]:
+    """``member_remove``: forget the member whose Raft address is ``raft`` (a no-op if there is none).
+
+    Keyed by Raft address because that is pysyncobj's identity of a member, which the log entry carries.
+    """
+    cmd = {"op": "member_remove", "raft": raft}
+    _parse_member_remove(cmd)
+    return cmd
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Internal state
 # ----------------------------------------------------------------------------------------------------------
@@ -738,6 +881,17 @@ class _Lease:
     ttl: int
     deadline: int | float
     keys: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    """A directory entry: where a cluster member speaks Raft and where it serves the HTTP API."""
+
+    raft: str
+    api: str
+
+    def as_dict(self, node_id: str) -> dict[str, str]:
+        return {"id": node_id, "raft": self.raft, "api": self.api}
 
 
 @dataclass(frozen=True, slots=True)
@@ -823,6 +977,8 @@ class KVStateMachine:
         self._leases: dict[int, _Lease] = {}
         self._history: deque[_Event] = deque()
         self._compact_revision = 0  # every event with revision <= this has been dropped
+        # The member directory (see the module docstring): invisible to the KV API.
+        self._members: dict[str, _Member] = {}
 
     # ------------------------------------------------------------------------------------------ apply
 
@@ -850,6 +1006,10 @@ class KVStateMachine:
                 return self._apply_lease_revoke(parsed)
             case _LeaseExpire():
                 return self._apply_lease_expire(parsed)
+            case _MemberAdd():
+                return self._apply_member_add(parsed)
+            case _MemberRemove():
+                return self._apply_member_remove(parsed)
             case _:
                 return {"ok": True, "revision": self._revision}
 
@@ -1006,6 +1166,27 @@ class KVStateMachine:
         deleted = self._revoke(expired)
         return {"ok": True, "expired": expired, "deleted": deleted, "revision": self._revision}
 
+    def _apply_member_add(self, cmd: _MemberAdd) -> dict[str, Any]:
+        # pysyncobj has already changed its configuration when this applies, so refusing would leave the
+        # directory out of step with Raft: an entry sharing the id or an address is replaced instead. The
+        # leader refuses such clashes before proposing (check_member_free); replacement only matters when a
+        # member replays its log from a static seed that predates later changes.
+        replaced = sorted(
+            node_id
+            for node_id, member in self._members.items()
+            if node_id == cmd.node_id or {member.raft, member.api} & {cmd.raft, cmd.api}
+        )
+        for node_id in replaced:
+            del self._members[node_id]
+        self._members[cmd.node_id] = _Member(cmd.raft, cmd.api)
+        return {"ok": True, "replaced": replaced, "members": self.members(), "revision": self._revision}
+
+    def _apply_member_remove(self, cmd: _MemberRemove) -> dict[str, Any]:
+        removed = next((node_id for node_id, m in self._members.items() if m.raft == cmd.raft), None)
+        if removed is not None:
+            del self._members[removed]
+        return {"ok": True, "removed": removed, "members": self.members(), "revision": self._revision}
+
     def _revoke(self, lease_ids: Sequence[int]) -> int:
         """Drop leases and delete all their keys, in key order, as a single revision (if any key)."""
         keys: list[str] = []
@@ -1141,10 +1322,39 @@ class KVStateMachine:
         """Earliest lease deadline, or None without leases; tells the leader when to propose expiry."""
         return min((lease.deadline for lease in self._leases.values()), default=None)
 
+    def members(self) -> list[dict[str, str]]:
+        """The member directory as ``{id, raft, api}`` dicts, sorted by id."""
+        return [self._members[node_id].as_dict(node_id) for node_id in sorted(self._members)]
+
+    def member(self, node_id: str) -> dict[str, str] | None:
+        """The directory entry of ``node_id``, or None."""
+        member = self._members.get(validate_node_id(node_id))
+        return member.as_dict(node_id) if member is not None else None
+
+    def require_member(self, node_id: str) -> dict[str, str]:
+        """The directory entry of ``node_id``; :class:`MemberNotFound` if there is none."""
+        found = self.member(node_id)
+        if found is None:
+            raise MemberNotFound(node_id)
+        return found
+
+    def check_member_free(self, node_id: str, raft: str, api: str) -> None:
+        """Raise :class:`MemberExists` naming the first of id, raft, api that a current member already uses.
+
+        Raft and API addresses share one namespace: a member's API port is as taken as its Raft port.
+        """
+        _parse_member_add({"op": "member_add", "id": node_id, "raft": raft, "api": api})
+        if node_id in self._members:
+            raise MemberExists("id", f"{node_id!r} is already a member", node_id)
+        for field_name, address in (("raft", raft), ("api", api)):
+            for other, member in sorted(self._members.items()):
+                if address in (member.raft, member.api):
+                    raise MemberExists(field_name, f"{address} is already used by member {other!r}", other)
+
     # -------------------------------------------------------------------------------------- snapshots
 
     def snapshot(self) -> bytes:
-        """Serialise the whole replicated state - keys, leases, revision, watch history - deterministically.
+        """Serialise the whole replicated state - keys, leases, revision, watch history, member directory.
 
         The encoding is canonical JSON (sorted object keys, keys and leases in sorted order), so two nodes
         in the same state produce byte-identical snapshots. The watch history is included so a node that
@@ -1160,6 +1370,7 @@ class KVStateMachine:
                 for lease_id in sorted(self._leases)
             ],
             "history": [[e.type, e.revision, e.key, *e.record.as_row()] for e in self._history],
+            "members": [[node_id, m.raft, m.api] for node_id, m in sorted(self._members.items())],
         }
         return _canonical(doc).encode("utf-8")
 
@@ -1175,7 +1386,7 @@ class KVStateMachine:
             raise
         except (TypeError, ValueError, KeyError, IndexError, AttributeError, RecursionError) as exc:
             raise InvalidArgument("snapshot", f"malformed ({exc.__class__.__name__}: {exc})") from None
-        revision, compacted, kvs, keys, leases, history = loaded
+        revision, compacted, kvs, keys, leases, history, members = loaded
         compacted = _trim(history, self._history_limit, revision, compacted)
         # Nothing below can fail, so the swap is all-or-nothing.
         self._revision = revision
@@ -1184,6 +1395,8 @@ class KVStateMachine:
         self._keys = keys
         self._leases = leases
         self._history = history
+        if members is not None:  # None: a format 1 snapshot, which predates the directory
+            self._members = members
 
     @classmethod
     def from_snapshot(cls, data: bytes, history_limit: int = DEFAULT_HISTORY_LIMIT) -> KVStateMachine:
@@ -1214,16 +1427,44 @@ def _load_row(row: Any, revision: int) -> _Record:
     return record
 
 
+_SNAPSHOT_FIELDS: Final = ("format", "revision", "compact_revision", "kvs", "leases", "history")
+
+
+def _load_members(rows: Any) -> dict[str, _Member]:
+    members: dict[str, _Member] = {}
+    addresses: set[str] = set()
+    previous = ""
+    for node_id, raft, api in rows:
+        try:
+            parsed = _parse_member_add({"op": "member_add", "id": node_id, "raft": raft, "api": api})
+        except InvalidArgument as exc:
+            raise _snapshot_error(f"member {exc}") from None
+        if parsed.node_id <= previous:
+            raise _snapshot_error("members must be unique and sorted by id")
+        previous = parsed.node_id
+        if {parsed.raft, parsed.api} & addresses:
+            raise _snapshot_error(f"member {parsed.node_id!r} reuses an address")
+        addresses.update((parsed.raft, parsed.api))
+        members[parsed.node_id] = _Member(parsed.raft, parsed.api)
+    return members
+
+
 def _load_snapshot(
     data: bytes,
-) -> tuple[int, int, dict[str, _Record], list[str], dict[int, _Lease], deque[_Event]]:
+) -> tuple[
+    int, int, dict[str, _Record], list[str], dict[int, _Lease], deque[_Event], dict[str, _Member] | None
+]:
     """Decode and sanity-check a snapshot into fresh structures (never touching a live machine)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise _snapshot_error("must be bytes")
     doc = _mapping(json.loads(bytes(data).decode("utf-8")), "snapshot")
-    _fields(doc, "snapshot", ("format", "revision", "compact_revision", "kvs", "leases", "history"))
-    if doc["format"] != SNAPSHOT_FORMAT:
-        raise _snapshot_error(f"unsupported format {doc['format']!r}")
+    snapshot_format = doc.get("format")
+    if snapshot_format == 1:
+        _fields(doc, "snapshot", _SNAPSHOT_FIELDS)
+    elif snapshot_format == SNAPSHOT_FORMAT:
+        _fields(doc, "snapshot", (*_SNAPSHOT_FIELDS, "members"))
+    else:
+        raise _snapshot_error(f"unsupported format {snapshot_format!r}")
     revision = _int(doc["revision"], "snapshot.revision", minimum=0)
     compacted = _int(doc["compact_revision"], "snapshot.compact_revision", minimum=0, maximum=revision)
 
@@ -1262,4 +1503,5 @@ def _load_snapshot(
         history.append(
             _Event(kind, event_rev, validate_key(key, "snapshot.event.key"), _load_row(row, revision))
         )
-    return revision, compacted, kvs, keys, leases, history
+    members = _load_members(doc["members"]) if snapshot_format == SNAPSHOT_FORMAT else None
+    return revision, compacted, kvs, keys, leases, history, members

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from agenda.db.state import (
+    SNAPSHOT_FORMAT,
     Compacted,
     InvalidArgument,
     KVStateMachine,
@@ -254,7 +255,7 @@ def _corrupt(data: bytes, mutate) -> bytes:
         b"\xff\xfe",
         b"[]",
         b"{}",
-        _corrupt(busy_machine().snapshot(), lambda d: d.update(format=2)),
+        _corrupt(busy_machine().snapshot(), lambda d: d.update(format=SNAPSHOT_FORMAT + 1)),
         _corrupt(busy_machine().snapshot(), lambda d: d.update(extra=1)),
         _corrupt(busy_machine().snapshot(), lambda d: d["leases"].clear()),  # keys refer to unknown leases
         _corrupt(busy_machine().snapshot(), lambda d: d["kvs"].reverse()),
