@@ -47,18 +47,19 @@ fi
 inventory=$(python3 inventories/lab/hosts.py --list)
 vip=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["all"]["vars"]["agenda_vip"])' <<<"$inventory")
 hosts=$(python3 -c 'import json,sys; h=json.load(sys.stdin)["_meta"]["hostvars"]; print("  ".join(n + " " + v["agenda_host_ip"] for n, v in sorted(h.items())))' <<<"$inventory")
+first_ip=$(python3 -c 'import json,sys; h=json.load(sys.stdin)["_meta"]["hostvars"]; print(h[sorted(h)[0]]["agenda_host_ip"])' <<<"$inventory")
 cat <<MSG
 
 Agenda Distribuida lab is up (${elapsed}s; provisioning changed=${changed} failed=0 unreachable=0).
   machines:  ${hosts}
-  VIP:       https://${vip}/
+  gateways:  https://<machine address>/ on every machine (the VIP https://${vip}/ comes with VRRP)
   CA:        $PWD/inventories/lab/.pki/ca.crt
-Try:
-  curl --cacert inventories/lab/.pki/ca.crt https://${vip}/v1/health
+Try (the README's quickstart goes on from here):
+  curl --cacert inventories/lab/.pki/ca.crt https://${first_ip}/v1/health
   vagrant ssh agenda1
   ansible agenda -m ansible.builtin.ping
   ansible-playbook site.yml            # re-provision (or: make lab)
-Services that listen on the VIP (gateway, users, groups, DB) are added by their own roles; today
-the lab deploys the base system, the PKI and the agenda package.
+Deployed: the PKI, the DB Service (5 Raft members), the User and Group Services and a gateway per
+machine. Still to come in their own issues: the VIP (VRRP), Redis and gossip discovery.
 MAKE_LAB_CHANGED=${changed}
 MSG

@@ -28,6 +28,26 @@ def host_vars(name: str) -> dict[str, Any]:
     return _RUNNER.get_variables(name)
 
 
+def group_hosts(group: str) -> list[str]:
+    """The inventory hosts of one role group (gateways, services, redis, raft)."""
+    return sorted(_RUNNER.get_hosts(group))
+
+
+def gateway_urls() -> list[str]:
+    """The public base URL of each host's gateway: HTTPS at the host's own address."""
+    urls = []
+    for name in group_hosts("gateways"):
+        variables = host_vars(name)
+        port = int(variables.get("agenda_gateway_port", 443))
+        urls.append(f"https://{variables['agenda_host_ip']}" + ("" if port == 443 else f":{port}"))
+    return urls
+
+
+def public_tls() -> dict[str, Any]:
+    """requests' verify for the public gateway: the deployment CA, as `curl --cacert` and no client cert."""
+    return {"verify": str(PKI_DIR / "ca.crt")}
+
+
 def host(name: str) -> Any:
     return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
 

@@ -108,8 +108,14 @@ def wsgi_app(
     name: str, env_var: str, load: Callable[[list[str]], Config], build_app: Callable[[Config], Any]
 ) -> Any:
     """A gunicorn factory's body: settings from the file named by ``env_var`` (plus the environment)."""
-    path = os.environ.get(env_var)
-    cfg = load(["--config", path] if path else [])
+    # ``env_var`` carries the service's settings prefix but names the file rather than overriding a
+    # setting, and load_config refuses unknown variables with that prefix: hide it while loading.
+    path = os.environ.pop(env_var, None)
+    try:
+        cfg = load(["--config", path] if path else [])
+    finally:
+        if path is not None:
+            os.environ[env_var] = path
     configure_logging(name, cfg.log_level, json=cfg.log_format == "json")
     return build_app(cfg)
 
