@@ -7,6 +7,7 @@ the step's duration plus hey's own per-request timeout, and parses its summary w
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from bench._cluster import BenchError, Reaper, clean_env
 from bench._stats import HeyParseError, StepResult, parse_hey
 
-__all__ = ["HeyRequest", "run_hey"]
+__all__ = ["HeyRequest", "add_load_arguments", "run_hey"]
 
 # hey is given this long to finish its in-flight requests and print, beyond -z and -t.
 _EXIT_SLACK_S = 30
@@ -52,3 +53,31 @@ def run_hey(reaper: Reaper, request: HeyRequest, clients: int, duration: float) 
         return parse_hey(out, clients)
     except HeyParseError as exc:
         raise BenchError(str(exc)) from None
+
+
+def add_load_arguments(
+    parser: argparse.ArgumentParser, *, runs_help: str, warmup_help: str, value_help: str
+) -> None:
+    """The load-shape options every hey benchmark takes: --clients, --duration, --runs, --warmup,
+    --value-size (the validators live in bench.db_vs_etcd, whose command line came first)."""
+    from bench.db_vs_etcd import _clients, _non_negative_float, _positive_float, _positive_int
+
+    parser.add_argument(
+        "--clients",
+        type=_clients,
+        default=[1, 16, 64],
+        metavar="N,N,...",
+        help="concurrency levels (hey -c), default 1,16,64",
+    )
+    parser.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="length of each load step, default 10",
+    )
+    parser.add_argument("--runs", type=_positive_int, default=3, help=runs_help)
+    parser.add_argument(
+        "--warmup", type=_non_negative_float, default=2.0, metavar="SECONDS", help=warmup_help
+    )
+    parser.add_argument("--value-size", type=_positive_int, default=64, metavar="BYTES", help=value_help)

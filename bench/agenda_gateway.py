@@ -38,7 +38,7 @@ from bench._cluster import (
     scrub_proxy_environment,
 )
 from bench._cpu import CpuMeter, per_request_ms
-from bench._hey import HeyRequest, run_hey
+from bench._hey import HeyRequest, add_load_arguments, run_hey
 from bench._stats import (
     StepResult,
     StepSummary,
@@ -51,11 +51,7 @@ from bench._stats import (
 from bench.db_vs_etcd import (
     HEY_REQUEST_TIMEOUT_S,
     KEY,
-    _clients,
     _ms,
-    _non_negative_float,
-    _positive_float,
-    _positive_int,
     _print_facts,
     _say,
     machine_facts,
@@ -98,36 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
             "(list-agenda) through the HTTPS gateway. Prints medians and create-event/db-put ratios."
         ),
     )
-    parser.add_argument(
-        "--clients",
-        type=_clients,
-        default=[1, 16, 64],
-        metavar="N,N,...",
-        help="concurrency levels (hey -c), default 1,16,64",
-    )
-    parser.add_argument(
-        "--duration",
-        type=_positive_float,
-        default=10.0,
-        metavar="SECONDS",
-        help="length of each load step, default 10",
-    )
-    parser.add_argument(
-        "--runs", type=_positive_int, default=3, help="repetitions of every step; medians reported"
-    )
-    parser.add_argument(
-        "--warmup",
-        type=_non_negative_float,
-        default=2.0,
-        metavar="SECONDS",
-        help="unrecorded load of each step before run 1 (0 = none), default 2",
-    )
-    parser.add_argument(
-        "--value-size",
-        type=_positive_int,
-        default=64,
-        metavar="BYTES",
-        help="size of the db-put value (ASCII), default 64",
+    add_load_arguments(
+        parser,
+        runs_help="repetitions of every step; medians reported",
+        warmup_help="unrecorded load of each step before run 1 (0 = none), default 2",
+        value_help="size of the db-put value (ASCII), default 64",
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write all results as JSON")
     parser.add_argument("--keep-tmp", action="store_true", help="keep data dirs and logs (path printed)")

@@ -36,15 +36,15 @@ from bench._cluster import (
     etcd_version,
 )
 from bench._failover import FailoverResult, measure_failover
+from bench._hey import HeyRequest, add_load_arguments
+from bench._hey import run_hey as run_hey_request
 from bench._stats import (
-    HeyParseError,
     StepResult,
     StepSummary,
     format_failover_table,
     format_load_table,
     median_or_none,
     parse_clients,
-    parse_hey,
     ratio,
     summarize,
 )
@@ -101,36 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
             "both) and print medians; or, with --failover, measure the leader-failover write gap."
         ),
     )
-    parser.add_argument(
-        "--clients",
-        type=_clients,
-        default=[1, 16, 64],
-        metavar="N,N,...",
-        help="concurrency levels (hey -c), default 1,16,64",
-    )
-    parser.add_argument(
-        "--duration",
-        type=_positive_float,
-        default=10.0,
-        metavar="SECONDS",
-        help="length of each load step, default 10",
-    )
-    parser.add_argument(
-        "--runs", type=_positive_int, default=3, help="repetitions per step; medians reported"
-    )
-    parser.add_argument(
-        "--warmup",
-        type=_non_negative_float,
-        default=2.0,
-        metavar="SECONDS",
-        help="unrecorded load before the first step of each system (0 = none), default 2",
-    )
-    parser.add_argument(
-        "--value-size",
-        type=_positive_int,
-        default=64,
-        metavar="BYTES",
-        help="size of the written value (ASCII), default 64",
+    add_load_arguments(
+        parser,
+        runs_help="repetitions per step; medians reported",
+        warmup_help="unrecorded load before the first step of each system (0 = none), default 2",
+        value_help="size of the written value (ASCII), default 64",
     )
     parser.add_argument("--only", choices=("etcd", "agenda"), help="benchmark one system only")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write all results as JSON")
@@ -241,17 +216,8 @@ def _print_facts(facts: dict[str, Any]) -> None:
 def run_hey(
     reaper: Reaper, url: str, method: str, body_file: Path, clients: int, duration: float
 ) -> StepResult:
-    argv = [
-        "hey", "-z", f"{duration:g}s", "-c", str(clients), "-m", method, "-T", "application/json",
-        "-D", str(body_file), "-t", str(HEY_REQUEST_TIMEOUT_S), url,
-    ]  # fmt: skip
-    code, out, err = reaper.run(argv, timeout=duration + HEY_REQUEST_TIMEOUT_S + 30, env=clean_env())
-    if code != 0:
-        raise BenchError(f"hey exited with status {code}: {(err or out)[-600:]}")
-    try:
-        return parse_hey(out, clients)
-    except HeyParseError as exc:
-        raise BenchError(str(exc)) from None
+    request = HeyRequest(url, method, body_file, request_timeout_s=HEY_REQUEST_TIMEOUT_S)
+    return run_hey_request(reaper, request, clients, duration)
 
 
 def bench_load(

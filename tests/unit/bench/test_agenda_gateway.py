@@ -5,21 +5,14 @@ No process is started and nothing touches the network.
 
 from __future__ import annotations
 
-import importlib
 import itertools
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
-_REPO = Path(__file__).resolve().parents[3]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
-
-stats = importlib.import_module("bench._stats")
-hey = importlib.import_module("bench._hey")
-gateway = importlib.import_module("bench.agenda_gateway")
+from bench import _hey as hey
+from bench import _stats as stats
+from bench import agenda_gateway as gateway
 
 
 def summary(clients: int, rps: float | None, *, errors: int = 0, p99: float | None = 9.5) -> object:

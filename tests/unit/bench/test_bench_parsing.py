@@ -5,20 +5,13 @@ No process is started and nothing touches the network.
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 
 import pytest
-
-_REPO = Path(__file__).resolve().parents[3]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
-
-stats = importlib.import_module("bench._stats")
-cli = importlib.import_module("bench.db_vs_etcd")
-failover = importlib.import_module("bench._failover")
-cluster_mod = importlib.import_module("bench._cluster")
+from bench import _cluster as cluster_mod
+from bench import _failover as failover
+from bench import _stats as stats
+from bench import db_vs_etcd as cli
 
 # hey 0.1.4 against a healthy leader (trimmed histogram; the layout is hey's).
 HEY_OK = """
