@@ -95,6 +95,18 @@ def test_configuration_is_private_and_the_gateway_secret_stays_off_the_command_l
     assert secret not in host.check_output("systemctl show -p Environment agenda-*")
 
 
+def test_a_renewed_certificate_restarts_what_presents_it(host):
+    """Services and DB members read their certificate once, at start; the checksum of the current
+    certificate in their settings is what makes a renewal change them and restart them."""
+    with host.sudo():
+        checksum = host.check_output("sha256sum /etc/agenda/pki/host.crt").split()[0]
+        settings = [f"/etc/agenda/{service}/gunicorn.conf.py" for service in services_on(host)]
+        settings += host.check_output("ls /etc/agenda/db/*.yml 2>/dev/null || true").split()
+        assert settings
+        for path in settings:
+            assert f"Host certificate: {checksum} " in host.file(path).content_string, path
+
+
 def test_the_signing_key_is_on_user_service_hosts_only(host):
     services = services_on(host)
     controller_public = next(PKI_DIR.glob("token-*.pub")).read_bytes()
