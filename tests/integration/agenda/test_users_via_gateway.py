@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agenda.users.tokens import TokenIssuer
 
+from ..conftest import wait_until
 from .conftest import GATEWAY_SECRET, LOGIN_LIMIT, Stack
 
 PROBLEM = "application/problem+json"
@@ -457,6 +458,41 @@ def test_openapi_and_health(stack: Stack) -> None:
 
 
 # ------------------------------------------------------------------------------- backend failover
+
+
+def test_a_user_service_instance_killed_mid_run_costs_no_failed_get(stack: Stack) -> None:
+    name, token = stack.user("mr")
+    answers: list[int] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                try:
+                    response = session.get(
+                        stack.url("/v1/me"), headers={"Authorization": f"Bearer {token}"}, timeout=30
+                    )
+                except requests.RequestException:
+                    answers.append(0)
+                else:
+                    answers.append(response.status_code)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for = len(answers) + 40
+        wait_until(lambda: len(answers) >= wait_for, 30.0, message="GETs before the kill")
+        stack.kill("users2")  # SIGKILL while four clients are reading through the gateway
+        after_kill = len(answers)
+        wait_until(lambda: len(answers) >= after_kill + 80, 60.0, message="GETs after the kill")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+        stack.restart("users2")
+    assert set(answers) == {200}, sorted(set(answers))  # 0: a transport error
+    assert stack.call("GET", "/v1/me", token).json()["username"] == name
 
 
 def test_gateway_fails_over_when_a_user_service_instance_dies(stack: Stack) -> None:
