@@ -46,6 +46,7 @@ __all__ = [
     "etcd_version",
     "free_ports",
     "http_json",
+    "run_under_reaper",
     "scrub_proxy_environment",
     "wait_until",
 ]
@@ -532,3 +533,21 @@ def agenda_importable(python: str, reaper: Reaper) -> tuple[bool, str]:
         [python, "-c", "import agenda.db.cli as m; assert callable(m.main)"], timeout=60, env=clean_env()
     )
     return code == 0, (err or out).strip()[-600:]
+
+
+def run_under_reaper(prog: str, keep_tmp: bool, body: Callable[[Reaper], int]) -> int:
+    """A benchmark's main body with a :class:`Reaper` installed: errors are one line and exit 1, a
+    signal exits 128 + its number, and every child and temporary directory is cleaned up either way."""
+    reaper = Reaper()
+    reaper.keep_dirs = keep_tmp
+    reaper.install()
+    try:
+        return body(reaper)
+    except BenchError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except Interrupted as exc:
+        print(f"{prog}: interrupted by signal {exc.signum}, cleaning up", file=sys.stderr)
+        return 128 + exc.signum
+    finally:
+        reaper.cleanup()

@@ -30,11 +30,11 @@ from agenda.domain.model import format_time
 from bench._cluster import (
     AgendaCluster,
     BenchError,
-    Interrupted,
     Member,
     Reaper,
     WriteSpec,
     agenda_importable,
+    run_under_reaper,
     scrub_proxy_environment,
 )
 from bench._cpu import CpuMeter, per_request_ms
@@ -379,19 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    reaper = Reaper()
-    reaper.keep_dirs = args.keep_tmp
-    reaper.install()
-    try:
-        return _main(args, reaper)
-    except BenchError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except Interrupted as exc:
-        print(f"{PROG}: interrupted by signal {exc.signum}, cleaning up", file=sys.stderr)
-        return 128 + exc.signum
-    finally:
-        reaper.cleanup()
+    return run_under_reaper(PROG, args.keep_tmp, lambda reaper: _main(args, reaper))
 
 
 def _main(args: argparse.Namespace, reaper: Reaper) -> int:

@@ -26,14 +26,13 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 from bench._cluster import (
     AgendaCluster,
-    BenchError,
     Cluster,
     EtcdCluster,
-    Interrupted,
     Reaper,
     agenda_importable,
     clean_env,
     etcd_version,
+    run_under_reaper,
 )
 from bench._failover import FailoverResult, measure_failover
 from bench._hey import HeyRequest, add_load_arguments
@@ -283,19 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
-    reaper = Reaper()
-    reaper.keep_dirs = args.keep_tmp
-    reaper.install()
-    try:
-        return _main(args, reaper)
-    except BenchError as exc:
-        print(f"db_vs_etcd: error: {exc}", file=sys.stderr)
-        return 1
-    except Interrupted as exc:
-        print(f"db_vs_etcd: interrupted by signal {exc.signum}, cleaning up", file=sys.stderr)
-        return 128 + exc.signum
-    finally:
-        reaper.cleanup()
+    return run_under_reaper("db_vs_etcd", args.keep_tmp, lambda reaper: _main(args, reaper))
 
 
 def _main(args: argparse.Namespace, reaper: Reaper) -> int:
