@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -169,7 +168,6 @@ def test_round_trip_through_the_https_gateway(launched: Launched) -> None:
     assert me.json()["username"] == name
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 def test_the_printed_curl_lines_work(launched: Launched) -> None:
     try_it = launched.output.split("Try it:\n", 1)[1].split("\n\n", 1)[0]
     script = "set -euo pipefail\n" + try_it.replace("curl ", "curl -sS --fail-with-body ")
