@@ -49,6 +49,7 @@ __all__ = [
     "ConfigError",
     "Field",
     "Section",
+    "SectionList",
     "existing_file",
     "load_config",
     "parse_bool",
@@ -158,6 +159,27 @@ class Section:
         object.__setattr__(self, "fields", _check_children(self.fields, self.name))
 
 
+@dataclass(frozen=True)
+class SectionList:
+    """A list of mappings that share one schema (VRRP instances, track scripts).
+
+    Each item loads as a `Config`; the result is a tuple of them. Errors name the item by its
+    index (`instances.1.priority`). Environment variables cannot reach inside a list: a list is
+    configured in the file.
+    """
+
+    name: str
+    fields: Sequence[Field | Section]
+    help: str = ""
+    min_items: int = 0
+    max_items: int | None = None
+    default: Sequence[Any] = ()
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        object.__setattr__(self, "fields", _check_children(self.fields, self.name))
+
+
 def _check_name(name: str) -> None:
     if not _NAME_RE.match(name):
         raise ValueError(f"config name {name!r} must be lowercase snake_case")
@@ -165,10 +187,10 @@ def _check_name(name: str) -> None:
         raise ValueError(f"config name {name!r} clashes with a Config attribute")
 
 
-def _check_children(children: Sequence[Field | Section], where: str) -> tuple[Field | Section, ...]:
+def _check_children(children: Sequence[Field | Section | SectionList], where: str) -> tuple[Any, ...]:
     seen: set[str] = set()
     for child in children:
-        if not isinstance(child, Field | Section):
+        if not isinstance(child, Field | Section | SectionList):
             raise TypeError(f"{where}: schema entries must be Field or Section, got {child!r}")
         if child.name in seen:
             raise ValueError(f"{where}: duplicate config name {child.name!r}")
@@ -305,6 +327,8 @@ def _collect_env_names(
     children: Sequence[Field | Section], prefix: str, path: tuple[str, ...], out: dict[str, tuple[str, ...]]
 ) -> None:
     for child in children:
+        if isinstance(child, SectionList):
+            continue
         child_path = (*path, child.name)
         out[_env_name(prefix, child_path)] = child_path
         if isinstance(child, Section):
@@ -430,6 +454,9 @@ def _resolve(
         if isinstance(child, Section):
             values[child.name] = _resolve(child.fields, raw.get(child.name), child_path, env_values)
             continue
+        if isinstance(child, SectionList):
+            values[child.name] = _resolve_list(child, raw.get(child.name, child.default), child_path)
+            continue
         if child.secret:
             secrets.add(child.name)
         origin = ""
@@ -453,6 +480,19 @@ def _resolve(
         except ValueError as exc:
             raise ConfigError(key, f"{exc}{origin}") from None
     return Config(values, frozenset(secrets))
+
+
+def _resolve_list(child: SectionList, raw: Any, path: tuple[str, ...]) -> tuple[Config, ...]:
+    key = ".".join(path)
+    if raw is None:
+        raw = []
+    if not isinstance(raw, list | tuple):
+        raise ConfigError(key, f"expected a list of mappings, got {type(raw).__name__}")
+    if len(raw) < child.min_items:
+        raise ConfigError(key, f"needs at least {child.min_items} item(s), got {len(raw)}")
+    if child.max_items is not None and len(raw) > child.max_items:
+        raise ConfigError(key, f"takes at most {child.max_items} item(s), got {len(raw)}")
+    return tuple(_resolve(child.fields, item, (*path, str(index)), {}) for index, item in enumerate(raw))
 
 
 def load_config(

@@ -1,0 +1,7 @@
+"""`python -m agenda.vrrp` is `agenda-vrrpd`."""
+
+import sys
+
+from agenda.vrrp.cli import main
+
+sys.exit(main())

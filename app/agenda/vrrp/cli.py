@@ -1,0 +1,137 @@
+"""`agenda-vrrpd`: run the daemon, check its configuration, show its status, release its VIPs.
+
+agenda-vrrpd [--config PATH] [run]            the daemon, in the foreground (systemd runs it so)
+agenda-vrrpd [--config PATH] check-config     exit 0, or 2 with "vrrpd: config: <key>: <reason>"
+agenda-vrrpd [--config PATH] status [--json]  what the running daemon reports
+agenda-vrrpd [--config PATH] release          remove every configured VIP (systemd's ExecStopPost)
+agenda-vrrpd check-http URL [--cafile F] [--timeout S]   a track script: exit 0 iff URL answers 2xx
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import ssl
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+from agenda.common.config import Config, ConfigError
+from agenda.common.logs import configure_logging
+from agenda.vrrp import config as vrrp_config
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str) -> int:
+    print(f"vrrpd: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _load(path: str | None) -> Config:
+    return vrrp_config.load(vrrp_config.config_path(path))
+
+
+def _run(cfg: Config) -> int:
+    from agenda.vrrp import net
+    from agenda.vrrp.daemon import Daemon, install_signal_handlers
+
+    configure_logging("vrrpd", cfg.log_level.upper(), json=False)
+    daemon = Daemon(cfg)
+    install_signal_handlers(daemon)
+    try:
+        daemon.run()
+    except net.InterfaceError as exc:
+        return _fail(str(exc))
+    except PermissionError as exc:
+        return _fail(f"not permitted ({exc}): agenda-vrrpd needs CAP_NET_RAW and CAP_NET_ADMIN")
+    return 0
+
+
+def _status(cfg: Config, as_json: bool) -> int:
+    if not cfg.status_addr:
+        return _fail("status_addr is empty in the configuration: the daemon serves no status")
+    host, port = cfg.status_addr
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/status", timeout=3) as response:
+            status: dict[str, Any] = json.load(response)
+    except (OSError, ValueError) as exc:
+        return _fail(f"no daemon answers at {host}:{port} ({exc})")
+    if as_json:
+        print(json.dumps(status, indent=2))
+        return 0
+    for inst in status["instances"]:
+        counters = inst["counters"]
+        print(
+            f"{inst['name']}: {inst['state']} on {inst['interface']} vrid {inst['vrid']} "
+            f"priority {inst['priority']} (base {inst['base_priority']}) advert_int {inst['advert_int']}s"
+        )
+        print(
+            f"  master {inst['master_address'] or '-'}; VIPs {', '.join(inst['vips'])} "
+            f"{'held here' if inst['holds_vips'] else 'not held here'}"
+        )
+        print(
+            f"  adverts sent {counters['adverts_sent']}, received {counters['adverts_received']}, "
+            f"dropped {sum(counters['dropped'].values())} {counters['dropped'] or ''}".rstrip()
+        )
+        for transition in inst["transitions"][-5:]:
+            print(f"  {transition['at']} {transition['from']} -> {transition['to']} ({transition['reason']})")
+    for name, ok in status.get("track_scripts", {}).items():
+        print(f"track script {name}: {'OK' if ok else 'FAILED'}")
+    return 0
+
+
+def _release(cfg: Config) -> int:
+    from agenda.vrrp.daemon import Daemon
+
+    configure_logging("vrrpd", "INFO", json=False)
+    removed = Daemon(cfg).release_all()
+    print(f"vrrpd: released {removed} address(es)")
+    return 0
+
+
+def _check_http(url: str, cafile: str | None, timeout: float) -> int:
+    context = ssl.create_default_context(cafile=cafile) if url.startswith("https:") else None
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:  # noqa: S310
+            return 0 if 200 <= response.status < 300 else 1
+    except (OSError, ValueError, urllib.error.URLError):
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agenda-vrrpd", description="VRRPv3 daemon (keepalived-compatible)")
+    parser.add_argument(
+        "--config", help=f"YAML file (default ${vrrp_config.CONFIG_ENV} or {vrrp_config.DEFAULT_CONFIG_PATH})"
+    )
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="run the daemon in the foreground (the default)")
+    commands.add_parser("check-config", help="validate the configuration file")
+    status = commands.add_parser("status", help="the running daemon's instances, states and counters")
+    status.add_argument("--json", action="store_true")
+    commands.add_parser("release", help="remove every configured VIP from its interface")
+    check = commands.add_parser("check-http", help="exit 0 iff GET URL answers 2xx (for track scripts)")
+    check.add_argument("url")
+    check.add_argument("--cafile")
+    check.add_argument("--timeout", type=float, default=2.0)
+    args = parser.parse_args(argv)
+
+    if args.command == "check-http":
+        return _check_http(args.url, args.cafile, args.timeout)
+    try:
+        cfg = _load(args.config)
+    except ConfigError as exc:
+        return _fail(f"config: {exc}")
+    if args.command == "check-config":
+        print(f"vrrpd: {vrrp_config.config_path(args.config)}: {len(cfg.instances)} instance(s), OK")
+        return 0
+    if args.command == "status":
+        return _status(cfg, args.json)
+    if args.command == "release":
+        return _release(cfg)
+    return _run(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
