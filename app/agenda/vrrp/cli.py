@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import ssl
 import sys
 import urllib.error
@@ -37,7 +38,9 @@ def _run(cfg: Config) -> int:
     from agenda.vrrp import net
     from agenda.vrrp.daemon import Daemon, install_signal_handlers
 
-    configure_logging("vrrpd", cfg.log_level.upper(), json=False)
+    configure_logging("agenda-vrrpd", cfg.log_level.upper(), json=cfg.log_format == "json")
+    # pyroute2 narrates every netlink message at debug level; our own debug lines are what matter.
+    logging.getLogger("pyroute2").setLevel(max(logging.INFO, logging.getLogger().level))
     daemon = Daemon(cfg)
     install_signal_handlers(daemon)
     try:
@@ -85,7 +88,7 @@ def _status(cfg: Config, as_json: bool) -> int:
 def _release(cfg: Config) -> int:
     from agenda.vrrp.daemon import Daemon
 
-    configure_logging("vrrpd", "INFO", json=False)
+    configure_logging("agenda-vrrpd", "INFO", json=cfg.log_format == "json")
     removed = Daemon(cfg).release_all()
     print(f"vrrpd: released {removed} address(es)")
     return 0

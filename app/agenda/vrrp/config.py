@@ -91,6 +91,13 @@ INSTANCE: Final = [
 SCHEMA: Final = [
     Field("log_level", str, default="info", choices=("debug", "info", "warning", "error")),
     Field(
+        "log_format",
+        str,
+        default="json",
+        choices=("json", "plain"),
+        help="json: one object per line, as every agenda service logs; plain: for a terminal",
+    ),
+    Field(
         "status_addr",
         str,
         default="127.0.0.1:9110",

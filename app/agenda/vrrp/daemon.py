@@ -102,6 +102,8 @@ class Daemon:
         self.runner = TrackScriptRunner(self.script_specs.values(), self._script_changed)
         self.status_server: ThreadingHTTPServer | None = None
         self.stopping = False
+        self.started = False  # routers started: script results change priorities from then on
+        self.scripts_reported: set[str] = set()
         self._next_link_check = 0.0
 
     # Start-up ----------------------------------------------------------------------------------
@@ -174,7 +176,10 @@ class Daemon:
     def run(self) -> None:
         self.prepare()
         self.start_status_server()
+        self.runner.start()
+        self._await_first_results()
         now = self.clock()
+        self.started = True
         with self.lock:
             for inst in self.instances:
                 if inst.router is None:
@@ -183,12 +188,31 @@ class Daemon:
                 inst.router.faulted = effective is None
                 inst.router.priority = effective or inst.router.priority
                 self.execute(inst, inst.router.start(now))
-        self.runner.start()
         try:
             while not self.stopping:
                 self.step()
         finally:
             self.shutdown()
+
+    def _await_first_results(self) -> None:
+        """Start the routers knowing every track script's first result (bounded by the scripts'
+        timeouts): otherwise each start would pass through FAULT and run notify_fault for nothing."""
+        if not self.script_specs:
+            return
+        deadline = self.clock() + max(spec.timeout for spec in self.script_specs.values()) + 1.0
+        while set(self.script_ok) - self.scripts_reported and not self.stopping:
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                log.warning(
+                    "vrrp: starting before every track script reported: %s",
+                    ", ".join(sorted(set(self.script_ok) - self.scripts_reported)),
+                )
+                return
+            readable, _, _ = select.select([self._wake_r], [], [], remaining)
+            if readable:
+                self._drain_wake()
+            with self.lock:
+                self._handle_events()
 
     def step(self) -> None:
         now = self.clock()
@@ -231,7 +255,9 @@ class Daemon:
             elif kind == "script":
                 name, ok = payload
                 self.script_ok[name] = ok
-                self._reprioritise()
+                self.scripts_reported.add(name)
+                if self.started:
+                    self._reprioritise()
 
     def _effective(self, inst: Instance) -> int | None:
         if not inst.link_up:
