@@ -254,6 +254,8 @@ class Config:
         for name, value in self._values.items():
             if isinstance(value, Config):
                 out[name] = value.as_dict(reveal_secrets=reveal_secrets)
+            elif isinstance(value, tuple) and value and all(isinstance(item, Config) for item in value):
+                out[name] = [item.as_dict(reveal_secrets=reveal_secrets) for item in value]
             elif name in self._secrets and not reveal_secrets and value is not None:
                 out[name] = _MASK
             else:

@@ -34,6 +34,16 @@ def _ipv4_or_empty(value: str) -> None:
         ipaddress.IPv4Address(value)
 
 
+def _vips(values: tuple[str, ...]) -> None:
+    for value in values:
+        _vip(value)
+
+
+def _peers(values: tuple[str, ...]) -> None:
+    for value in values:
+        ipaddress.IPv4Address(value)
+
+
 def _command(value: str) -> None:
     if value:
         try:
@@ -66,7 +76,7 @@ INSTANCE: Final = [
     Field("virtual_router_id", int, min=1, max=255),
     Field("priority", int, default=100, min=1, max=255),
     Field("advert_int", float, default=1.0, min=0.01, max=40.95),
-    Field("virtual_ipaddress", list[str], validator=lambda vips: [_vip(v) for v in vips] and None),
+    Field("virtual_ipaddress", list[str], validator=_vips),
     Field("preempt", bool, default=True),
     Field("preempt_delay", float, default=0.0, min=0, max=1000),
     Field("unicast_src_ip", str, default="", validator=_ipv4_or_empty),
@@ -74,7 +84,7 @@ INSTANCE: Final = [
         "unicast_peers",
         list[str],
         default=(),
-        validator=lambda peers: [_ipv4_or_empty(p) for p in peers] and None,
+        validator=_peers,
     ),
     Field("track_scripts", list[str], default=()),
     Field("notify_master", str, default="", validator=_command),
