@@ -364,12 +364,13 @@ class Daemon:
     # Acting -------------------------------------------------------------------------------------
 
     def execute(self, inst: Instance, actions: list[fsm.Action]) -> None:
+        # The wire and the addresses first, the bookkeeping after: a takeover's VIP and gratuitous
+        # ARP must not wait for a log line.
         transitions: list[fsm.Transition] = []
         for action in actions:
             try:
                 if isinstance(action, fsm.Transition):
                     transitions.append(action)
-                    self._record(inst, action)
                 elif isinstance(action, fsm.SendAdvert):
                     self._send_advert(inst, action.priority)
                 elif isinstance(action, fsm.AddAddresses):
@@ -387,6 +388,7 @@ class Daemon:
             except OSError as exc:
                 log.error("vrrp: instance %s: %s failed: %s", inst.name, type(action).__name__, exc)
         for transition in transitions:
+            self._record(inst, transition)
             state = NOTIFY_STATE.get(transition.new)
             if state is not None:
                 specific = getattr(inst.config, f"notify_{state.lower()}")

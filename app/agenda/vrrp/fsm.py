@@ -264,11 +264,13 @@ class Router:
             self.timers.garp = now + self.settings.garp_master_delay
         if self.settings.garp_master_refresh > 0:
             self.timers.garp_refresh = now + self.settings.garp_master_refresh
+        # The address and its announcement before the advert: clients wait on the first two, while
+        # the advert only confirms to the backups what their own timers already concluded.
         return [
             self._transition(State.MASTER, reason),
-            SendAdvert(self.priority),
             AddAddresses(),
             SendGratuitousArp(),
+            SendAdvert(self.priority),
         ]
 
     def _to_backup(

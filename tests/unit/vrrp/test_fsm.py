@@ -100,9 +100,9 @@ def test_master_down_timer_fires_exactly_at_3_intervals_plus_skew(priority: int,
     actions = r.tick(deadline)
     assert actions == [
         Transition(State.BACKUP, State.MASTER, "master down timer expired", priority),
-        SendAdvert(priority),
         AddAddresses(),
         SendGratuitousArp(),
+        SendAdvert(priority),
     ]
     assert r.state is State.MASTER
     assert r.master_address == ME
@@ -111,9 +111,9 @@ def test_master_down_timer_fires_exactly_at_3_intervals_plus_skew(priority: int,
 def test_priority_255_starts_master() -> None:
     r = router(priority=255)
     actions = r.start(T0)
-    assert kinds(actions) == [Transition, SendAdvert, AddAddresses, SendGratuitousArp]
+    assert kinds(actions) == [Transition, AddAddresses, SendGratuitousArp, SendAdvert]
     assert actions[0].new is State.MASTER
-    assert actions[1] == SendAdvert(255)
+    assert actions[3] == SendAdvert(255)
     assert r.state is State.MASTER
     assert r.next_deadline() == T0 + 1.0
 
@@ -246,7 +246,7 @@ def test_priority_zero_makes_a_backup_take_over_after_skew_time_alone() -> None:
     assert r.next_deadline() == T0 + 1.5 + skew
     assert r.tick(T0 + 1.5 + skew - 1e-6) == []
     actions = r.tick(T0 + 1.5 + skew)
-    assert kinds(actions) == [Transition, SendAdvert, AddAddresses, SendGratuitousArp]
+    assert kinds(actions) == [Transition, AddAddresses, SendGratuitousArp, SendAdvert]
     assert r.state is State.MASTER
 
 
@@ -356,7 +356,7 @@ def test_fault_recovering_at_priority_255_becomes_master() -> None:
     r.start(T0)
     r.set_priority(T0 + 1, None)
     actions = r.set_priority(T0 + 2, 255)
-    assert kinds(actions) == [Transition, SendAdvert, AddAddresses, SendGratuitousArp]
+    assert kinds(actions) == [Transition, AddAddresses, SendGratuitousArp, SendAdvert]
     assert r.state is State.MASTER
 
 
