@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 PYTHON ?= python3
 
-.PHONY: help venv tools image lab lab-down dev lint unit integration molecule lab-test test bench-db bench-failover bench-agenda clean
+.PHONY: help venv tools image lab lab-down dev lint unit integration interop molecule lab-test test bench-db bench-failover bench-agenda bench-vip clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ unit: venv ## unit tests: no network, no containers
 integration: venv ## integration tests: real processes on loopback (five-node DB cluster)
 	pytest -q tests/integration
 
+interop: venv image ## agenda-vrrpd and Debian's keepalived on one VRID, both ways, in throwaway containers (VIPLAB_SUBNET)
+	VIPLAB_BASE_IMAGE=$$(lab/build-image.sh) pytest -q tests/interop
+
 molecule: venv image ## the Molecule scenarios (deploy, idempotence, verify)
 	@# An interrupted run leaves Molecule's state saying the hosts exist; start from nothing.
 	molecule destroy --all
@@ -53,7 +56,7 @@ molecule: venv image ## the Molecule scenarios (deploy, idempotence, verify)
 lab-test: venv tools ## the Vagrant lab from nothing: up, up again (changed=0), checks, down
 	pytest -q tests/lab
 
-test: lint unit integration molecule lab-test ## everything CI runs
+test: lint unit integration interop molecule lab-test ## everything CI runs
 
 bench-db: venv ## agenda-db vs etcd write throughput and latency (apt-get install -y etcd-server etcd-client hey)
 	python bench/db_vs_etcd.py $(BENCH_ARGS)
@@ -63,6 +66,9 @@ bench-failover: venv ## agenda-db vs etcd leader-failover write gap
 
 bench-agenda: venv ## create-event/list-agenda through the TLS gateway vs the DB's own writes (apt-get install -y hey)
 	python bench/agenda_gateway.py $(BENCH_ARGS)
+
+bench-vip: venv image ## VIP failover time, agenda-vrrpd vs keepalived at advert_int 1 and 0.1 s (BENCH_ARGS="--runs 5")
+	VIPLAB_BASE_IMAGE=$$(lab/build-image.sh) python bench/vip.py $(BENCH_ARGS)
 
 clean: lab-down ## remove the lab and the local caches (not the deployment CAs)
 	rm -rf .cache

@@ -486,31 +486,49 @@ class Daemon:
             for inst in self.instances:
                 state = inst.router.state if inst.router else fsm.State.INIT
                 lines.append(f'agenda_vrrp_state{{instance="{inst.name}"}} {fsm.STATE_CODES[state]}')
-            lines += ["# TYPE agenda_vrrp_priority gauge"]
+            lines += [
+                "# HELP agenda_vrrp_priority effective priority (track script weights applied)",
+                "# TYPE agenda_vrrp_priority gauge",
+            ]
             lines += [
                 f'agenda_vrrp_priority{{instance="{i.name}"}} {i.router.priority if i.router else 0}'
                 for i in self.instances
             ]
-            lines += ["# TYPE agenda_vrrp_adverts_sent_total counter"]
+            lines += [
+                "# HELP agenda_vrrp_adverts_sent_total advertisements sent",
+                "# TYPE agenda_vrrp_adverts_sent_total counter",
+            ]
             lines += [
                 f'agenda_vrrp_adverts_sent_total{{instance="{i.name}"}} {i.adverts_sent}'
                 for i in self.instances
             ]
-            lines += ["# TYPE agenda_vrrp_adverts_received_total counter"]
+            lines += [
+                "# HELP agenda_vrrp_adverts_received_total valid advertisements received for the instance",
+                "# TYPE agenda_vrrp_adverts_received_total counter",
+            ]
             lines += [
                 f'agenda_vrrp_adverts_received_total{{instance="{i.name}"}} {i.adverts_received}'
                 for i in self.instances
             ]
-            lines += ["# TYPE agenda_vrrp_packets_dropped_total counter"]
+            lines += [
+                "# HELP agenda_vrrp_packets_dropped_total received packets dropped, by reason",
+                "# TYPE agenda_vrrp_packets_dropped_total counter",
+            ]
             lines += [
                 f'agenda_vrrp_packets_dropped_total{{reason="{r}"}} {self.dropped[r]}' for r in DROP_REASONS
             ]
-            lines += ["# TYPE agenda_vrrp_transitions_total counter"]
+            lines += [
+                "# HELP agenda_vrrp_transitions_total state changes, by the state entered",
+                "# TYPE agenda_vrrp_transitions_total counter",
+            ]
             lines += [
                 f'agenda_vrrp_transitions_total{{instance="{name}",state="{state}"}} {count}'
                 for (name, state), count in sorted(self.transitions_total.items())
             ]
-            lines += ["# TYPE agenda_vrrp_track_script_ok gauge"]
+            lines += [
+                "# HELP agenda_vrrp_track_script_ok 1 while the track script is OK",
+                "# TYPE agenda_vrrp_track_script_ok gauge",
+            ]
             lines += [
                 f'agenda_vrrp_track_script_ok{{script="{n}"}} {int(ok)}' for n, ok in self.script_ok.items()
             ]
