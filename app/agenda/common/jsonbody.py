@@ -1,0 +1,63 @@
+"""The one strict JSON parser for request bodies: every service and the DB Service use it.
+
+Python's `json` accepts what JSON does not (NaN, Infinity) and meets a deeply nested body
+(200 KB of `[[[[...`) with RecursionError, which a caller that only expects ValueError turns into a
+500. Here both, and any nesting deeper than `MAX_DEPTH`, are a `JSONBodyError` whose message a
+service returns as a 400 problem+json. The depth is checked after parsing, iteratively, so a value
+that parses but is deeper than any calendar or KV document needs never reaches code (or a Raft log,
+or a snapshot writer) that walks it recursively.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+__all__ = ["MAX_DEPTH", "JSONBodyError", "depth", "loads"]
+
+# Deeper than any document the services or the DB legitimately carry, far below the interpreter's
+# recursion limit.
+MAX_DEPTH: Final = 64
+
+
+class JSONBodyError(ValueError):
+    """The body is not acceptable JSON; the message says why, for a 400 `detail`."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise JSONBodyError(f"{name} is not JSON")
+
+
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0, `[]` is 1), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            level += 1
+            stack.extend((child, level) for child in node.values())
+        elif isinstance(node, list):
+            level += 1
+            stack.extend((child, level) for child in node)
+        deepest = max(deepest, level)
+    return deepest
+
+
+def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse `raw` (bytes in any JSON encoding, or text) strictly; JSONBodyError on anything wrong."""
+    try:
+        text = raw.decode(json.detect_encoding(raw)) if isinstance(raw, bytes | bytearray) else raw
+        value = _DECODER.decode(text)
+    except JSONBodyError:
+        raise
+    except RecursionError:
+        raise JSONBodyError(f"nested deeper than {max_depth} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise JSONBodyError(f"not valid JSON ({exc})") from None
+    if depth(value) > max_depth:
+        raise JSONBodyError(f"nested deeper than {max_depth} levels")
+    return value
