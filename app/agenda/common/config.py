@@ -54,6 +54,7 @@ __all__ = [
     "load_config",
     "parse_bool",
     "parse_hostport",
+    "read_file",
 ]
 
 
@@ -597,3 +598,16 @@ def existing_file(value: str) -> None:
         raise ValueError(f"not a regular file: {value}")
     if not os.access(path, os.R_OK):
         raise ValueError(f"file is not readable: {value}")
+
+
+def read_file(key: str, path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the file setting `key` names (a certificate, a key); ConfigError naming `key`."""
+    file = Path(path)
+    if not file.exists():
+        raise ConfigError(key, f"file does not exist: {path}")
+    if not file.is_file():
+        raise ConfigError(key, f"not a regular file: {path}")
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(key, f"file is not readable: {path} ({exc.strerror})") from None

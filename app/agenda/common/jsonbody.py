@@ -57,7 +57,9 @@ def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     except RecursionError:
         raise JSONBodyError(f"nested deeper than {max_depth} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise JSONBodyError(f"not valid JSON ({exc})") from None
+        # The decoder's own words ("Expecting value: line 1 column 1 (char 0)") are the reason; the
+        # caller says what was refused ("body is not valid JSON: ...").
+        raise JSONBodyError(str(exc)) from None
     if depth(value) > max_depth:
         raise JSONBodyError(f"nested deeper than {max_depth} levels")
     return value

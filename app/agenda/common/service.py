@@ -1,4 +1,4 @@
-"""What every HTTP service's command line shares: settings fields, flags and their checks.
+"""What every HTTP service's command line shares: settings fields, flags and their checks, and serving.
 
 Each service (users, groups, gateway) adds its own fields and flags; these are the ones they have
 in common, so a flag or a check means the same thing everywhere.
@@ -9,11 +9,23 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
+import ssl
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from types import FrameType
 from typing import Any, Final
 
-from agenda.common.config import Config, ConfigError, Field, Section, existing_file, parse_hostport
+from agenda.common.config import (
+    Config,
+    ConfigError,
+    Field,
+    Section,
+    existing_file,
+    load_config,
+    parse_hostport,
+)
 from agenda.common.logs import configure_logging
 
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -42,6 +54,16 @@ def tls_section(name: str = "tls", *, files: tuple[str, ...] = TLS_FILES, help: 
     fields = [Field("enabled", bool, default=True)]
     fields += [Field(file, str, default=None, validator=existing_file) for file in files]
     return Section(name, fields, help=help)
+
+
+def client_tls(section: Any) -> tuple[bool | str, tuple[str, str] | None]:
+    """``(verify, cert)`` for an `HttpClient` from a TLS section: our CA and certificate when enabled.
+
+    Disabled, the URLs are plain http:// and neither matters (verify stays on, the safe default).
+    """
+    if not section.enabled:
+        return True, None
+    return section.ca, (section.cert, section.key)
 
 
 def log_fields() -> list[Field]:
@@ -81,6 +103,46 @@ def common_overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[s
     if tls:
         data["tls"] = tls
     return data
+
+
+def backend_fields(listen: str) -> list[Field]:
+    """The settings every backend service has: where it listens, the DB members, the gateway's secret."""
+    return [
+        Field("listen", str, default=listen, validator=hostport_validator, help="HOST:PORT to serve on"),
+        Field(
+            "db_urls", list[str], validator=required_urls_validator, help="API base URL of every DB member"
+        ),
+        Field("gateway_secret", str, secret=True, help="shared secret the gateway sends on every request"),
+    ]
+
+
+def backend_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The flags every backend service has (see `add_common_arguments`) plus ``--db-url``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_common_arguments(parser)
+    parser.add_argument("--db-url", action="append", metavar="URL", help="repeat per DB member")
+    return parser
+
+
+def load_backend_config(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    schema: Sequence[Field | Section],
+    env_prefix: str,
+    names: tuple[str, ...] = (),
+) -> Config:
+    """A backend's settings: the --config file, then flags (`names` are its own), then the environment.
+
+    Checked as every backend's are: TLS files present when TLS is on, a long enough gateway secret.
+    """
+    args = parser.parse_args(argv)
+    data = common_overrides(args, names)
+    if args.db_url:
+        data["db_urls"] = list(args.db_url)
+    cfg = load_config(schema, path=args.config, data=data, env_prefix=env_prefix)
+    require_tls_files(cfg)
+    require_gateway_secret(cfg)
+    return cfg
 
 
 def require_tls_files(cfg: Config, section: str = "tls", files: tuple[str, ...] = TLS_FILES) -> None:
@@ -136,3 +198,63 @@ def run_service(
         return 2
     configure_service_logging(name, cfg)
     return serve(app, cfg, name)
+
+
+def serve(app: Any, cfg: Config, name: str) -> int:
+    """Serve a backend's `app` on cfg.listen (mutual TLS when cfg.tls.enabled) until SIGTERM/SIGINT."""
+    from agenda.common.tls import server_context
+
+    ssl_context = None
+    if cfg.tls.enabled:
+        try:
+            ssl_context = server_context(cfg.tls.cert, cfg.tls.key, cfg.tls.ca, require_client_cert=True)
+        except ConfigError as exc:
+            print(f"{name}: configuration error: {exc}", file=sys.stderr)
+            return 2
+    else:
+        logging.getLogger(name).warning("TLS is disabled: plain HTTP, trusting the gateway secret alone")
+    return serve_wsgi(app, cfg.listen, ssl_context, name)
+
+
+def serve_wsgi(app: Any, listen: str, ssl_context: ssl.SSLContext | None, name: str) -> int:
+    """Serve `app` on `listen` until SIGTERM/SIGINT (threaded, keep-alive connections); exit status.
+
+    Keep-alive matters twice here: the gateway reuses its mutual-TLS connections to the backends, and
+    clients reuse theirs to the gateway, instead of paying a TLS handshake for every request.
+    """
+    from agenda.common.httpserver import make_keepalive_server
+
+    log = logging.getLogger(name)
+    host, port = parse_hostport(listen)
+    try:
+        server = make_keepalive_server(host, port, app, ssl_context=ssl_context)
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", listen, exc)
+        return 1
+    log.info("%s listening on %s", name, listen)
+    return serve_until_signalled(server, log)
+
+
+def serve_until_signalled(
+    server: Any, log: logging.Logger, *, cleanup: Callable[[], None] | None = None
+) -> int:
+    """Serve `server` (already bound) until SIGTERM/SIGINT, then close it and run `cleanup`; exit status 0.
+
+    For a process that binds before it starts other machinery and must stop that machinery after the
+    server (agenda-db binds its API port before starting Raft, and stops the node last).
+    """
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        # shutdown() waits for serve_forever to return: it must not run on the thread serving.
+        threading.Thread(target=server.shutdown, name="shutdown", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        if cleanup is not None:
+            cleanup()
+    return 0

@@ -14,35 +14,22 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import ssl
-from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from agenda.common.config import ConfigError
+from agenda.common.config import ConfigError, read_file
 
 __all__ = ["client_context", "peer_identity", "server_context"]
 
 StrPath = str | os.PathLike[str]
 
 
-def _read(key: str, path: StrPath) -> bytes:
-    file = Path(path)
-    if not file.exists():
-        raise ConfigError(key, f"file does not exist: {path}")
-    if not file.is_file():
-        raise ConfigError(key, f"not a regular file: {path}")
-    try:
-        return file.read_bytes()
-    except OSError as exc:
-        raise ConfigError(key, f"file is not readable: {path} ({exc.strerror})") from None
-
-
 def _check_certificates(key: str, path: StrPath, *, leaf: bool) -> x509.Certificate:
     try:
-        certs = x509.load_pem_x509_certificates(_read(key, path))
+        certs = x509.load_pem_x509_certificates(read_file(key, path))
     except ValueError:
         raise ConfigError(key, f"no PEM certificate found in {path}") from None
     if not leaf:
@@ -60,7 +47,7 @@ def _check_certificates(key: str, path: StrPath, *, leaf: bool) -> x509.Certific
 
 
 def _check_private_key(key: str, path: StrPath) -> PrivateKeyTypes:
-    data = _read(key, path)
+    data = read_file(key, path)
     try:
         return serialization.load_pem_private_key(data, password=None)
     except TypeError:

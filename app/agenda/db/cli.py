@@ -14,38 +14,29 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any, Final
 
-from agenda.common.config import (
-    Config,
-    ConfigError,
-    Field,
-    Section,
-    existing_file,
-    load_config,
-    parse_hostport,
+from agenda.common.config import Config, ConfigError, Field, load_config, parse_hostport
+from agenda.common.service import (
+    hostport_validator,
+    log_fields,
+    require_tls_files,
+    run_service,
+    serve_until_signalled,
+    tls_section,
 )
-from agenda.common.logs import configure_logging
-from agenda.db.node import Peer, parse_peer, validate_node_id
+from agenda.db.peers import Peer, parse_peer, validate_node_id
 
 __all__ = ["SCHEMA", "Settings", "build_parser", "load_settings", "main", "overrides_from_args"]
 
 log = logging.getLogger("agenda.db")
 
-_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # An item starts a new peer when it looks like "ID=": lets "a=h:1,h:2,b=h:3,h:4" (a string from an
 # environment variable, split on commas by the config loader) be reassembled into whole peers.
 _PEER_START: Final = re.compile(r"^\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*=")
-
-
-def _hostport(value: str) -> None:
-    parse_hostport(value)
 
 
 def _node_id(value: str) -> None:
@@ -62,7 +53,7 @@ def _peers(value: tuple[str, ...]) -> tuple[Peer, ...]:
     peers = []
     for index, item in enumerate(items):
         try:
-            peers.append(parse_peer(item, check_hostport=_hostport))
+            peers.append(parse_peer(item, check_hostport=hostport_validator))
         except ConfigError as exc:
             raise ValueError(f"item {index} ({item!r}): {exc.reason}") from None
         except ValueError as exc:
@@ -72,26 +63,17 @@ def _peers(value: tuple[str, ...]) -> tuple[Peer, ...]:
 
 SCHEMA: Final = [
     Field("node_id", str, validator=_node_id, help="this member's id, e.g. db1"),
-    Field("raft_addr", str, validator=_hostport, help="HOST:PORT for Raft traffic"),
-    Field("api_addr", str, validator=_hostport, help="HOST:PORT for the HTTP API"),
+    Field("raft_addr", str, validator=hostport_validator, help="HOST:PORT for Raft traffic"),
+    Field("api_addr", str, validator=hostport_validator, help="HOST:PORT for the HTTP API"),
     Field("data_dir", str, help="directory for the Raft journal and snapshots"),
     Field("peers", list[str], default=(), validator=_peers, help="ID=RAFTHOST:PORT,APIHOST:PORT per member"),
-    Section(
-        "tls",
-        [
-            Field("enabled", bool, default=True),
-            Field("cert", str, default=None, validator=existing_file),
-            Field("key", str, default=None, validator=existing_file),
-            Field("ca", str, default=None, validator=existing_file),
-        ],
-    ),
+    tls_section(),
     Field(
         "cluster_secret", str, default=None, secret=True, help="encrypts Raft traffic (pysyncobj password)"
     ),
     Field("fsync", bool, default=True),
     Field("proposal_timeout", float, default=3.0, min=0.1, max=60.0),
-    Field("log_level", str, default="INFO", choices=_LEVELS),
-    Field("log_format", str, default="json", choices=("json", "plain")),
+    *log_fields(),
 ]
 
 
@@ -196,11 +178,8 @@ def _settings_from(cfg: Config) -> Settings:
                 raise ConfigError("peers", f"address {addr} of {peer.node_id!r} is used twice")
             seen_addrs.add(addr)
         seen_ids.add(peer.node_id)
+    require_tls_files(cfg)
     tls = cfg.tls
-    if tls.enabled:
-        for name in ("cert", "key", "ca"):
-            if tls[name] is None:
-                raise ConfigError(f"tls.{name}", "required when TLS is enabled (or disable it with --no-tls)")
     return Settings(
         self_peer=self_peer,
         peers=peers,
@@ -217,23 +196,24 @@ def _settings_from(cfg: Config) -> Settings:
     )
 
 
+def _load(argv: Sequence[str] | None) -> Config:
+    args = build_parser().parse_args(argv)
+    return load_config(SCHEMA, path=args.config, data=overrides_from_args(args))
+
+
 def load_settings(argv: Sequence[str] | None = None) -> Settings:
     """Parse flags, read the config file, validate everything; ConfigError naming the first bad key."""
-    args = build_parser().parse_args(argv)
-    cfg = load_config(SCHEMA, path=args.config, data=overrides_from_args(args))
-    return _settings_from(cfg)
+    return _settings_from(_load(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``agenda-db``; returns the process exit status."""
-    try:
-        settings = load_settings(argv)
-    except ConfigError as exc:
-        print(f"agenda-db: configuration error: {exc}", file=sys.stderr)
-        return 2
-    configure_logging("agenda-db", settings.log_level, json=settings.log_format == "json")
-    if settings.log_level != "DEBUG":
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # The services' entry point: a ConfigError from loading or cross-checking is one line and status 2,
+    # then logging is configured from the settings and the member runs.
+    return run_service("agenda-db", argv, _load, _settings_from, _serve)
+
+
+def _serve(settings: Settings, _cfg: Config, _name: str) -> int:
     return _run(settings)
 
 
@@ -292,24 +272,16 @@ def _run(settings: Settings) -> int:
         server.server_close()
         return 1
     server.app = create_app(node, forwarder)
-
-    def _shutdown(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
-        threading.Thread(target=server.shutdown, name="shutdown", daemon=True).start()
-
-    signal.signal(signal.SIGTERM, _shutdown)
-    signal.signal(signal.SIGINT, _shutdown)
     log.info(
         "agenda-db serving",
         extra={"node_id": settings.self_peer.node_id, "api_addr": settings.self_peer.api_addr},
     )
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
+
+    def stop() -> None:
         node.stop()
         forwarder.close()
-    return 0
+
+    return serve_until_signalled(server, log, cleanup=stop)
 
 
 def _placeholder_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:

@@ -213,7 +213,7 @@ class DBClient:
         success: Sequence[Mapping[str, Any]] = (),
         failure: Sequence[Mapping[str, Any]] = (),
     ) -> dict[str, Any]:
-        """``{succeeded, results, revision}``; build items with ``agenda.db.state.txn_*`` helpers."""
+        """``{succeeded, results, revision}``; build items with the ``agenda.db.txn.txn_*`` helpers."""
         body = {"compare": list(compare), "success": list(success), "failure": list(failure)}
         response = self._call("POST", "/v1/txn", json=body)
         assert response is not None  # noqa: S101

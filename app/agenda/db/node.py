@@ -21,7 +21,7 @@ with other services, so a member can stall for tens of milliseconds (GIL, GC, a 
   leader cannot commit anything - linearizable reads go through the log - it only makes it fail fast.)
 * ``auto_tick_period = 0.02`` s: how long the tick thread blocks in poll() when idle; bounds the latency of
   timer-driven work (heartbeats, elections, our fsync group commit). Proposals wake the poller through
-  our own pipe notifier (:class:`_Wakeup`), so writes do not wait for a tick.
+  our own pipe notifier (:class:`~agenda.db.tick.Wakeup`), so writes do not wait for a tick.
 
 Batching (``appendEntriesUseBatch=True``) - with pysyncobj's unbatched mode every proposal is sent to every
 follower in its own AppendEntries message (pickle + zlib + send, times four) and every follower answers
@@ -39,22 +39,9 @@ leader's ``setRaftCommitIndex`` sync is a no-op and the commit is not delayed by
 * ``connection_retry_time = 0.5`` s (default 5 s): how often to redial a lost member, so a restarted
   member rejoins within half a second.
 
-Durability (``fsync=True``) - pysyncobj writes its journal through mmap and never fsyncs. A write that is
-only in the page cache survives the process being SIGKILLed (the kernel still owns the pages) but not a
-power loss or kernel crash. :class:`DurableFileJournal` and :class:`_DurableTransport` add:
-
-* follower side: every ``next_node_idx`` message (the follower's ack of appended entries) is held back and
-  sent at the end of the tick, after one ``msync``+``fsync`` of the journal covering everything appended
-  during that tick (group commit). So a follower never acknowledges an entry that is not on its disk.
-* leader side: before the leader advances its commit index (which it does counting itself), the journal is
-  synced. Nothing that reveals the new commit index (applying, answering the client, telling followers)
-  happens before that, so an acknowledged write is on the disks of a majority.
-* currentTerm/votedFor (the ``.meta`` file) are written to a temp file, fsynced, renamed and the directory
-  fsynced before the vote is sent (pysyncobj already stores them synchronously, but without fsync).
-* snapshots (log compaction dump) are written by our serializer with fsync, and the journal is truncated
-  only after the dump and the data directory are fsynced.
-
-See the module-level notes in :func:`durability_notes` for what is *not* guaranteed.
+Durability (``fsync=True``) - pysyncobj writes its journal through mmap and never fsyncs; the journal
+(:mod:`agenda.db.durability`) and the transport (:mod:`agenda.db.transport`) add fsyncs so that an
+acknowledged write is on the disks of a majority.
 
 Membership (``dynamicMembershipChange=True``) - pysyncobj changes the configuration one member at a time:
 a MEMBERSHIP log entry carries the member's ``TCPNode``, every member switches to the new configuration as
@@ -68,13 +55,14 @@ restarts. What pysyncobj 0.3.17 lacks, this module adds:
   ``member_add``/``member_remove`` command. The directory thus changes in the very log entry that changes
   the Raft configuration, is part of every KV snapshot, and starts from the static ``--peer`` configuration
   - the same one pysyncobj starts from - which later entries and snapshots override.
-* one change at a time: pysyncobj declares the rule but never records the pending entry; :class:`_RaftKV`
-  does, so a second change is refused until the first is applied on the leader.
+* one change at a time: pysyncobj declares the rule but never records the pending entry; the adapter
+  (:class:`~agenda.db.pysyncobj_adapter.RaftBase`) does, so a second change is refused until the first
+  is applied on the leader.
 * a joining member waits quietly: until it is added, the members hang up on it, yet pysyncobj counts the
   outgoing TCP connection as "connected" the moment it opens and therefore campaigns, raising its term at
-  every election timeout; once added, that inflated term would depose the leader. :class:`_DurableTransport`
-  counts an outgoing link as connected only once the peer has sent something over it, so an isolated member
-  (new, or removed but still running) never campaigns.
+  every election timeout; once added, that inflated term would depose the leader. The transport
+  (:class:`~agenda.db.transport.DurableTransport`) counts an outgoing link as connected only once the peer
+  has sent something over it, so an isolated member (new, or removed but still running) never campaigns.
 * removing the leader: pysyncobj refuses it, so :meth:`Node.transfer_leadership` first hands leadership to
   the most caught-up follower (Raft's TimeoutNow) and the API forwards the removal to the new leader.
 * pysyncobj's unauthenticated admin commands ``add``/``remove`` on the Raft port are refused: membership
@@ -95,59 +83,55 @@ members tolerate one, like three). Any size >= 1 is allowed; the last member can
 
 from __future__ import annotations
 
-import base64
 import collections
 import contextlib
 import errno
 import fcntl
-import json
 import logging
 import os
 import secrets
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-import pysyncobj.syncobj as _syncobj_module
-from pysyncobj import SyncObj, SyncObjConf, replicated
-from pysyncobj.config import FAIL_REASON
-from pysyncobj.journal import FileJournal, MetaStorer
-from pysyncobj.node import TCPNode
-from pysyncobj.poller import POLL_EVENT_TYPE
-from pysyncobj.transport import TCPTransport
-
-from agenda.db.state import (
-    MEMBERSHIP_OPS,
-    NODE_ID_PATTERN,
+from agenda.db.commands import MEMBERSHIP_OPS, validate_command
+from agenda.db.dump import decode_dump, encode_dump
+from agenda.db.durability import DurableFileJournal
+from agenda.db.errors import (
     InvalidArgument,
-    KVStateMachine,
+    LastMember,
+    LeaderUnknown,
+    MembershipChangeInProgress,
+    NodeError,
+    NotLeader,
+    OutcomeUnknown,
+    ProposalFailed,
     StateMachineError,
-    lease_expire_command,
-    member_add_command,
-    member_remove_command,
-    noop_command,
-    validate_command,
 )
+from agenda.db.peers import Peer
+from agenda.db.pysyncobj_adapter import (
+    FAIL_REASON,
+    RaftBase,
+    SyncObjConf,
+    TCPNode,
+    journal_factory,
+    replicated,
+)
+from agenda.db.state import KVStateMachine
+from agenda.db.tick import Waiter, Wakeup
+from agenda.db.transport import DurableTransport
+from agenda.db.txn import lease_expire_command, member_add_command, member_remove_command, noop_command
 
 __all__ = [
-    "DUMP_MAGIC",
-    "DurableFileJournal",
-    "LastMember",
-    "LeaderUnknown",
-    "MembershipChangeInProgress",
+    "DUMP_FILE",
+    "JOURNAL_FILE",
     "Node",
-    "NodeError",
-    "NotLeader",
-    "OutcomeUnknown",
-    "Peer",
-    "ProposalFailed",
     "RaftTimers",
-    "durability_notes",
-    "parse_peer",
+    "Status",
+    "map_failure",
 ]
 
 log = logging.getLogger(__name__)
@@ -157,92 +141,9 @@ T = TypeVar("T")
 JOURNAL_FILE: Final = "raft.journal"
 DUMP_FILE: Final = "raft.dump"
 LOCK_FILE: Final = "LOCK"
-DUMP_MAGIC: Final = b"AGENDA-DB-DUMP 1\n"
-_PING: Final = {"type": "agenda_ping"}
-# First byte of pysyncobj's membership log entries (the rest is a pickled [kind, address, TCPNode]).
-_MEMBERSHIP_ENTRY: Final = bytes([_syncobj_module._COMMAND_TYPE.MEMBERSHIP])
-# pysyncobj's admin commands on the Raft port that would change membership behind the directory's back.
-_REFUSED_UTILITY_COMMANDS: Final = frozenset({"add", "remove"})
 # How often transfer_leadership re-asks pysyncobj: a denied request (the follower was not fully caught up)
 # or a lost TimeoutNow is simply tried again.
 _TRANSFER_RETRY: Final = 0.25
-_POLL_READ: Final = POLL_EVENT_TYPE.READ
-# See DurableFileJournal.sync: on Linux an fsync of the journal file covers its shared mmap.
-_MSYNC_IS_FSYNC: Final = sys.platform.startswith("linux")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Membership
-# ----------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """A cluster member: its id, its Raft address (pysyncobj's identity) and its HTTP API address."""
-
-    node_id: str
-    raft_addr: str
-    api_addr: str
-
-
-def validate_node_id(value: str) -> str:
-    """Node ids are short tokens (they appear in URLs, metrics labels and logs)."""
-    if not NODE_ID_PATTERN.match(value):
-        raise ValueError(f"node id must match {NODE_ID_PATTERN.pattern}, got {value!r}")
-    return value
-
-
-def parse_peer(text: str, *, check_hostport: Callable[[str], object] | None = None) -> Peer:
-    """Parse ``ID=RAFTHOST:PORT,APIHOST:PORT`` into a :class:`Peer`; ValueError naming the problem."""
-    node_id, sep, rest = text.strip().partition("=")
-    if not sep:
-        raise ValueError(f"expected ID=RAFTHOST:PORT,APIHOST:PORT, got {text!r}")
-    raft_addr, sep, api_addr = rest.partition(",")
-    if not sep or "," in api_addr:
-        raise ValueError(f"expected ID=RAFTHOST:PORT,APIHOST:PORT, got {text!r}")
-    validate_node_id(node_id.strip())
-    raft_addr, api_addr = raft_addr.strip(), api_addr.strip()
-    if check_hostport is not None:
-        check_hostport(raft_addr)
-        check_hostport(api_addr)
-    return Peer(node_id.strip(), raft_addr, api_addr)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Errors raised to the HTTP layer
-# ----------------------------------------------------------------------------------------------------------
-
-
-class NodeError(Exception):
-    """Base of the errors a proposal or read barrier can end with; all mean "try again later"."""
-
-    outcome_known = True
-
-
-class NotLeader(NodeError):  # noqa: N818 - reads as the condition
-    """This member is not the leader (the HTTP layer forwards or redirects)."""
-
-
-class LeaderUnknown(NodeError):  # noqa: N818
-    """No leader is known right now (election in progress or no quorum)."""
-
-
-class ProposalFailed(NodeError):  # noqa: N818 - reads as the condition
-    """The proposal was refused before it entered the log (queue full, leadership lost before append)."""
-
-
-class OutcomeUnknown(NodeError):  # noqa: N818
-    """The command may or may not be committed (timeout, leader change after append)."""
-
-    outcome_known = False
-
-
-class MembershipChangeInProgress(NodeError):  # noqa: N818 - reads as the condition
-    """A membership change was refused because another one is still pending (pysyncobj allows one)."""
-
-
-class LastMember(Exception):  # noqa: N818 - reads as the condition
-    """The only member of the cluster cannot be removed (nothing would be left to remove it)."""
 
 
 _KNOWN_FAILURES: Final = {
@@ -261,251 +162,6 @@ def map_failure(reason: Any) -> NodeError:
     if reason == "Timeout":
         return OutcomeUnknown("the proposal timed out; it may still be committed")
     return OutcomeUnknown(f"the leader changed while the command was in flight (reason {reason!r})")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Durability: fsync around pysyncobj's mmap journal
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _fsync_path(path: str | os.PathLike[str], *, directory: bool = False) -> None:
-    flags = os.O_RDONLY | (os.O_DIRECTORY if directory else 0)
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class _DurableMetaStorer(MetaStorer):
-    """pysyncobj's meta file (currentTerm, votedFor, commit index) written atomically *and* durably."""
-
-    def __init__(self, path: str, fsync: bool) -> None:
-        super().__init__(path)
-        self._fsync = fsync
-
-    def storeMeta(self, meta: dict[str, Any]) -> None:  # noqa: N802 - pysyncobj's name
-        path = self.getPath()
-        tmp = path + ".tmp"
-        data = _syncobj_module.pickle.dumps(meta)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            if self._fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-        if self._fsync:
-            _fsync_path(os.path.dirname(path) or ".", directory=True)
-
-
-class DurableFileJournal(FileJournal):
-    """pysyncobj's FileJournal plus an explicit :meth:`sync` (msync + fsync) and a dirty flag.
-
-    ``sync`` is a no-op when nothing changed since the last one, so calling it at every decision point
-    costs nothing when idle; with ``fsync=False`` it only clears the flag.
-    """
-
-    def __init__(self, path: str, *, fsync: bool, dump_path: str | None = None) -> None:
-        super().__init__(path)
-        self._path = path
-        self._fsync = fsync
-        self._dump_path = dump_path
-        self._dirty = False
-        self.syncs = 0  # number of real fsyncs (metrics)
-        # pysyncobj keeps these private; fail loudly at start if a future version renames them.
-        if not hasattr(self, "_FileJournal__metaStorer") or not hasattr(self, "_FileJournal__journalFile"):
-            raise RuntimeError("unsupported pysyncobj version: FileJournal internals changed")
-        self._FileJournal__metaStorer = _DurableMetaStorer(path + ".meta", fsync)
-        if fsync:
-            _fsync_path(os.path.dirname(path) or ".", directory=True)
-
-    @property
-    def dirty(self) -> bool:
-        return self._dirty
-
-    def add(self, command: bytes, idx: int, term: int) -> None:
-        super().add(command, idx, term)
-        self._dirty = True
-
-    def deleteEntriesFrom(self, entryFrom: int) -> None:  # noqa: N802, N803 - pysyncobj's names
-        super().deleteEntriesFrom(entryFrom)
-        self._dirty = True
-
-    def clear(self) -> None:
-        # clear() precedes rewriting the journal after a snapshot (ours or one received from the leader):
-        # the dump that replaces the dropped entries must be durable before those entries are gone.
-        if self._fsync and self._dump_path is not None and os.path.exists(self._dump_path):
-            _fsync_path(self._dump_path)
-            _fsync_path(os.path.dirname(self._dump_path) or ".", directory=True)
-        super().clear()
-        self._dirty = True
-
-    def setRaftCommitIndex(self, raftCommitIndex: int) -> None:  # noqa: N802, N803 - pysyncobj's names
-        # The leader calls this right after counting itself towards a new commit index and before
-        # applying / answering clients / telling followers: its own copy must be on disk first.
-        self.sync()
-        super().setRaftCommitIndex(raftCommitIndex)
-
-    def sync(self) -> None:
-        """Make every appended entry durable (one msync + fsync for all changes since the last sync)."""
-        if not self._dirty:
-            return
-        self._dirty = False
-        if not self._fsync:
-            return
-        resizable = self._FileJournal__journalFile
-        if not _MSYNC_IS_FSYNC:
-            resizable.flush()  # msync(MS_SYNC) of the mapping
-        # On Linux, msync(MS_SYNC) of a shared file mapping *is* vfs_fsync_range() on the mapped file
-        # (mm/msync.c): the mapping's dirty pages are the file's page-cache pages, which fsync writes back.
-        # fsync of the whole file (data and metadata, e.g. the size after a resize) is therefore a
-        # superset, and unlike CPython's mmap.flush() it releases the GIL while the disk works, so HTTP
-        # threads keep running during the group commit.
-        os.fsync(resizable._ResizableFile__f.fileno())
-        self.syncs += 1
-
-
-class _JournalFactory:
-    """Temporarily replaces pysyncobj's ``createJournal`` so SyncObj builds a DurableFileJournal."""
-
-    _lock = threading.Lock()
-
-    @classmethod
-    @contextlib.contextmanager
-    def installed(cls, factory: Callable[[str | None], Any]) -> Iterator[None]:
-        with cls._lock:
-            original = _syncobj_module.createJournal
-            _syncobj_module.createJournal = factory
-            try:
-                yield
-            finally:
-                _syncobj_module.createJournal = original
-
-
-class _DurableTransport(TCPTransport):
-    """TCP transport that (1) holds follower acks until the journal is fsynced, (2) pings idle links,
-    (3) counts an outgoing link as connected only once the peer has spoken on it, and (4) refuses the
-    membership admin commands (see the module docstring, "Membership")."""
-
-    def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:  # noqa: N803
-        self._held: list[tuple[Any, Any]] = []
-        self._last_ping = 0.0
-        # Outgoing links that are open but on which the peer has not sent anything yet: a member that does
-        # not know us accepts the TCP connection and hangs up once we name ourselves.
-        self._unconfirmed: set[Any] = set()
-        self._opening_outgoing = False
-        self.refused_links = 0  # outgoing links closed before the peer spoke: it does not know this member
-        super().__init__(syncObj, selfNode, otherNodes)
-
-    def setOnUtilityMessageCallback(self, message: str, callback: Any) -> None:  # noqa: N802
-        if message in _REFUSED_UTILITY_COMMANDS:
-            callback = _refuse_utility_command
-        super().setOnUtilityMessageCallback(message, callback)
-
-    # pysyncobj reports an outgoing link as connected from inside these two callbacks (the second one when
-    # the link is encrypted); the flag turns that report into "pending until the peer speaks".
-    def _onOutgoingConnected(self, conn: Any) -> None:  # noqa: N802
-        self._opening_outgoing = True
-        try:
-            super()._onOutgoingConnected(conn)
-        finally:
-            self._opening_outgoing = False
-
-    def _onOutgoingMessageReceived(self, conn: Any, message: Any) -> None:  # noqa: N802
-        self._opening_outgoing = True
-        try:
-            super()._onOutgoingMessageReceived(conn, message)
-        finally:
-            self._opening_outgoing = False
-
-    def _onNodeConnected(self, node: Any) -> None:  # noqa: N802
-        if self._opening_outgoing:
-            self._unconfirmed.add(node)
-            return
-        super()._onNodeConnected(node)
-
-    def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802
-        if self._unconfirmed and node in self._unconfirmed:
-            self._unconfirmed.discard(node)
-            super()._onNodeConnected(node)
-        super()._onMessageReceived(node, message)
-
-    def _onDisconnected(self, conn: Any) -> None:  # noqa: N802
-        node = self._connToNode(conn)
-        if node is not None and node in self._unconfirmed:
-            self._unconfirmed.discard(node)
-            self.refused_links += 1
-        super()._onDisconnected(conn)
-
-    def _journal(self) -> DurableFileJournal | None:
-        journal = getattr(self._syncObj, "_SyncObj__raftLog", None)
-        return journal if isinstance(journal, DurableFileJournal) else None
-
-    def send(self, node: Any, message: Any) -> bool:
-        if isinstance(message, dict) and message.get("type") == "next_node_idx":
-            journal = self._journal()
-            if journal is not None and journal._fsync:
-                self._held.append((node, message))
-                return True
-        return bool(super().send(node, message))
-
-    def _onTick(self) -> None:  # noqa: N802 - pysyncobj's name
-        super()._onTick()
-        if self._held:
-            journal = self._journal()
-            if journal is not None:
-                journal.sync()  # group commit: one fsync for everything appended this tick
-            held, self._held = self._held, []
-            for node, message in held:
-                super().send(node, message)
-        now = time.monotonic()
-        if now - self._last_ping >= self._syncObj.conf.connectionTimeout / 4:
-            self._last_ping = now
-            for node in list(self._nodes):
-                super().send(node, _PING)
-
-
-def _refuse_utility_command(_args: Any, callback: Callable[[Any, Any], None]) -> None:
-    callback(None, FAIL_REASON.REQUEST_DENIED)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Snapshot (log compaction dump) format
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _entry_to_json(entry: Sequence[Any]) -> list[Any]:
-    command, idx, term = entry
-    return [base64.b64encode(bytes(command)).decode("ascii"), int(idx), int(term)]
-
-
-def _entry_from_json(item: Any) -> tuple[bytes, int, int]:
-    command, idx, term = item
-    return base64.b64decode(command), int(idx), int(term)
-
-
-def encode_dump(pysyncobj_data: Sequence[Any], kv_snapshot: bytes) -> bytes:
-    """Dump file bytes: magic, a JSON header line (pysyncobj's two boundary entries + members), the KV."""
-    last_entry, prev_entry, cluster = pysyncobj_data
-    header = {
-        "last": _entry_to_json(last_entry),
-        "prev": _entry_to_json(prev_entry),
-        "cluster": sorted(getattr(node, "address", str(node)) for node in cluster),
-    }
-    return DUMP_MAGIC + json.dumps(header, sort_keys=True).encode("utf-8") + b"\n" + kv_snapshot
-
-
-def decode_dump(data: bytes) -> tuple[tuple[Any, Any, set[str]], bytes]:
-    """Inverse of :func:`encode_dump`; ValueError on anything unexpected."""
-    if not data.startswith(DUMP_MAGIC):
-        raise ValueError("not an agenda-db dump (bad magic)")
-    header_line, sep, kv_snapshot = data[len(DUMP_MAGIC) :].partition(b"\n")
-    if not sep:
-        raise ValueError("truncated dump header")
-    header = json.loads(header_line)
-    last = _entry_from_json(header["last"])
-    prev = _entry_from_json(header["prev"])
-    return (last, prev, set(header["cluster"])), kv_snapshot
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -540,42 +196,23 @@ class Status:
     updated: float = 0.0
 
 
-class _RaftKV(SyncObj):
-    """The SyncObj: one replicated method that applies a command to the owner's state machine, plus two
-    hooks into pysyncobj's membership handling (private methods, hence the start-up check)."""
+class _RaftKV(RaftBase):
+    """The SyncObj: one replicated method that applies a command to the owner's state machine, plus the
+    two membership hooks (see :class:`~agenda.db.pysyncobj_adapter.RaftBase`), both handed to the owner."""
 
     def __init__(self, owner: Node, self_addr: str, others: list[str], conf: SyncObjConf) -> None:
         self._owner = owner  # set before SyncObj.__init__: the tick thread may apply entries at once
-        for name in ("_SyncObj__doApplyCommand", "_SyncObj__changeCluster", "_SyncObj__getCurrentLogIndex"):
-            if not callable(getattr(SyncObj, name, None)):
-                raise RuntimeError(f"unsupported pysyncobj version: SyncObj.{name} is missing")
-        super().__init__(self_addr, others, conf, transportClass=_DurableTransport)
+        super().__init__(self_addr, others, conf, transport_class=DurableTransport)
 
     @replicated
     def apply_command(self, command: dict[str, Any]) -> dict[str, Any]:
         return self._owner._apply(command)
 
-    def _SyncObj__doApplyCommand(self, command: bytes) -> Any:  # noqa: N802 - overrides pysyncobj's
-        """Tick thread, every member, each committed entry in log order: membership entries also edit the
-        directory (pysyncobj's own handling stays first: at start-up replay it is what changes the config)."""
-        result = SyncObj._SyncObj__doApplyCommand(self, command)  # type: ignore[attr-defined]
-        if command[:1] == _MEMBERSHIP_ENTRY:
-            return self._owner._apply_membership_entry(_syncobj_module.pickle.loads(command[1:]))
-        return result
+    def membership_entry_applied(self, request: list[Any]) -> Any:
+        return self._owner._apply_membership_entry(request)
 
-    def _SyncObj__changeCluster(self, request: list[Any]) -> bool:  # noqa: N802 - overrides pysyncobj's
-        """Tick thread, leader, right before a membership entry is appended; False refuses it.
-
-        Here the directory cannot change underneath the check, and pysyncobj's one-change-at-a-time guard
-        gets the log index it never records itself (it then refuses changes until that entry is applied).
-        """
-        if not self._owner._membership_entry_allowed(request):
-            return False
-        index = self._SyncObj__getCurrentLogIndex() + 1  # where _checkCommandsToApply appends the entry
-        if not SyncObj._SyncObj__changeCluster(self, request):  # type: ignore[attr-defined]
-            return False
-        self._SyncObj__changeClusterIDx = index
-        return True
+    def membership_entry_allowed(self, request: list[Any]) -> bool:
+        return self._owner._membership_entry_allowed(request)
 
 
 class Node:
@@ -618,8 +255,8 @@ class Node:
         self._stop = threading.Event()
         self._raft: _RaftKV | None = None
         self._journal: DurableFileJournal | None = None
-        self._wakeup: _Wakeup | None = None
-        self._transport: _DurableTransport | None = None
+        self._wakeup: Wakeup | None = None
+        self._transport: DurableTransport | None = None
         self._sent_index = -1  # leader: last log index / commit index shipped by _flush_leader
         self._sent_commit = -1
         self._lock_fd: int | None = None
@@ -656,8 +293,8 @@ class Node:
             bindAddress=self.self_peer.raft_addr,
             journalFile=journal_path,
             fullDumpFile=dump_path,
-            serializer=self._serialize,
-            deserializer=self._deserialize,
+            serializer=self._write_dump,
+            deserializer=self._read_dump,
             dynamicMembershipChange=True,
             tcp_keepalive=(2, 1, 3),
             maxBindRetries=0,
@@ -668,11 +305,11 @@ class Node:
             self._journal = DurableFileJournal(path, fsync=self.fsync, dump_path=dump_path)
             return self._journal
 
-        with _JournalFactory.installed(factory):
+        with journal_factory(factory):
             self._raft = _RaftKV(self, self.self_peer.raft_addr, [p.raft_addr for p in self.peers], conf)
-        self._wakeup = _Wakeup(self._raft._poller)
-        transport = getattr(self._raft, "_SyncObj__transport", None)
-        self._transport = transport if isinstance(transport, _DurableTransport) else None
+        self._wakeup = Wakeup(self._raft.poller())
+        transport = self._raft.transport()
+        self._transport = transport if isinstance(transport, DurableTransport) else None
         self._raft.addOnTickCallback(self._on_tick)
         self._expiry_thread = threading.Thread(target=self._expiry_loop, name="lease-expiry", daemon=True)
         self._expiry_thread.start()
@@ -772,7 +409,7 @@ class Node:
         by_raft.setdefault(self.self_peer.raft_addr, self.self_peer)
         self._directory, self._by_raft = directory, by_raft
 
-    def _serialize(self, file_name: str, data: Sequence[Any]) -> None:
+    def _write_dump(self, file_name: str, data: Sequence[Any]) -> None:
         """pysyncobj log-compaction hook (tick thread, state == last applied): write the dump durably."""
         with self._lock:
             snapshot = self._kv.snapshot()
@@ -783,7 +420,7 @@ class Node:
             if self.fsync:
                 os.fsync(f.fileno())
 
-    def _deserialize(self, file_name: str) -> tuple[Any, Any, set[str]]:
+    def _read_dump(self, file_name: str) -> tuple[Any, Any, set[str]]:
         """pysyncobj hook at start-up and on snapshot install: restore the KV, return pysyncobj's part."""
         with open(file_name, "rb") as f:
             (last_entry, prev_entry, cluster), snapshot = decode_dump(f.read())
@@ -805,13 +442,13 @@ class Node:
                 call()
             except Exception:  # the tick thread must survive anything
                 log.exception("call scheduled on the tick thread failed")
-        if raft._isLeader():
+        if raft.is_leader():
             self._flush_leader(raft)
         else:
             self._sent_index = self._sent_commit = -1
         if self._transport is not None:
             self.counters["raft_links_refused"] = self._transport.refused_links
-        leader = raft._getLeader()
+        leader = raft.leader_node()
         self_addr = self.self_peer.raft_addr
         # pysyncobj's member set (not the directory) is what votes and commits: quorum is counted on it.
         voters = raft.otherNodes
@@ -823,7 +460,7 @@ class Node:
             and raft.isNodeConnected(node)
         )
         self._status = Status(
-            is_leader=raft._isLeader(),
+            is_leader=raft.is_leader(),
             leader_raft_addr=getattr(leader, "address", None),
             term=raft.raftCurrentTerm,
             commit_index=raft.raftCommitIndex,
@@ -845,11 +482,11 @@ class Node:
         Runs after pysyncobj appended the queued proposals (``_checkCommandsToApply``). One AppendEntries
         per follower carries every new entry; the leader's own fsync then overlaps with the followers'.
         """
-        last_index = raft._SyncObj__getCurrentLogIndex()
+        last_index = raft.last_log_index()
         commit_index = raft.raftCommitIndex
         if last_index != self._sent_index or commit_index != self._sent_commit:
             self._sent_index, self._sent_commit = last_index, commit_index
-            raft._SyncObj__sendAppendEntries()
+            raft.send_append_entries()
         journal = self._journal
         if journal is not None and journal.dirty:
             journal.sync()
@@ -871,14 +508,14 @@ class Node:
 
     def is_leader(self) -> bool:
         raft = self._raft
-        return raft is not None and bool(raft._isLeader())
+        return raft is not None and raft.is_leader()
 
     def leader(self) -> Peer | None:
         """The member this node currently follows (itself when leading), or None."""
         raft = self._raft
         if raft is None:
             return None
-        node = raft._getLeader()
+        node = raft.leader_node()
         if node is None:
             return None
         return self._by_raft.get(getattr(node, "address", ""))
@@ -909,7 +546,7 @@ class Node:
     def propose(self, command: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         """Commit ``command`` through the log (this node must lead) and return its state-machine result.
 
-        Raises :class:`~agenda.db.state.InvalidArgument` before proposing anything malformed, and a
+        Raises :class:`~agenda.db.errors.InvalidArgument` before proposing anything malformed, and a
         :class:`NodeError` when the outcome is a failure or unknown.
         """
         validate_command(command)
@@ -921,7 +558,7 @@ class Node:
             self.counters["proposals"] += 1
         # Same contract as pysyncobj's ``sync=True`` (wait for the result, 'Timeout' after ``timeout``),
         # but the tick thread is woken explicitly: in batched mode pysyncobj itself does not.
-        waiter = _Waiter()
+        waiter = Waiter()
         raft.apply_command(command, callback=waiter.on_result)
         if self._wakeup is not None:
             self._wakeup.notify()
@@ -943,8 +580,8 @@ class Node:
         raft = self._raft
         if raft is None or self._stop.is_set():
             raise LeaderUnknown("node is shutting down")
-        if not raft._isLeader():
-            if raft._getLeader() is None:
+        if not raft.is_leader():
+            if raft.leader_node() is None:
                 raise LeaderUnknown("no leader is known")
             raise NotLeader("this member is not the leader")
         return raft
@@ -954,7 +591,7 @@ class Node:
     def add_member(self, peer: Peer, timeout: float | None = None) -> tuple[Peer, ...]:
         """Leader: add ``peer`` as a voting member; return the directory once the change is committed.
 
-        Raises :class:`~agenda.db.state.MemberExists` naming the clashing field,
+        Raises :class:`~agenda.db.errors.MemberExists` naming the clashing field,
         :class:`MembershipChangeInProgress` while another change is pending, or another :class:`NodeError`.
         """
 
@@ -967,7 +604,7 @@ class Node:
     def remove_member(self, node_id: str, timeout: float | None = None) -> tuple[Peer, ...]:
         """Leader: remove member ``node_id``; return the directory once the change is committed.
 
-        Raises :class:`~agenda.db.state.MemberNotFound`, :class:`LastMember`, :class:`NotLeader` when
+        Raises :class:`~agenda.db.errors.MemberNotFound`, :class:`LastMember`, :class:`NotLeader` when
         ``node_id`` is this leader (pysyncobj cannot remove its leader: :meth:`transfer_leadership` first),
         :class:`MembershipChangeInProgress` or another :class:`NodeError`.
         """
@@ -1003,7 +640,7 @@ class Node:
             except (OutcomeUnknown, ProposalFailed) as exc:
                 raise ProposalFailed(f"the no-op before the change failed, nothing changed: {exc}") from None
             entry = self.read(entry_for)
-            waiter = _Waiter()
+            waiter = Waiter()
             if kind == "add":
                 raft.addNodeToCluster(entry, callback=waiter.on_result)
             else:
@@ -1072,73 +709,3 @@ class Node:
                 log.info("lease expiry proposal failed: %s", exc)
             except Exception:  # the thread must survive anything
                 log.exception("lease expiry loop failed")
-
-
-class _Waiter:
-    """Result slot of one proposal (pysyncobj calls ``on_result`` from the tick thread).
-
-    A bare lock, held from creation and released by ``on_result``, is a one-shot event that costs far
-    less than ``threading.Event`` (no Condition, no per-wait waiter lock).
-    """
-
-    __slots__ = ("_done", "error", "result")
-
-    def __init__(self) -> None:
-        self._done = threading.Lock()
-        self._done.acquire()
-        self.result: Any = None
-        self.error: Any = None
-
-    def on_result(self, result: Any, error: Any) -> None:
-        self.result = result
-        self.error = error
-        with contextlib.suppress(RuntimeError):  # defensive: a second result is ignored
-            self._done.release()
-
-    def wait(self, timeout: float) -> bool:
-        """True once ``on_result`` ran; False after ``timeout`` seconds."""
-        return self._done.acquire(timeout=timeout)
-
-
-class _Wakeup:
-    """Wakes pysyncobj's poller when a proposal is queued (at most one pending byte in the pipe).
-
-    A proposer queues its command, then sets the flag and writes a byte only if the flag was clear. The
-    tick thread drains the pipe, *then* clears the flag, and only after poll returns takes the queued
-    proposals: a proposal queued before its proposer saw the flag set is picked up by that wake-up, and
-    the flag is never left set with an empty pipe.
-    """
-
-    def __init__(self, poller: Any) -> None:
-        self._pending = False
-        self._read_fd, self._write_fd = os.pipe()
-        os.set_blocking(self._read_fd, False)
-        os.set_blocking(self._write_fd, False)
-        poller.subscribe(self._read_fd, self._on_readable, _POLL_READ)
-
-    def notify(self) -> None:
-        if self._pending:
-            return
-        self._pending = True
-        with contextlib.suppress(BlockingIOError):  # the pipe is full: a wake-up is pending anyway
-            os.write(self._write_fd, b"w")
-
-    def _on_readable(self, _descr: int, _event: int) -> None:
-        # Drain first, then clear: a proposer that set the flag after the drain has its byte still in the
-        # pipe (the next poll returns at once); clearing first could swallow that byte and leave the flag
-        # set with an empty pipe, after which no proposer would wake the tick thread again.
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._read_fd, 4096):
-                pass
-        self._pending = False
-
-
-def durability_notes() -> list[str]:
-    """What ``--fsync`` does not guarantee (also rendered in the operator docs)."""
-    return [
-        "pysyncobj's journal has no checksums: a power loss in the middle of an fsync can leave a torn "
-        "record at the tail (or, during log compaction, which rewrites the journal in place, in the "
-        "middle); the member may then refuse to start and must be wiped and re-synced from the others.",
-        "with --no-fsync, data survives the processes being killed (it is in the kernel page cache) but "
-        "not a power loss or kernel crash of a majority of machines at the same time.",
-    ]

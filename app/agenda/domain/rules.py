@@ -55,6 +55,7 @@ __all__ = [
     "can_invite",
     "can_remove",
     "cancel_event",
+    "change_notifications",
     "check_invite",
     "check_remove",
     "conflicts_for",
@@ -388,6 +389,11 @@ def invitation_notifications(event: Event, now: datetime) -> list[Notification]:
     notes = _notify(event, NotificationKind.INVITED, asked, now, f"{event.organizer} invites you")
     notes += _notify(event, NotificationKind.CONFIRMED, told, now, f"{event.organizer} added you")
     return notes
+
+
+def change_notifications(event: Event, actor: str, now: datetime) -> list[Notification]:
+    """What to tell participants when the organizer `actor` has changed `event` (already revised)."""
+    return _notify(event, NotificationKind.CHANGED, event.participants, now, f"{actor} changed the event")
 
 
 def cancel_event(event: Event, actor: str, *, now: datetime) -> tuple[Event, list[Notification]]:

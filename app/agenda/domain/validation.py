@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -38,6 +38,7 @@ __all__ = [
     "parse_time",
     "validate_description",
     "validate_display_name",
+    "validate_event_details",
     "validate_event_kind",
     "validate_group_name",
     "validate_level",
@@ -263,6 +264,24 @@ def validate_visibility(value: Any, field: str = "visibility") -> Visibility:
         return Visibility(text)
     except ValueError:
         raise ValidationError(field, "must be 'private' or 'public'") from None
+
+
+def validate_event_details(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The details every new event has, checked, from a request body that has title, start and end.
+
+    Absent optional fields take their defaults: no description or location, private visibility. The
+    result is keyword arguments of `Event`.
+    """
+    title = validate_title(body["title"])
+    start, end = parse_event_times(body["start"], body["end"])
+    return {
+        "title": title,
+        "start": start,
+        "end": end,
+        "description": validate_description(body.get("description", "")),
+        "location": validate_location(body.get("location", "")),
+        "visibility": validate_visibility(body.get("visibility", Visibility.PRIVATE.value)),
+    }
 
 
 def validate_event_kind(value: Any, field: str = "kind") -> EventKind:

@@ -13,7 +13,6 @@ listed here are.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,26 +24,23 @@ import requests
 
 from agenda.common.errors import (
     Problem,
-    bad_request,
     install_error_handlers,
+    json_object,
     not_found,
     problem_type,
     too_many_requests,
     unauthorized,
 )
 from agenda.common.http import HttpClient, Unavailable
-from agenda.common.logs import bind_request_id, new_request_id, sanitize_request_id
+from agenda.common.tokens import InvalidToken, TokenVerifier
+from agenda.common.web import IDENTITY_HEADER, MAX_BODY, SECRET_HEADER, install_request_id
 from agenda.gateway.ratelimit import RateLimiter
 from agenda.gateway.routes import LOCAL_ROUTES, ROUTES, Route, RouteTable, openapi_document
-from agenda.users.tokens import InvalidToken, TokenVerifier
 
-__all__ = ["IDENTITY_HEADER", "MAX_BODY", "SECRET_HEADER", "GatewayDeps", "create_app"]
+__all__ = ["GatewayDeps", "create_app"]
 
 log = logging.getLogger(__name__)
 
-IDENTITY_HEADER: Final = "X-Agenda-User"
-SECRET_HEADER: Final = "X-Agenda-Gateway-Secret"  # noqa: S105 - a header name
-MAX_BODY: Final = 256 * 1024
 _PASS_RESPONSE_HEADERS: Final = (
     "Content-Type",
     "Location",
@@ -65,26 +61,10 @@ class GatewayDeps:
     routes: tuple[Route, ...] = field(default=ROUTES)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _json_payload() -> dict[str, Any] | None:
-    request = flask.request
-    raw = request.get_data(cache=True)
-    if not raw:
-        return None
-    if not request.is_json:
-        raise Problem(
-            415, detail="Content-Type must be application/json", extras={"accept": "application/json"}
-        )
-    try:
-        body = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise bad_request("body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise bad_request("body must be a JSON object")
-    return body
+    if not flask.request.get_data(cache=True):
+        return None  # GET, DELETE and bare POSTs are forwarded without a body
+    return json_object()
 
 
 def _bearer() -> str:
@@ -108,26 +88,10 @@ def create_app(deps: GatewayDeps) -> flask.Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.extensions[_EXT] = deps
     install_error_handlers(app)
+    install_request_id(app)
     routes = tuple(r for r in deps.routes if r.service in deps.backends)
     table = RouteTable((*LOCAL_ROUTES, *routes))
     document = openapi_document((*routes, *LOCAL_ROUTES))
-
-    @app.before_request
-    def _bind() -> None:
-        request_id = sanitize_request_id(flask.request.headers.get("X-Request-ID")) or new_request_id()
-        flask.g.request_id = request_id
-        flask.g.binding = bind_request_id(request_id)
-
-    @app.after_request
-    def _echo(response: flask.Response) -> flask.Response:
-        response.headers["X-Request-ID"] = flask.g.get("request_id") or ""
-        return response
-
-    @app.teardown_request
-    def _unbind(_exc: BaseException | None) -> None:
-        binding = flask.g.pop("binding", None)
-        if binding is not None:
-            binding.reset()
 
     @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     @app.route("/<path:path>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

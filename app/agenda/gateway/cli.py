@@ -17,11 +17,13 @@ import flask
 
 from agenda.common.config import Config, ConfigError, Field, existing_file, load_config
 from agenda.common.service import (
+    client_tls,
     configure_service_logging,
     hostport_validator,
     log_fields,
     require_gateway_secret,
     require_tls_files,
+    serve_wsgi,
     tls_section,
     urls_validator,
     wsgi_app,
@@ -137,15 +139,12 @@ def load(argv: Sequence[str] | None = None) -> Config:
 
 def build_app(cfg: Config) -> flask.Flask:
     from agenda.common.http import HttpClient
+    from agenda.common.tokens import TokenVerifier, load_public_key
     from agenda.gateway.app import GatewayDeps, create_app
     from agenda.gateway.ratelimit import RateLimiter
-    from agenda.users.tokens import TokenVerifier, load_public_key
 
     keys = {kid: load_public_key(path, "public_keys") for kid, path in cfg.public_keys}
-    verify: bool | str = True
-    cert: tuple[str, str] | None = None
-    if cfg.backend_tls.enabled:
-        verify, cert = cfg.backend_tls.ca, (cfg.backend_tls.cert, cfg.backend_tls.key)
+    verify, cert = client_tls(cfg.backend_tls)
     # The instances are stateless: spread requests over them (each starts at the next instance).
     # The connect timeout also bounds the TLS handshake, which a loaded backend may be slow to finish.
     options: dict[str, Any] = {"timeout": (3.05, cfg.backend_timeout), "verify": verify, "cert": cert}
@@ -168,8 +167,6 @@ def wsgi() -> flask.Flask:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``agenda-gateway``; returns the exit status."""
-    from agenda.users.cli import serve_wsgi
-
     try:
         cfg = load(argv)
         app = build_app(cfg)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from agenda.calendar import MAX_INVITEES
 from agenda.domain.model import EventKind, EventStatus, MemberState, NotificationKind, PartStat, Visibility
 from agenda.domain.validation import (
     MAX_DESCRIPTION,
@@ -24,7 +25,6 @@ from agenda.domain.validation import (
     MAX_TITLE,
     MIN_PASSWORD,
 )
-from agenda.users.store import MAX_INVITEES
 
 __all__ = ["LOCAL_ROUTES", "ROUTES", "Query", "Route", "RouteTable", "openapi_document"]
 

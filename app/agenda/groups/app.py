@@ -1,9 +1,9 @@
 """Flask application factory of the Group Service.
 
-Only reached through the API gateway (same trust rules as the User Service: gateway secret, then the
-caller from X-Agenda-User). The rules (who may invite or remove whom, how a group event fans out,
-what the privacy mask shows, where the free slots are) are `agenda.domain.rules`; this module loads,
-calls and stores.
+Only reached through the API gateway, on the terms every backend shares (`agenda.common.backend`:
+the gateway's secret, then the caller from X-Agenda-User). The rules (who may invite or remove whom,
+how a group event fans out, what the privacy mask shows, where the free slots are) are
+`agenda.domain.rules`; this module loads, calls and stores.
 
 Decisions: group details and the group agenda are visible to active members only (an invitee sees
 the group's name and members, to decide); a group event is checked against the organizer's own
@@ -15,7 +15,6 @@ A group event is one transaction, so it may involve at most `MAX_INVITEES` other
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,10 @@ from typing import Any, Final
 
 import flask
 
+from agenda.calendar import MAX_INVITEES
+from agenda.calendar.store import Change, EventStore
+from agenda.calendar.views import event_view
+from agenda.common.backend import backend_app, check_args, current_user, query_flag, query_range
 from agenda.common.errors import bad_request, conflict, forbidden, json_body, not_found, problem_type
 from agenda.domain.model import (
     Event,
@@ -33,7 +36,6 @@ from agenda.domain.model import (
     MemberState,
     Notification,
     NotificationKind,
-    Visibility,
     format_time,
 )
 from agenda.domain.rules import (
@@ -49,29 +51,13 @@ from agenda.domain.rules import (
 )
 from agenda.domain.validation import (
     ValidationError,
-    parse_event_times,
-    parse_query_range,
-    validate_description,
+    validate_event_details,
     validate_group_name,
     validate_level,
-    validate_location,
     validate_slot_duration,
-    validate_title,
     validate_username,
-    validate_visibility,
 )
 from agenda.groups.store import GroupNotFound, GroupStore
-from agenda.users.app import (
-    MAX_BODY,
-    check_args,
-    conflict_problem,
-    current_user,
-    event_view,
-    install_gateway_trust,
-    install_problem_handlers,
-    query_flag,
-)
-from agenda.users.store import MAX_INVITEES, Change, EventConflict, EventStore
 
 __all__ = ["GroupDeps", "create_app"]
 
@@ -115,14 +101,6 @@ def _membership_note(group: Group, user: str, detail: str, now: datetime) -> Not
         group_id=group.id,
         detail=detail,
     )
-
-
-def _query_range() -> tuple[datetime, datetime]:
-    args = flask.request.args
-    for name in ("from", "to"):
-        if name not in args:
-            raise bad_request(f"query parameter {name} is required", field=name)
-    return parse_query_range(args["from"], args["to"])
 
 
 def _with_members(group: Group, members: dict[str, Membership]) -> Group:
@@ -264,11 +242,7 @@ def create_group_event(group_id: str) -> Any:
     body = json_body(
         {"title": str, "start": str, "end": str}, {"description": str, "location": str, "visibility": str}
     )
-    title = validate_title(body["title"])
-    start, end = parse_event_times(body["start"], body["end"])
-    description = validate_description(body.get("description", ""))
-    location = validate_location(body.get("location", ""))
-    visibility = validate_visibility(body.get("visibility", Visibility.PRIVATE.value))
+    details = validate_event_details(body)
     group = _group(group_id, me)
     fanout = group_event_participation(group, me)
     if len(fanout.participants) > MAX_INVITEES:
@@ -279,25 +253,17 @@ def create_group_event(group_id: str) -> Any:
     now = _deps().clock()
     event = Event(
         id=uuid.uuid4().hex,
-        title=title,
-        start=start,
-        end=end,
         organizer=me,
         created=now,
         updated=now,
-        description=description,
-        location=location,
-        visibility=visibility,
+        **details,
         group_id=group.id,
         kind=EventKind.GROUP,
         status=fanout.status,
         participants=fanout.participants,
     )
     change = Change(event, invitation_notifications(event, now), () if allow else (me,))
-    try:
-        stored = _deps().events.create(lambda: change)
-    except EventConflict as exc:
-        raise conflict_problem(exc) from None
+    stored = _deps().events.create(lambda: change)
     return event_view(stored, me), 201, {"Location": f"/v1/events/{stored.id}"}
 
 
@@ -312,7 +278,7 @@ def _members_events(group: Group, start: datetime, end: datetime) -> dict[str, l
 def group_agenda(group_id: str) -> Any:
     check_args({"from", "to"})
     me = current_user()
-    start, end = _query_range()
+    start, end = query_range()
     group = _group(group_id, me)
     members = {
         member: [visible_block(me, member, e, group) for e in events]
@@ -325,7 +291,7 @@ def group_agenda(group_id: str) -> Any:
 def group_free(group_id: str) -> Any:
     check_args({"from", "to", "duration"})
     me = current_user()
-    start, end = _query_range()
+    start, end = query_range()
     raw = flask.request.args.get("duration", "30")
     if not raw.isdigit():
         raise ValidationError("duration", "must be a whole number of minutes")
@@ -337,15 +303,7 @@ def group_free(group_id: str) -> Any:
 
 
 def create_app(deps: GroupDeps) -> flask.Flask:
-    app = flask.Flask("agenda.groups")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app = backend_app("groups", deps.gateway_secret)
     app.extensions[_EXT] = deps
-    install_problem_handlers(app)
-    install_gateway_trust(app, deps.gateway_secret)
-
-    @app.get("/v1/health")
-    def health() -> Any:
-        return {"status": "ok", "service": "groups", "time": time.time()}
-
     app.register_blueprint(bp)
     return app

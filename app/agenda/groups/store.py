@@ -1,47 +1,31 @@
-"""The Group Service's data in the key-value store (events themselves use `agenda.users.store`).
+"""The Group Service's groups in the DB cluster (keys: `agenda.calendar.layout`; events: `EventStore`).
 
-KV layout, in addition to the User Service's (events, agenda index, notifications, booking guards):
-
-``groups/<group_id>``
-    The group (`agenda.domain.model.Group.to_dict()`), members and their levels and states included.
-``memberships/<username>/<group_id>``
-    ``{level, state}``: one index entry per member (invited or active) so "my groups" is one range
-    read. Written in the same transaction as the group, only for members whose entry changed.
-
-Every change of a group is one transaction compared on the group's ``mod_revision`` (0 to create):
-two concurrent invitations or removals cannot overwrite each other; the loser recomputes from a fresh
-read, so the hierarchy rules are always checked against the state actually changed.
-Group events are ordinary events (kind ``group``, ``group_id`` set) written through `EventStore`, so
-they appear in every participant's agenda, conflicts, notifications and calendar export.
+Every change of a group is one transaction compared on the group's ``mod_revision`` (0 to create),
+committed through `agenda.calendar.cas.commit`: two concurrent invitations or removals cannot overwrite
+each other; the loser recomputes from a fresh read, so the hierarchy rules are always checked against
+the state actually changed. A membership index entry is written in the same transaction as the group,
+only for members whose entry changed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any
 
-from agenda.db.client import DBClient, DBUnavailable
-from agenda.db.state import txn_compare, txn_delete, txn_put
+from agenda.calendar.cas import Write, commit
+from agenda.calendar.layout import group_key, membership_prefix
+from agenda.calendar.store import notification_ops
+from agenda.db.client import DBClient
+from agenda.db.txn import txn_compare, txn_delete, txn_put
 from agenda.domain.model import Group, Notification
-from agenda.users.store import Contention, notification_cursor, notifications_prefix
 
-__all__ = ["GroupNotFound", "GroupStore", "group_key", "membership_prefix"]
-
-_ATTEMPTS: Final = 8
+__all__ = ["GroupNotFound", "GroupStore"]
 
 Mutation = Callable[[Group], tuple[Group | None, Sequence[Notification]] | None]
 
 
 class GroupNotFound(Exception):  # noqa: N818
     pass
-
-
-def group_key(group_id: str) -> str:
-    return f"groups/{group_id}"
-
-
-def membership_prefix(username: str) -> str:
-    return f"memberships/{username}/"
 
 
 class GroupStore:
@@ -78,40 +62,33 @@ class GroupStore:
                 membership = after[user]
                 value = {"level": membership.level, "state": membership.state.value}
                 ops.append(txn_put(membership_prefix(user) + group_id, value))
-        for note in notes:
-            cursor = notification_cursor(note)
-            ops.append(
-                txn_put(notifications_prefix(note.user) + cursor, {**note.to_dict(), "cursor": cursor})
-            )
-        return ops
+        return ops + notification_ops(notes)
+
+    @classmethod
+    def _write(
+        cls, revision: int, old: Group | None, new: Group | None, notes: Sequence[Notification]
+    ) -> Write:
+        """The transaction from `old` (read at `revision`, 0: none) to `new` (None: dissolved)."""
+        key = group_key((new or old).id)  # type: ignore[union-attr]
+        compare = [txn_compare(key, "mod_revision", "eq", revision)]
+        return Write(compare, cls._ops(old, new, notes), key, None if new is None else new.to_dict())
 
     def create(self, group: Group, notes: Sequence[Notification] = ()) -> Group:
-        result = self.db.txn(
-            [txn_compare(group_key(group.id), "mod_revision", "eq", 0)], self._ops(None, group, notes)
-        )
-        if not result["succeeded"]:
-            raise Contention("group id collision")
-        return group
+        """Store a new group; an unknown outcome is settled like any other write's (by reading it back).
+
+        The id is a fresh random one, so a compare that keeps failing means a collision: `Contention`.
+        """
+        return commit(self.db, lambda: (group, self._write(0, None, group, notes)), what="group")
 
     def update(self, group_id: str, mutate: Mutation) -> Group | None:
         """Apply `mutate` (None: nothing to do; (None, notes): dissolve the group) with CAS retries."""
-        for _attempt in range(_ATTEMPTS):
+
+        def attempt() -> tuple[Group | None, Write | None]:
             old, revision = self.get(group_id)
             outcome = mutate(old)
             if outcome is None:
-                return old
+                return old, None
             new, notes = outcome
-            compare = [txn_compare(group_key(group_id), "mod_revision", "eq", revision)]
-            try:
-                result = self.db.txn(compare, self._ops(old, new, notes))
-            except DBUnavailable as exc:
-                if not exc.outcome_unknown:
-                    raise
-                kv = self.db.get(group_key(group_id))
-                stored = None if kv is None else kv["value"]
-                if stored == (None if new is None else new.to_dict()):
-                    return new
-                continue
-            if result["succeeded"]:
-                return new
-        raise Contention("too many concurrent changes to the group; try again")
+            return new, self._write(revision, old, new, notes)
+
+        return commit(self.db, attempt, what="group")

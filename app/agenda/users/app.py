@@ -1,18 +1,13 @@
 """Flask application factory of the User Service: accounts, tokens and personal agendas.
 
-The service is only reached through the API gateway. Every request must carry the gateway's shared
-secret (`X-Agenda-Gateway-Secret`, compared in constant time; in deployments the listener also
-requires the gateway's client certificate, mutual TLS); only then is the caller identity in
-`X-Agenda-User`, which the gateway sets after verifying the access token, trusted.
+The service is only reached through the API gateway, on the terms every backend shares
+(`agenda.common.backend`: the gateway's secret, then the caller from `X-Agenda-User`).
 """
 
 from __future__ import annotations
 
-import hmac
-import logging
 import re
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,47 +16,42 @@ from typing import Any, Final
 
 import flask
 
+from agenda.calendar import MAX_INVITEES
+from agenda.calendar.store import Change, EventNotFound, EventStore, UsernameTaken
+from agenda.calendar.views import event_view
+from agenda.common.backend import backend_app, check_args, current_user, query_flag, query_range
 from agenda.common.errors import (
-    Problem,
     bad_request,
     conflict,
     forbidden,
-    install_error_handlers,
     json_body,
     not_found,
-    problem_response,
     problem_type,
     unauthorized,
-    unavailable,
 )
-from agenda.common.logs import bind_request_id, new_request_id, sanitize_request_id
-from agenda.db.client import DBError, DBUnavailable
+from agenda.common.tokens import TokenIssuer
 from agenda.domain.ical import to_ical
 from agenda.domain.model import (
     Event,
     EventKind,
     EventStatus,
-    Notification,
-    NotificationKind,
     Participation,
     PartStat,
-    Visibility,
     format_time,
 )
 from agenda.domain.rules import (
-    RuleError,
     apply_response,
     cancel_event,
+    change_notifications,
     flag_conflicts,
     invitation_notifications,
-    notification_id,
 )
 from agenda.domain.validation import (
     ValidationError,
     parse_event_times,
-    parse_query_range,
     validate_description,
     validate_display_name,
+    validate_event_details,
     validate_location,
     validate_participants,
     validate_password,
@@ -72,34 +62,12 @@ from agenda.domain.validation import (
     validate_visibility,
 )
 from agenda.users.passwords import hash_password, verify_password
-from agenda.users.store import (
-    MAX_INVITEES,
-    Change,
-    Contention,
-    EventConflict,
-    EventNotFound,
-    EventStore,
-    UsernameTaken,
-)
-from agenda.users.tokens import TokenIssuer
 
-__all__ = [
-    "IDENTITY_HEADER",
-    "SECRET_HEADER",
-    "Deps",
-    "create_app",
-    "install_gateway_trust",
-    "install_problem_handlers",
-]
+__all__ = ["Deps", "create_app"]
 
-IDENTITY_HEADER: Final = "X-Agenda-User"
-SECRET_HEADER: Final = "X-Agenda-Gateway-Secret"  # noqa: S105 - a header name, not a secret
-MAX_BODY: Final = 256 * 1024
 _EVENT_ID: Final = re.compile(r"[0-9a-f]{32}")
 _CURSOR: Final = re.compile(r"\d{20}\.[A-Za-z0-9:._-]{1,200}")
 _EXT: Final = "agenda.users"
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -122,65 +90,10 @@ def _deps() -> Deps:
     return flask.current_app.extensions[_EXT]
 
 
-def current_user() -> str:
-    user = flask.g.get("user")
-    if user is None:
-        raise unauthorized("This route needs an authenticated caller.")
-    return user
-
-
-def _validation_problem(exc: ValidationError) -> flask.Response:
-    return problem_response(bad_request(f"{exc.field} {exc.reason}", field=exc.field))
-
-
-def _rule_problem(exc: RuleError) -> flask.Response:
-    if exc.forbidden:
-        return problem_response(forbidden(exc.message, type=problem_type(exc.code)))
-    return problem_response(conflict(exc.message, type=problem_type(exc.code)))
-
-
-def _db_problem(exc: DBError) -> flask.Response:
-    if isinstance(exc, DBUnavailable):
-        return problem_response(unavailable(2, "The database is temporarily unavailable."))
-    log.error("unexpected DB answer: %s", exc)
-    return problem_response(Problem(500, detail="Unexpected database answer; it has been logged."))
-
-
-def query_flag(name: str) -> bool:
-    value = flask.request.args.get(name, "false").lower()
-    if value not in ("true", "false", "1", "0"):
-        raise bad_request(f"{name} must be true or false", field=name)
-    return value in ("true", "1")
-
-
-def check_args(allowed: set[str]) -> None:
-    unknown = sorted(set(flask.request.args) - allowed)
-    if unknown:
-        raise bad_request(f"unknown query parameter(s): {', '.join(unknown)}", field=unknown[0])
-
-
 def _event_id(event_id: str) -> str:
     if not _EVENT_ID.fullmatch(event_id):
         raise not_found("No such event.")
     return event_id
-
-
-def event_view(event: Event, me: str, conflicts: list[str] | None = None) -> dict[str, Any]:
-    data = event.to_dict()
-    status = event.partstat(me)
-    data["my_status"] = None if status is None else status.value
-    if conflicts is not None:
-        data["conflicts"] = conflicts
-    return data
-
-
-def conflict_problem(exc: EventConflict) -> Problem:
-    return conflict(
-        f"{exc.user} already has commitments at that time; pass allow_conflict=true to book anyway",
-        type=problem_type("event-conflict"),
-        conflicts=exc.conflicts,
-        user=exc.user,
-    )
 
 
 def _load(event_id: str, me: str) -> Event:
@@ -191,23 +104,6 @@ def _load(event_id: str, me: str) -> Event:
     if not event.involves(me):
         raise not_found("No such event.")  # do not reveal other people's events
     return event
-
-
-def _notes(
-    event: Event, kind: NotificationKind, users: list[str], now: datetime, detail: str
-) -> list[Notification]:
-    return [
-        Notification(
-            id=notification_id(event.id, event.sequence, kind, user),
-            user=user,
-            kind=kind,
-            created=now,
-            event_id=event.id,
-            group_id=event.group_id,
-            detail=detail,
-        )
-        for user in sorted(users)
-    ]
 
 
 # ----------------------------------------------------------------------------------------- auth
@@ -285,11 +181,7 @@ def create_event() -> Any:
     allow = query_flag("allow_conflict")
     me = current_user()
     body = json_body({"title": str, "start": str, "end": str}, _EVENT_FIELDS)
-    title = validate_title(body["title"])
-    start, end = parse_event_times(body["start"], body["end"])
-    description = validate_description(body.get("description", ""))
-    location = validate_location(body.get("location", ""))
-    visibility = validate_visibility(body.get("visibility", Visibility.PRIVATE.value))
+    details = validate_event_details(body)
     participants = validate_participants(body.get("participants", []), me)
     if len(participants) > MAX_INVITEES:
         raise bad_request(f"participants must have at most {MAX_INVITEES} usernames", field="participants")
@@ -300,23 +192,15 @@ def create_event() -> Any:
     now = _deps().clock()
     event = Event(
         id=uuid.uuid4().hex,
-        title=title,
-        start=start,
-        end=end,
         organizer=me,
         created=now,
         updated=now,
-        description=description,
-        location=location,
-        visibility=visibility,
+        **details,
         kind=EventKind.APPOINTMENT if participants else EventKind.PERSONAL,
         participants={name: Participation() for name in participants},
     )
     change = Change(event, invitation_notifications(event, now), () if allow else (me,))
-    try:
-        stored = store.create(lambda: change)
-    except EventConflict as exc:
-        raise conflict_problem(exc) from None
+    stored = store.create(lambda: change)
     return event_view(stored, me), 201, {"Location": f"/v1/events/{stored.id}"}
 
 
@@ -324,11 +208,7 @@ def create_event() -> Any:
 def list_events() -> Any:
     check_args({"from", "to"})
     me = current_user()
-    args = flask.request.args
-    for name in ("from", "to"):
-        if name not in args:
-            raise bad_request(f"query parameter {name} is required", field=name)
-    start, end = parse_query_range(args["from"], args["to"])
+    start, end = query_range()
     events = [e for e in _deps().store.agenda(me, start, end) if e.start < end]
     flags = flag_conflicts(me, events)
     listed = [event_view(e, me, flags[e.id]) for e in events if e.id in flags]
@@ -377,15 +257,10 @@ def patch_event(event_id: str) -> Any:
         now = _deps().clock()
         revised = event.revised(now, **changes)
         moved = (revised.start, revised.end) != (event.start, event.end)
-        notes = _notes(
-            revised, NotificationKind.CHANGED, list(revised.participants), now, f"{me} changed the event"
-        )
+        notes = change_notifications(revised, me, now)
         return Change(revised, notes, (me,) if moved and not allow else ())
 
-    try:
-        stored = _deps().store.update(current.id, mutate)
-    except EventConflict as exc:
-        raise conflict_problem(exc) from None
+    stored = _deps().store.update(current.id, mutate)
     return event_view(stored, me)
 
 
@@ -422,10 +297,7 @@ def respond(event_id: str) -> Any:
         check = (me,) if status is PartStat.ACCEPTED and not allow else ()
         return Change(revised, notes, check)
 
-    try:
-        stored = _deps().store.update(current.id, mutate)
-    except EventConflict as exc:
-        raise conflict_problem(exc) from None
+    stored = _deps().store.update(current.id, mutate)
     return event_view(stored, me)
 
 
@@ -445,11 +317,7 @@ def invitations() -> Any:
 def conflicts() -> Any:
     check_args({"from", "to"})
     me = current_user()
-    args = flask.request.args
-    for name in ("from", "to"):
-        if name not in args:
-            raise bad_request(f"query parameter {name} is required", field=name)
-    start, end = parse_query_range(args["from"], args["to"])
+    start, end = query_range()
     events = [e for e in _deps().store.agenda(me, start, end) if e.start < end]
     flags = flag_conflicts(me, events)
     return {"conflicts": [event_view(e, me, flags[e.id]) for e in events if flags.get(e.id)]}
@@ -481,64 +349,9 @@ def calendar() -> Any:
 # ------------------------------------------------------------------------------------------ app
 
 
-def install_gateway_trust(
-    app: flask.Flask, gateway_secret: str, on_request: Callable[[], None] | None = None
-) -> None:
-    """Bind the request id, require the gateway's secret, and take the caller from X-Agenda-User.
-
-    Shared by every backend service: nothing but /v1/health answers a caller without the secret, and
-    the identity header is trusted only once the secret matched (compared in constant time).
-    """
-
-    @app.before_request
-    def _authenticate() -> None:
-        flask.g.request_binding = bind_request_id(
-            sanitize_request_id(flask.request.headers.get("X-Request-ID")) or new_request_id()
-        )
-        if flask.request.path == "/v1/health":
-            return
-        secret = flask.request.headers.get(SECRET_HEADER, "")
-        if not hmac.compare_digest(secret.encode(), gateway_secret.encode()):
-            raise forbidden("This service is only reachable through the API gateway.")
-        if flask.request.path == "/internal/stats":
-            return
-        if on_request is not None:
-            on_request()
-        user = flask.request.headers.get(IDENTITY_HEADER)
-        if user is not None:
-            try:
-                flask.g.user = validate_username(user, IDENTITY_HEADER)
-            except ValidationError:
-                raise unauthorized("Bad caller identity.") from None
-
-    @app.teardown_request
-    def _unbind(_exc: BaseException | None) -> None:
-        binding = flask.g.pop("request_binding", None)
-        if binding is not None:
-            binding.reset()
-
-
-def install_problem_handlers(app: flask.Flask) -> None:
-    """problem+json for everything, plus the domain's and the DB's exceptions."""
-    install_error_handlers(app)
-    app.register_error_handler(ValidationError, _validation_problem)
-    app.register_error_handler(RuleError, _rule_problem)
-    app.register_error_handler(DBError, _db_problem)
-    app.register_error_handler(
-        Contention, lambda _exc: problem_response(unavailable(1, "Too many concurrent changes; try again."))
-    )
-
-
 def create_app(deps: Deps) -> flask.Flask:
-    app = flask.Flask("agenda.users")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app = backend_app("users", deps.gateway_secret, on_request=deps.count_request)
     app.extensions[_EXT] = deps
-    install_problem_handlers(app)
-    install_gateway_trust(app, deps.gateway_secret, on_request=deps.count_request)
-
-    @app.get("/v1/health")
-    def health() -> Any:
-        return {"status": "ok", "service": "users", "time": time.time()}
 
     @app.get("/internal/stats")
     def stats() -> Any:

@@ -20,8 +20,8 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agenda.common.tokens import load_private_key
 from agenda.devstack import DevStack
-from agenda.users.tokens import load_private_key
 
 GATEWAY_SECRET = "integration-gateway-secret-0123456789"
 LOGIN_LIMIT = 5

@@ -14,7 +14,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agenda.users.tokens import TokenIssuer
+from agenda.common.tokens import TokenIssuer
 
 from ..conftest import wait_until
 from .conftest import GATEWAY_SECRET, LOGIN_LIMIT, Stack

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from agenda.db.client import DBClient, RevisionMismatch
-from agenda.db.state import txn_compare, txn_get, txn_put
+from agenda.db.txn import txn_compare, txn_get, txn_put
 
 PROBLEM = "application/problem+json"
 

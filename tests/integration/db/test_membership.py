@@ -15,22 +15,22 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from pysyncobj.config import FAIL_REASON
-from pysyncobj.node import TCPNode
 
 from agenda.db.client import DBClient, DBError, DBUnavailable
-from agenda.db.node import (
-    DUMP_FILE,
+from agenda.db.dump import decode_dump
+from agenda.db.errors import (
     LastMember,
-    Node,
+    MemberExists,
+    MemberNotFound,
     NodeError,
     OutcomeUnknown,
-    Peer,
     ProposalFailed,
-    RaftTimers,
-    decode_dump,
 )
-from agenda.db.state import KVStateMachine, MemberExists, MemberNotFound, put_command
+from agenda.db.node import DUMP_FILE, Node, RaftTimers
+from agenda.db.peers import Peer
+from agenda.db.pysyncobj_adapter import FAIL_REASON, TCPNode
+from agenda.db.state import KVStateMachine
+from agenda.db.txn import put_command
 
 PROBLEM = "application/problem+json"
 SECRET = "membership-test-secret"

@@ -8,8 +8,12 @@ import time
 
 import pytest
 
-from agenda.db.node import DUMP_FILE, Node, NodeError, Peer, decode_dump
-from agenda.db.state import KVStateMachine, lease_grant_command, put_command
+from agenda.db.dump import decode_dump
+from agenda.db.errors import NodeError
+from agenda.db.node import DUMP_FILE, Node
+from agenda.db.peers import Peer
+from agenda.db.state import KVStateMachine
+from agenda.db.txn import lease_grant_command, put_command
 
 
 def free_port() -> int:

@@ -171,10 +171,22 @@ def test_non_json_content_type_is_415(client: FlaskClient) -> None:
     assert "application/json" in body["detail"]
 
 
-@pytest.mark.parametrize("data", ["{nope", "", "NaN", b"\xff\xfe{"])
-def test_malformed_json_is_400(client: FlaskClient, data: str | bytes) -> None:
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        ("{nope", "Expecting property name"),
+        ("", "Expecting value"),
+        ("NaN", "NaN is not JSON"),
+        ('{"a": -Infinity}', "-Infinity is not JSON"),
+        (b"\xff\xfe{", ""),
+        ("[" * 1020, "nested deeper than 64 levels"),  # RecursionError inside json: never a 500
+        ('{"a": ' + "[" * 65 + "]" * 65 + "}", "nested deeper than 64 levels"),
+    ],
+)
+def test_malformed_json_is_400_naming_the_reason(client: FlaskClient, data: str | bytes, reason: str) -> None:
     body = assert_problem(client.post("/events", data=data, content_type="application/json"), 400)
-    assert body["detail"] == "body is not valid JSON"
+    assert body["detail"].startswith("body is not valid JSON: ")
+    assert reason in body["detail"]
 
 
 @pytest.mark.parametrize("payload", [[1, 2], "text", 3, None])

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from agenda.common.errors import Problem
-from agenda.db.api import (
-    create_app,
-    parse_consistency,
-    parse_float_arg,
-    parse_int_arg,
-    problem_for_error,
-    problem_for_result,
+from agenda.db.api import create_app
+from agenda.db.api.args import parse_consistency, parse_float_arg, parse_int_arg
+from agenda.db.api.problems import problem_for_error, problem_for_result
+from agenda.db.errors import (
+    Compacted,
+    InvalidArgument,
+    LeaderUnknown,
+    LeaseExists,
+    LeaseNotFound,
+    OutcomeUnknown,
+    ProposalFailed,
 )
-from agenda.db.node import LeaderUnknown, OutcomeUnknown, Peer, ProposalFailed, Status
-from agenda.db.state import Compacted, InvalidArgument, KVStateMachine, LeaseExists, LeaseNotFound
+from agenda.db.node import Status
+from agenda.db.peers import Peer
+from agenda.db.state import KVStateMachine
 
 SELF = Peer("db1", "127.0.0.1:7001", "127.0.0.1:8001")
 OTHER = Peer("db2", "127.0.0.1:7002", "127.0.0.1:8002")
@@ -227,3 +232,44 @@ def test_metrics_and_cluster(client):
     cluster = client.get("/v1/cluster").json
     assert cluster["leader"] == "db1"
     assert [m["id"] for m in cluster["members"]] == ["db1", "db2"]
+
+
+class _Upstream:
+    status_code = 200
+    content = b'{"id": 1}'
+    headers: ClassVar[dict[str, str]] = {"Content-Type": "application/json"}
+
+
+class RecordingForwarder:
+    """Stands in for the HTTP clients towards the leader: records what a follower sends on."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, Any]] = []
+
+    def base_url(self, peer: Peer) -> str:
+        return f"http://{peer.api_addr}"
+
+    def client(self, _peer: Peer) -> RecordingForwarder:
+        return self
+
+    def request(self, method: str, path: str, *, json: Any = None, **_kwargs: Any) -> _Upstream:
+        self.sent.append((method, path, json))
+        return _Upstream()
+
+
+@pytest.mark.parametrize(
+    ("data", "forwarded"),
+    [
+        (b"[" * 200_000, None),  # nested far deeper than any parser's recursion: not a 500
+        (b'{"a": NaN}', None),  # not JSON, and requests would refuse to encode it again
+        (b"{not json", None),
+        (b'{"a": 1}', {"a": 1}),
+    ],
+)
+def test_follower_forwards_only_a_parseable_json_body(node, data, forwarded):
+    node.role = "follower"
+    forwarder = RecordingForwarder()
+    client = create_app(node, forwarder).test_client()  # type: ignore[arg-type]
+    response = client.post("/v1/leases/7/keepalive", data=data, content_type="application/json")
+    assert response.status_code == 200  # the leader's answer, relayed: it ignores a keepalive's body
+    assert forwarder.sent == [("POST", "/v1/leases/7/keepalive", forwarded)]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from agenda.db.api import create_app
-from agenda.db.node import LeaderUnknown, OutcomeUnknown
+from agenda.db.errors import LeaderUnknown, OutcomeUnknown
 from unit.db.test_api_errors import FakeNode
 
 VOLATILE = {"Date", "X-Request-ID"}

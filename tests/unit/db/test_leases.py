@@ -2,11 +2,9 @@
 
 import pytest
 
-from agenda.db.state import (
-    InvalidArgument,
-    KVStateMachine,
-    LeaseExists,
-    LeaseNotFound,
+from agenda.db.errors import InvalidArgument, LeaseExists, LeaseNotFound
+from agenda.db.state import KVStateMachine
+from agenda.db.txn import (
     delete_command,
     lease_expire_command,
     lease_grant_command,

@@ -9,29 +9,25 @@ from typing import Any
 
 import pytest
 import requests
-from pysyncobj.node import TCPNode
 
 from agenda.common.http import Unavailable
-from agenda.db.api import create_app, problem_for_error
+from agenda.db.api import create_app
+from agenda.db.api.problems import problem_for_error
 from agenda.db.client import DBClient, DBError, DBUnavailable
-from agenda.db.node import (
-    LastMember,
-    MembershipChangeInProgress,
-    Node,
-    NotLeader,
-    Peer,
-    ProposalFailed,
-    Status,
-)
-from agenda.db.state import (
+from agenda.db.errors import (
     InvalidArgument,
-    KVStateMachine,
+    LastMember,
     MemberExists,
     MemberNotFound,
-    member_add_command,
-    member_remove_command,
-    put_command,
+    MembershipChangeInProgress,
+    NotLeader,
+    ProposalFailed,
 )
+from agenda.db.node import Node, Status
+from agenda.db.peers import Peer
+from agenda.db.pysyncobj_adapter import TCPNode
+from agenda.db.state import KVStateMachine
+from agenda.db.txn import member_add_command, member_remove_command, put_command
 
 A = Peer("a", "10.0.0.1:7000", "10.0.0.1:8000")
 B = Peer("b", "10.0.0.2:7000", "10.0.0.2:8000")

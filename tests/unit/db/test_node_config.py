@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from pysyncobj.config import FAIL_REASON
 
 from agenda.common.config import ConfigError
 from agenda.db.cli import load_settings, main
-from agenda.db.node import LeaderUnknown, OutcomeUnknown, Peer, ProposalFailed, map_failure, parse_peer
+from agenda.db.errors import LeaderUnknown, OutcomeUnknown, ProposalFailed
+from agenda.db.node import map_failure
+from agenda.db.peers import Peer, parse_peer
+from agenda.db.pysyncobj_adapter import FAIL_REASON
 
 BASE = [
     "--node-id",

@@ -7,9 +7,10 @@ import select
 from typing import Any
 
 import pytest
-from pysyncobj.journal import FileJournal
 
-from agenda.db.node import DUMP_MAGIC, DurableFileJournal, decode_dump, encode_dump
+from agenda.db.dump import DUMP_MAGIC, decode_dump, encode_dump
+from agenda.db.durability import DurableFileJournal
+from agenda.db.pysyncobj_adapter import FileJournal
 
 
 @pytest.fixture
@@ -118,10 +119,10 @@ def _pipe_has_byte(fd: int) -> bool:
 
 
 def test_wakeup_writes_at_most_one_byte_and_never_sticks(monkeypatch):
-    from agenda.db import node as node_module
+    from agenda.db import tick as tick_module
 
     poller = _FakePoller()
-    wakeup = node_module._Wakeup(poller)
+    wakeup = tick_module.Wakeup(poller)
     ((read_fd, on_readable),) = poller.callbacks.items()
     wakeup.notify()
     wakeup.notify()  # coalesced
@@ -140,9 +141,9 @@ def test_wakeup_writes_at_most_one_byte_and_never_sticks(monkeypatch):
             wakeup.notify()
         return data
 
-    monkeypatch.setattr(node_module.os, "read", read_and_race)
+    monkeypatch.setattr(tick_module.os, "read", read_and_race)
     on_readable(read_fd, 0)
-    monkeypatch.setattr(node_module.os, "read", real_read)
+    monkeypatch.setattr(tick_module.os, "read", real_read)
     assert not wakeup._pending or _pipe_has_byte(read_fd)
     on_readable(read_fd, 0)
     assert not wakeup._pending

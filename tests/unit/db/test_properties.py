@@ -8,7 +8,8 @@ import sys
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agenda.db.state import Compacted, KVStateMachine
+from agenda.db.errors import Compacted
+from agenda.db.state import KVStateMachine
 
 KEYS = ["/a", "/b", "/c/x", "/c/y", "/system/redis/primary"]
 LEASES = [1, 2, 3]
@@ -212,7 +213,8 @@ def test_replaying_the_watch_history_rebuilds_the_store(cmds):
 
 _SCRIPT = """
 import hashlib, json
-from agenda.db.state import *
+from agenda.db.state import KVStateMachine
+from agenda.db.txn import *
 sm = KVStateMachine(history_limit=50)
 out = []
 for i in range(3):

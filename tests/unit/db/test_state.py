@@ -4,16 +4,10 @@ import json
 
 import pytest
 
-from agenda.db.state import (
-    MAX_KEY_BYTES,
-    MAX_VALUE_BYTES,
-    InvalidArgument,
-    KVStateMachine,
-    delete_command,
-    noop_command,
-    put_command,
-    validate_command,
-)
+from agenda.db.commands import MAX_KEY_BYTES, MAX_VALUE_BYTES, validate_command
+from agenda.db.errors import InvalidArgument
+from agenda.db.state import KVStateMachine
+from agenda.db.txn import delete_command, noop_command, put_command
 
 
 @pytest.fixture

@@ -2,11 +2,10 @@
 
 import pytest
 
-from agenda.db.state import (
-    MAX_TXN_OPS,
-    InvalidArgument,
-    KVStateMachine,
-    LeaseNotFound,
+from agenda.db.commands import MAX_TXN_OPS
+from agenda.db.errors import InvalidArgument, LeaseNotFound
+from agenda.db.state import KVStateMachine
+from agenda.db.txn import (
     lease_grant_command,
     put_command,
     txn_command,

@@ -4,11 +4,10 @@ import json
 
 import pytest
 
-from agenda.db.state import (
-    SNAPSHOT_FORMAT,
-    Compacted,
-    InvalidArgument,
-    KVStateMachine,
+from agenda.db.errors import Compacted, InvalidArgument
+from agenda.db.snapshot import SNAPSHOT_FORMAT
+from agenda.db.state import KVStateMachine
+from agenda.db.txn import (
     delete_command,
     lease_expire_command,
     lease_grant_command,

@@ -10,6 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from agenda.common.tokens import load_private_key, load_public_key
 from agenda.devstack.pki import (
     TlsFiles,
     issue_ca,
@@ -20,7 +21,6 @@ from agenda.devstack.pki import (
     write_loopback_tls,
     write_token_keys,
 )
-from agenda.users.tokens import load_private_key, load_public_key
 
 
 def _mode(path: Path) -> int:

@@ -21,6 +21,7 @@ from agenda.domain.rules import (
     can_invite,
     can_remove,
     cancel_event,
+    change_notifications,
     check_invite,
     check_remove,
     consensus_required,
@@ -413,6 +414,17 @@ def test_notification_ids_are_deterministic_and_distinct() -> None:
     assert [n.id for n in first] == [n.id for n in again]  # a retried transaction rewrites, not duplicates
     assert len({n.id for n in first}) == len(first)
     assert first[0].id == notification_id("ev1", 1, first[0].kind, first[0].user)
+
+
+def test_change_notifications_tell_each_participant_once_under_the_revision() -> None:
+    event = group_event(flat(), "owner")
+    revised = event.revised(NOW, title="Moved")
+    notes = change_notifications(revised, "owner", NOW)
+    assert sorted(n.user for n in notes) == sorted(revised.participants)  # the organizer is not told
+    assert {n.kind for n in notes} == {NotificationKind.CHANGED}
+    assert all(n.detail == "owner changed the event" and n.event_id == revised.id for n in notes)
+    first = notes[0]
+    assert first.id == notification_id(revised.id, revised.sequence, NotificationKind.CHANGED, first.user)
 
 
 def test_cancel_event() -> None:

@@ -14,6 +14,7 @@ from agenda.domain.validation import (
     parse_time,
     validate_description,
     validate_display_name,
+    validate_event_details,
     validate_event_kind,
     validate_group_name,
     validate_level,
@@ -284,3 +285,20 @@ def test_group_size() -> None:
     check_group_size(["m"] * 499)
     refused(check_group_size, 500, field="members", reason="at most 500")
     refused(check_group_size, ["m"] * 498, 3, field="members")
+
+
+def test_event_details_check_every_field_and_default_the_optional_ones() -> None:
+    body = {"title": "Plan", "start": "2031-01-01T10:00:00Z", "end": "2031-01-01T12:00:00+01:00"}
+    details = validate_event_details(body)
+    assert details == {
+        "title": "Plan",
+        "start": datetime(2031, 1, 1, 10, tzinfo=UTC),
+        "end": datetime(2031, 1, 1, 11, tzinfo=UTC),
+        "description": "",
+        "location": "",
+        "visibility": Visibility.PRIVATE,
+    }
+    for field, bad in (("title", ""), ("end", "2031-01-01T09:00:00Z"), ("visibility", "secret")):
+        with pytest.raises(ValidationError) as info:
+            validate_event_details({**body, field: bad})
+        assert info.value.field == field

@@ -10,9 +10,10 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agenda.common.http import Unavailable
-from agenda.gateway.app import IDENTITY_HEADER, MAX_BODY, SECRET_HEADER, GatewayDeps, create_app
+from agenda.common.tokens import TokenIssuer, TokenVerifier
+from agenda.common.web import IDENTITY_HEADER, MAX_BODY, SECRET_HEADER
+from agenda.gateway.app import GatewayDeps, create_app
 from agenda.gateway.ratelimit import RateLimiter
-from agenda.users.tokens import TokenIssuer, TokenVerifier
 
 KEY = Ed25519PrivateKey.generate()
 SECRET = "s" * 32

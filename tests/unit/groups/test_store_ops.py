@@ -2,8 +2,9 @@
 
 from datetime import UTC, datetime
 
+from agenda.calendar.layout import group_key, membership_prefix
 from agenda.domain.model import Group, Membership, MemberState, Notification, NotificationKind
-from agenda.groups.store import GroupStore, group_key, membership_prefix
+from agenda.groups.store import GroupStore
 
 NOW = datetime(2031, 1, 1, tzinfo=UTC)
 

@@ -3,7 +3,8 @@
 The User Service holds the private key; the API gateway holds only public keys, indexed by key id
 (`kid`), and checks signature, algorithm, `kid`, `iss`, `aud`, `exp`, `iat` and the presence of `sub`
 and `jti` before any backend sees a request. Several public keys may be configured at once so a key
-can be rotated without logging everybody out.
+can be rotated without logging everybody out. Both sides use this module, which is why it lives in
+`agenda.common`: the gateway verifies tokens without loading the User Service.
 """
 
 from __future__ import annotations
@@ -12,14 +13,13 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from agenda.common.config import ConfigError
+from agenda.common.config import ConfigError, read_file
 
 __all__ = [
     "ALGORITHM",
@@ -42,20 +42,10 @@ class InvalidToken(Exception):  # noqa: N818 - the condition the caller handles
         super().__init__(reason)
 
 
-def _read_pem(path: str, key: str) -> bytes:
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(key, f"file does not exist: {path}")
-    try:
-        return file.read_bytes()
-    except OSError as exc:
-        raise ConfigError(key, f"file is not readable: {path} ({exc.strerror})") from None
-
-
 def load_private_key(path: str, key: str = "signing_key") -> Ed25519PrivateKey:
     """The Ed25519 private key in PEM file `path`; ConfigError naming `key` otherwise."""
     try:
-        loaded = serialization.load_pem_private_key(_read_pem(path, key), password=None)
+        loaded = serialization.load_pem_private_key(read_file(key, path), password=None)
     except (ValueError, TypeError) as exc:
         raise ConfigError(key, f"no unencrypted PEM private key in {path} ({exc})") from None
     if not isinstance(loaded, Ed25519PrivateKey):
@@ -66,7 +56,7 @@ def load_private_key(path: str, key: str = "signing_key") -> Ed25519PrivateKey:
 def load_public_key(path: str, key: str = "public_keys") -> Ed25519PublicKey:
     """The Ed25519 public key in PEM file `path` (SubjectPublicKeyInfo); ConfigError naming `key`."""
     try:
-        loaded = serialization.load_pem_public_key(_read_pem(path, key))
+        loaded = serialization.load_pem_public_key(read_file(key, path))
     except ValueError as exc:
         raise ConfigError(key, f"no PEM public key in {path} ({exc})") from None
     if not isinstance(loaded, Ed25519PublicKey):

@@ -2,9 +2,10 @@
 
 from datetime import UTC, datetime, timedelta
 
+from agenda.calendar.layout import agenda_key, booking_key, notification_cursor
+from agenda.calendar.store import Change, EventStore
 from agenda.domain.model import Event, EventKind, Participation, PartStat
 from agenda.domain.rules import apply_response, invitation_notifications
-from agenda.users.store import Change, EventStore, agenda_key, booking_key, notification_cursor
 
 NOW = datetime(2031, 1, 1, 8, tzinfo=UTC)
 

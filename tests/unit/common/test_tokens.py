@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agenda.common.config import ConfigError
-from agenda.users.tokens import (
+from agenda.common.tokens import (
     InvalidToken,
     TokenIssuer,
     TokenVerifier,

@@ -1,67 +1,48 @@
-"""The User Service's data in the DB cluster's key-value store, and the transactions that change it.
+"""Accounts, events and notifications in the DB cluster, and the transactions that change them.
 
-KV layout (every value is JSON):
+The keys are `agenda.calendar.layout`'s. Each change of an event (create, edit, cancel, answer) writes
+the event, every affected index entry, the notifications and the booking guards in ONE transaction,
+compared on the event's own ``mod_revision`` (0 to create) and on the guards of the users whose
+conflicts were checked, and committed through `agenda.calendar.cas.commit`: a failed compare means
+someone else changed something first, and the change is recomputed from fresh reads.
 
-``users/<username>``
-    The account: ``{username, display_name, timezone, password: {alg, n, r, p, salt, hash}, created}``.
-    Created with ``prev_revision=0`` (create-only), so two concurrent registrations of one name
-    cannot both succeed: the DB decides, atomically.
-``events/<event_id>``
-    The event record (`agenda.domain.model.Event.to_dict()`); the source of truth.
-``agenda/<username>/<start>/<event_id>``
-    One index entry per user involved in the event (organizer and every participant), holding a full
-    copy of the event. ``<start>`` is RFC 3339 UTC (``2026-11-26T10:00:00Z``), which sorts as text, so
-    a user's agenda between two instants is a single ordered range read starting at ``from - 31 days``
-    (the longest possible event) and stopping at the first key starting at or after ``to``.
-``notifications/<username>/<cursor>``
-    One per notification (`Notification.to_dict()` plus ``cursor``). The cursor is
-    ``<20-digit microseconds since the epoch>.<notification id>``: sortable by time, unique, and the
-    client's ``since`` bookmark.
-``booking/<username>``
-    The user's booking guard. Every transaction that can change what blocks a user's time puts this
-    key, and every transaction that checked a user's conflicts compares its ``mod_revision`` with the
-    one read *before* the agenda was read. So between "no conflict found" and "event written", no
-    other commitment of that user can have been written: double-booking is impossible under
-    concurrency, across any number of User Service instances.
-
-Each change of an event (create, edit, cancel, answer) writes the event, every affected index entry,
-the notifications and the booking guards in ONE transaction, compared on the event's own
-``mod_revision`` (0 to create) and on the guards of the users whose conflicts were checked. A failed
-compare means someone else changed something first: the change is recomputed from fresh reads.
-
-A transaction holds at most 128 operations, so an appointment has at most `MAX_INVITEES` participants
-(four operations per involved user in the worst case: two index ops, a notification and a guard).
+A transaction holds at most 128 operations, so an event involves at most
+`agenda.calendar.MAX_INVITEES` people besides its organizer (four operations per involved user in the
+worst case: two index ops, a notification and a guard).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from agenda.calendar.cas import Write, commit
+from agenda.calendar.layout import (
+    agenda_key,
+    agenda_prefix,
+    booking_key,
+    event_key,
+    notification_cursor,
+    notifications_prefix,
+    user_key,
+)
 from agenda.db.client import DBClient, DBUnavailable, RevisionMismatch
-from agenda.db.state import txn_compare, txn_delete, txn_put
+from agenda.db.txn import txn_compare, txn_delete, txn_put
 from agenda.domain.model import Event, Notification, format_time
 from agenda.domain.rules import blocks, conflicts_for
 from agenda.domain.validation import MAX_EVENT_DURATION
 
 __all__ = [
-    "MAX_INVITEES",
-    "Contention",
+    "Change",
     "EventConflict",
     "EventNotFound",
     "EventStore",
     "UsernameTaken",
-    "agenda_key",
-    "notification_cursor",
+    "notification_ops",
 ]
 
-log = logging.getLogger(__name__)
-
-MAX_INVITEES: Final = 25
-_ATTEMPTS: Final = 8
 _PAGE: Final = 200
 
 
@@ -73,10 +54,6 @@ class EventNotFound(Exception):  # noqa: N818
     pass
 
 
-class Contention(Exception):  # noqa: N818
-    """The change lost its compare too many times in a row; the client may retry later."""
-
-
 class EventConflict(Exception):  # noqa: N818
     """`user` has commitments (`conflicts`, event ids) overlapping the event."""
 
@@ -86,33 +63,13 @@ class EventConflict(Exception):  # noqa: N818
         super().__init__(f"{user} is busy: {conflicts}")
 
 
-def user_key(username: str) -> str:
-    return f"users/{username}"
-
-
-def event_key(event_id: str) -> str:
-    return f"events/{event_id}"
-
-
-def agenda_prefix(username: str) -> str:
-    return f"agenda/{username}/"
-
-
-def agenda_key(username: str, event: Event) -> str:
-    return f"{agenda_prefix(username)}{format_time(event.start)}/{event.id}"
-
-
-def booking_key(username: str) -> str:
-    return f"booking/{username}"
-
-
-def notifications_prefix(username: str) -> str:
-    return f"notifications/{username}/"
-
-
-def notification_cursor(note: Notification) -> str:
-    micros = int(note.created.timestamp() * 1_000_000)
-    return f"{micros:020d}.{note.id}"
+def notification_ops(notes: Iterable[Notification]) -> list[dict[str, Any]]:
+    """The puts that store `notes`, each under its cursor (both stores write notifications this way)."""
+    ops = []
+    for note in notes:
+        cursor = notification_cursor(note)
+        ops.append(txn_put(notifications_prefix(note.user) + cursor, {**note.to_dict(), "cursor": cursor}))
+    return ops
 
 
 def _involved(event: Event | None) -> set[str]:
@@ -237,12 +194,7 @@ class EventStore:
             moved = old is not None and (old.start, old.end) != (new.start, new.end)
             if blocks(user, new) != was or (was and moved) or user in change.check_conflicts:
                 ops.append(txn_put(booking_key(user), {"event": new.id, "sequence": new.sequence}))
-        for note in change.notifications:
-            cursor = notification_cursor(note)
-            ops.append(
-                txn_put(notifications_prefix(note.user) + cursor, {**note.to_dict(), "cursor": cursor})
-            )
-        return ops
+        return ops + notification_ops(change.notifications)
 
     def create(self, build: Callable[[], Change]) -> Event:
         """Store the event `build()` returns (called again after a lost race)."""
@@ -253,7 +205,7 @@ class EventStore:
         return self._commit(event_id, mutate)
 
     def _commit(self, event_id: str | None, mutate: Callable[[Any], Change | None]) -> Event:
-        for _attempt in range(_ATTEMPTS):
+        def attempt() -> tuple[Event, Write | None]:
             old: Event | None = None
             revision = 0
             if event_id is not None:
@@ -261,20 +213,11 @@ class EventStore:
             change = mutate(old)
             if change is None:
                 assert old is not None  # noqa: S101 - only updates may change nothing
-                return old
+                return old, None
             guards = self._check(change)
-            compare = [txn_compare(event_key(change.event.id), "mod_revision", "eq", revision)]
+            key = event_key(change.event.id)
+            compare = [txn_compare(key, "mod_revision", "eq", revision)]
             compare += [txn_compare(booking_key(u), "mod_revision", "eq", r) for u, r in guards.items()]
-            try:
-                result = self.db.txn(compare, self._ops(old, change))
-            except DBUnavailable as exc:
-                if not exc.outcome_unknown:
-                    raise
-                kv = self.db.get(event_key(change.event.id))
-                if kv is not None and kv["value"] == change.event.to_dict():
-                    return change.event
-                continue
-            if result["succeeded"]:
-                return change.event
-            log.info("event txn lost a race; retrying", extra={"event_id": change.event.id})
-        raise Contention("too many concurrent changes; try again")
+            return change.event, Write(compare, self._ops(old, change), key, change.event.to_dict())
+
+        return commit(self.db, attempt, what="event")

@@ -1,0 +1,85 @@
+"""Where the calendar keeps its data in the DB cluster's key-value store (every value is JSON).
+
+``users/<username>``
+    The account: ``{username, display_name, timezone, password: {alg, n, r, p, salt, hash}, created}``.
+    Created with ``prev_revision=0`` (create-only), so two concurrent registrations of one name
+    cannot both succeed: the DB decides, atomically.
+``events/<event_id>``
+    The event record (`agenda.domain.model.Event.to_dict()`); the source of truth.
+``agenda/<username>/<start>/<event_id>``
+    One index entry per user involved in the event (organizer and every participant), holding a full
+    copy of the event. ``<start>`` is RFC 3339 UTC (``2026-11-26T10:00:00Z``), which sorts as text, so
+    a user's agenda between two instants is a single ordered range read starting at ``from - 31 days``
+    (the longest possible event) and stopping at the first key starting at or after ``to``.
+``notifications/<username>/<cursor>``
+    One per notification (`Notification.to_dict()` plus ``cursor``). The cursor is
+    ``<20-digit microseconds since the epoch>.<notification id>``: sortable by time, unique, and the
+    client's ``since`` bookmark.
+``booking/<username>``
+    The user's booking guard. Every transaction that can change what blocks a user's time puts this
+    key, and every transaction that checked a user's conflicts compares its ``mod_revision`` with the
+    one read *before* the agenda was read. So between "no conflict found" and "event written", no
+    other commitment of that user can have been written: double-booking is impossible under
+    concurrency, across any number of service instances.
+``groups/<group_id>``
+    The group (`agenda.domain.model.Group.to_dict()`), members and their levels and states included.
+``memberships/<username>/<group_id>``
+    ``{level, state}``: one index entry per member (invited or active) so "my groups" is one range
+    read. Written in the same transaction as the group, only for members whose entry changed.
+
+Group events are ordinary events (kind ``group``, ``group_id`` set), so they appear in every
+participant's agenda, conflicts, notifications and calendar export.
+"""
+
+from __future__ import annotations
+
+from agenda.domain.model import Event, Notification, format_time
+
+__all__ = [
+    "agenda_key",
+    "agenda_prefix",
+    "booking_key",
+    "event_key",
+    "group_key",
+    "membership_prefix",
+    "notification_cursor",
+    "notifications_prefix",
+    "user_key",
+]
+
+
+def user_key(username: str) -> str:
+    return f"users/{username}"
+
+
+def event_key(event_id: str) -> str:
+    return f"events/{event_id}"
+
+
+def agenda_prefix(username: str) -> str:
+    return f"agenda/{username}/"
+
+
+def agenda_key(username: str, event: Event) -> str:
+    return f"{agenda_prefix(username)}{format_time(event.start)}/{event.id}"
+
+
+def booking_key(username: str) -> str:
+    return f"booking/{username}"
+
+
+def notifications_prefix(username: str) -> str:
+    return f"notifications/{username}/"
+
+
+def notification_cursor(note: Notification) -> str:
+    micros = int(note.created.timestamp() * 1_000_000)
+    return f"{micros:020d}.{note.id}"
+
+
+def group_key(group_id: str) -> str:
+    return f"groups/{group_id}"
+
+
+def membership_prefix(username: str) -> str:
+    return f"memberships/{username}/"

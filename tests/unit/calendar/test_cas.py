@@ -1,0 +1,109 @@
+"""The one CAS loop both stores commit through: lost races, unknown outcomes, giving up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from agenda.calendar.cas import ATTEMPTS, Contention, Write, commit
+from agenda.calendar.layout import group_key
+from agenda.db.client import DBUnavailable
+from agenda.domain.model import Group, Membership
+from agenda.groups.store import GroupStore
+
+
+@dataclass
+class ScriptedDB:
+    """Answers each txn from `script`: True/False (compare held or not), or an exception to raise.
+
+    `applied` says whether a txn that raised was applied anyway (the write is then visible to get()).
+    """
+
+    script: list[Any]
+    applied: bool = False
+    kv: dict[str, Any] = field(default_factory=dict)
+    txns: int = 0
+
+    def txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]]) -> dict[str, Any]:
+        self.txns += 1
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            if self.applied:
+                self._apply(success)
+            raise step
+        if step:
+            self._apply(success)
+        return {"succeeded": bool(step), "results": [], "revision": self.txns}
+
+    def _apply(self, ops: list[dict[str, Any]]) -> None:
+        for op in ops:
+            if "put" in op:
+                self.kv[op["put"]["key"]] = op["put"]["value"]
+            else:
+                self.kv.pop(op["delete"]["key"], None)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return None if key not in self.kv else {"key": key, "value": self.kv[key], "mod_revision": 1}
+
+
+def write(value: Any) -> Write:
+    return Write([], [{"put": {"key": "k", "value": value}}], "k", value)
+
+
+UNKNOWN = DBUnavailable("member went away", outcome_unknown=True)
+
+
+def test_a_lost_race_decides_again_from_fresh_reads() -> None:
+    db = ScriptedDB([False, True])
+    calls = []
+
+    def attempt() -> tuple[int, Write]:
+        calls.append(1)
+        return len(calls), write(len(calls))
+
+    assert commit(db, attempt, what="thing") == 2  # type: ignore[arg-type]
+    assert db.kv == {"k": 2}
+
+
+def test_nothing_to_write_returns_at_once() -> None:
+    db = ScriptedDB([])
+    assert commit(db, lambda: ("same", None), what="thing") == "same"  # type: ignore[arg-type]
+    assert db.txns == 0
+
+
+@pytest.mark.parametrize("applied", [True, False])
+def test_an_unknown_outcome_is_settled_by_reading_the_witness(applied: bool) -> None:
+    db = ScriptedDB([UNKNOWN, True], applied=applied)
+    assert commit(db, lambda: ("done", write("v")), what="thing") == "done"  # type: ignore[arg-type]
+    assert db.txns == (1 if applied else 2)  # applied: never written twice
+
+
+def test_a_plain_outage_is_not_retried() -> None:
+    db = ScriptedDB([DBUnavailable("no leader")])
+    with pytest.raises(DBUnavailable):
+        commit(db, lambda: ("done", write("v")), what="thing")  # type: ignore[arg-type]
+    assert db.txns == 1
+
+
+def test_endless_contention_gives_up() -> None:
+    db = ScriptedDB([False] * ATTEMPTS)
+    with pytest.raises(Contention, match="the thing"):
+        commit(db, lambda: ("done", write("v")), what="thing")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("applied", [True, False])
+def test_group_create_handles_an_unknown_outcome_like_the_other_writes(applied: bool) -> None:
+    group = Group(
+        id="g" * 32,
+        name="G",
+        owner="alice",
+        created=datetime(2031, 1, 1, tzinfo=UTC),
+        members={"alice": Membership(0)},
+    )
+    db = ScriptedDB([UNKNOWN, True], applied=applied)
+    assert GroupStore(db).create(group) == group  # type: ignore[arg-type]
+    assert db.kv[group_key(group.id)] == group.to_dict()
+    assert db.txns == (1 if applied else 2)

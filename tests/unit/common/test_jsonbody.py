@@ -1,0 +1,53 @@
+"""The one strict JSON body parser: what JSON is not, and what is too deep, is a JSONBodyError."""
+
+import pytest
+
+from agenda.common.jsonbody import MAX_DEPTH, JSONBodyError, depth, loads
+
+
+def nested(levels: int) -> list:
+    value: list = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        (b'{"a": [1, 2.5, null, true]}', {"a": [1, 2.5, None, True]}),
+        ('"caf\u00e9"', "caf\u00e9"),
+        ('{"a": 1}'.encode("utf-16"), {"a": 1}),  # any JSON encoding, as json.loads accepts
+        (("[" * MAX_DEPTH + "]" * MAX_DEPTH).encode(), nested(MAX_DEPTH)),  # the limit itself passes
+    ],
+)
+def test_valid_json_parses(raw: bytes | str, value: object) -> None:
+    assert loads(raw) == value
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"NaN", "NaN is not JSON"),
+        (b'{"a": Infinity}', "Infinity is not JSON"),
+        (b"[-Infinity]", "-Infinity is not JSON"),
+        (b"{nope", "Expecting property name"),
+        (b"", "Expecting value"),
+        (b"\xff\xfe\x00\xd8", "utf-16"),
+        (b"[" * 200_000, "nested deeper than 64 levels"),  # json's own RecursionError
+        (b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1), "nested deeper than 64 levels"),
+        (b'{"a": ' * (MAX_DEPTH + 1) + b"1" + b"}" * (MAX_DEPTH + 1), "nested deeper than 64 levels"),
+    ],
+)
+def test_refusals_are_json_body_errors_naming_the_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(JSONBodyError) as info:
+        loads(raw)
+    assert reason in str(info.value)
+    assert isinstance(info.value, ValueError)  # callers that expect ValueError still catch it
+
+
+def test_depth_is_measured_without_recursion() -> None:
+    assert depth(1) == 0
+    assert depth([]) == 1
+    assert depth({"a": [{"b": []}]}) == 4
+    assert depth(nested(100_000)) == 100_000  # far beyond the interpreter's recursion limit
