@@ -9,8 +9,9 @@ Beyond the RFC, as keepalived does:
 - FAULT (a weight-0 track script failing, the interface down): no adverts, no addresses.
 - A master leaving for FAULT or STOPPED sends priority 0, so a backup takes over after Skew_Time
   instead of a whole Master_Down_Interval.
-- A master that hears a lower-priority master answers with its own advertisement at once, so a
-  healed partition converges in one round trip, not one advert interval.
+- A master that hears a lower-priority master answers with its own advertisement and a gratuitous
+  ARP at once, so a healed partition converges in one round trip, not one advert interval, and
+  clients whose ARP caches point at the other master (which steps down) follow the VIP back.
 - preempt_delay: after start (or after first hearing a lower-priority master) a backup waits this
   long before preempting it.
 - Gratuitous ARP: one burst on becoming master, a second burst `garp_master_delay` later, and
@@ -244,9 +245,10 @@ class Router:
         ):
             reason = f"higher priority master {source} (priority {advert.priority})"
             return self._to_backup(now, reason, advert.interval, master=source)
-        # A lower-priority master (a healed partition): assert ourselves now.
+        # A lower-priority master (a healed partition): assert ourselves now, and re-announce the
+        # VIP, since the neighbours' ARP caches point at the other master, which will step down.
         self.timers.advert = now + self.settings.advert_int
-        return [SendAdvert(self.priority)]
+        return [SendAdvert(self.priority), SendGratuitousArp()]
 
     # Transitions -------------------------------------------------------------------------------
 

@@ -141,6 +141,9 @@ class Host:
             raise OSError(out.stderr.strip())
         return json.loads(out.stdout)
 
+    def mac(self) -> str:
+        return in_ns(self.ns, "cat", "/sys/class/net/eth0/address").stdout.strip()
+
     def state(self) -> str:
         return self.status()["instances"][0]["state"]
 
@@ -166,6 +169,16 @@ class Link:
         return wait_until(
             single, timeout, 0.02, f"exactly one VIP holder ({expected or 'any'}); now {self.holders()}"
         )
+
+    def client_arp_entry(self) -> str | None:
+        """The MAC the switch's own address (a client on the link) resolves the VIP to, after
+        sending it one datagram."""
+        code = (
+            "import socket,sys; socket.socket(socket.AF_INET,socket.SOCK_DGRAM).sendto(b'x',(sys.argv[1],9))"
+        )
+        in_ns(self.switch, sys.executable, "-c", code, VIP)
+        fields = in_ns(self.switch, "ip", "neigh", "show", VIP, "dev", "br0").stdout.split()
+        return fields[fields.index("lladdr") + 1] if "lladdr" in fields else None
 
     def cut(self, host: Host) -> None:
         """Partition: the host's link stays up but its bridge port forwards nothing."""

@@ -173,7 +173,9 @@ def test_master_hearing_a_higher_priority_steps_down_at_once() -> None:
 def test_master_hearing_a_lower_priority_answers_at_once() -> None:
     r = router(priority=100)
     t = become_master(r)
-    assert r.receive(t + 0.25, PEER, advert(50)) == [SendAdvert(100)]
+    # The advert makes the other master step down; the gratuitous ARP brings the clients whose
+    # caches point at it back to us (a healed partition).
+    assert r.receive(t + 0.25, PEER, advert(50)) == [SendAdvert(100), SendGratuitousArp()]
     assert r.state is State.MASTER
     assert r.next_deadline() == t + 1.25  # the advert timer restarted
 
@@ -197,7 +199,7 @@ def test_equal_priority_higher_address_wins_against_a_master() -> None:
 def test_equal_priority_lower_address_loses_against_a_master() -> None:
     r = router(priority=100, primary=ME)
     t = become_master(r)
-    assert r.receive(t + 0.1, LOW_PEER, advert(100)) == [SendAdvert(100)]
+    assert r.receive(t + 0.1, LOW_PEER, advert(100)) == [SendAdvert(100), SendGratuitousArp()]
     assert r.state is State.MASTER
 
 
@@ -205,7 +207,10 @@ def test_equal_priority_is_compared_as_addresses_not_strings() -> None:
     # "192.168.56.9" > "192.168.56.11" as strings, but not as addresses.
     r = router(priority=100, primary=IPv4Address("192.168.56.11"))
     t = become_master(r)
-    assert r.receive(t + 0.1, IPv4Address("192.168.56.9"), advert(100)) == [SendAdvert(100)]
+    assert r.receive(t + 0.1, IPv4Address("192.168.56.9"), advert(100)) == [
+        SendAdvert(100),
+        SendGratuitousArp(),
+    ]
     assert r.state is State.MASTER
 
 
