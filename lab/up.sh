@@ -47,19 +47,33 @@ fi
 inventory=$(python3 inventories/lab/hosts.py --list)
 vip=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["all"]["vars"]["agenda_vip"])' <<<"$inventory")
 hosts=$(python3 -c 'import json,sys; h=json.load(sys.stdin)["_meta"]["hostvars"]; print("  ".join(n + " " + v["agenda_host_ip"] for n, v in sorted(h.items())))' <<<"$inventory")
-first_ip=$(python3 -c 'import json,sys; h=json.load(sys.stdin)["_meta"]["hostvars"]; print(h[sorted(h)[0]]["agenda_host_ip"])' <<<"$inventory")
+ca=inventories/lab/.pki/ca.crt
+# The VIP is what users are given: make lab is done when it answers there (the master's
+# agenda-vrrpd holds it; the others are ready to take it over).
+vip_ok=0
+for _ in $(seq 1 30); do
+  if python3 -c 'import ssl, sys, urllib.request as u; u.urlopen(sys.argv[1], timeout=3,
+      context=ssl.create_default_context(cafile=sys.argv[2]))' "https://${vip}/v1/health" "$ca" 2>/dev/null; then
+    vip_ok=1; break
+  fi
+  sleep 1
+done
+if [ "$vip_ok" -ne 1 ]; then
+  echo "lab: provisioning passed but nothing answers at https://${vip}/v1/health (check: vagrant ssh agenda1 -c 'sudo /opt/agenda/venv/bin/agenda-vrrpd status')" >&2
+  exit 1
+fi
 cat <<MSG
 
 Agenda Distribuida lab is up (${elapsed}s; provisioning changed=${changed} failed=0 unreachable=0).
   machines:  ${hosts}
-  gateways:  https://<machine address>/ on every machine (the VIP https://${vip}/ comes with VRRP)
-  CA:        $PWD/inventories/lab/.pki/ca.crt
+  gateway:   https://${vip}/  (the VIP; agenda-vrrpd moves it to another machine when its holder fails)
+  CA:        $PWD/${ca}
 Try (the README's quickstart goes on from here):
-  curl --cacert inventories/lab/.pki/ca.crt https://${first_ip}/v1/health
-  vagrant ssh agenda1
+  curl --cacert ${ca} https://${vip}/v1/health
+  vagrant ssh agenda1 -c 'sudo /opt/agenda/venv/bin/agenda-vrrpd status'
   ansible agenda -m ansible.builtin.ping
   ansible-playbook site.yml            # re-provision (or: make lab)
-Deployed: the PKI, the DB Service (5 Raft members), the User and Group Services and a gateway per
-machine. Still to come in their own issues: the VIP (VRRP), Redis and gossip discovery.
+Deployed: the PKI, the DB Service (5 Raft members), the User and Group Services, a gateway per
+machine and the VIP (agenda-vrrpd). Still to come in their own issues: Redis and gossip discovery.
 MAKE_LAB_CHANGED=${changed}
 MSG

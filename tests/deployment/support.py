@@ -7,7 +7,9 @@ deployment's CA and operator certificate in a `.pki` folder beside them.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,50 @@ def gateway_urls() -> list[str]:
         port = int(variables.get("agenda_gateway_port", 443))
         urls.append(f"https://{variables['agenda_host_ip']}" + ("" if port == 443 else f":{port}"))
     return urls
+
+
+def group_specs(group: str) -> list[str]:
+    """testinfra host specs of one group's hosts (for checks that apply to those hosts only)."""
+    return [f"ansible://{name}?ansible_inventory={INVENTORY}" for name in group_hosts(group)]
+
+
+def vip() -> str:
+    """The VIP the gateways share (agenda_vip)."""
+    return str(host_vars(HOSTS[0])["agenda_vip"])
+
+
+def vip_url() -> str:
+    """The public base URL at the VIP: what users are given."""
+    port = int(host_vars(group_hosts("gateways")[0]).get("agenda_gateway_port", 443))
+    return f"https://{vip()}" + ("" if port == 443 else f":{port}")
+
+
+VRRPD_STATUS = "/opt/agenda/venv/bin/agenda-vrrpd --config /etc/agenda/vrrp/vrrpd.yml status --json"
+
+
+def vrrpd_status(target: Any) -> dict[str, Any]:
+    """`agenda-vrrpd status --json` on a host (the daemon's own view: state, priority, counters)."""
+    with target.sudo():
+        return json.loads(target.check_output(VRRPD_STATUS))
+
+
+def ipv4_addresses(target: Any) -> list[tuple[str, str]]:
+    """(interface, address/prefix) of every IPv4 address on a host, as `ip -4 addr` lists them."""
+    output = target.check_output("ip -4 -o addr show")
+    return re.findall(r"^\d+:\s+(\S+)\s+inet\s+(\S+)", output, flags=re.MULTILINE)
+
+
+def vip_holders() -> dict[str, list[str]]:
+    """Every host that has the VIP on an interface (all hosts are checked, not only gateways),
+    with the interface and prefix it holds it with."""
+    address = vip()
+    holders: dict[str, list[str]] = {}
+    for name in HOSTS:
+        addresses = ipv4_addresses(host(name))
+        held = [f"{ifname} {cidr}" for ifname, cidr in addresses if cidr.split("/")[0] == address]
+        if held:
+            holders[name] = held
+    return holders
 
 
 def public_tls() -> dict[str, Any]:

@@ -20,6 +20,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SUBNET = os.environ.get("LAB_SUBNET", "192.168.56.0/24")
+VIP = "192.168.56.100"
+CA = "inventories/lab/.pki/ca.crt"
+# Commands of the README's quickstart that are not requests to the system: the lab is already up
+# (and goes down at the end), `vagrant ssh` is interactive, and the Ansible lines are an operator's.
+NOT_REQUESTS = re.compile(r"^(make|vagrant|ansible|ansible-playbook)\s")
 
 
 @dataclass
@@ -57,9 +62,9 @@ def test_make_lab_from_nothing_converges(lab):
     first, _ = lab
     assert first.returncode == 0, tail(first.output)
     assert "Agenda Distribuida lab is up" in first.output
-    assert re.search(r"the VIP https://\d+\.\d+\.\d+\.100/ comes with VRRP", first.output)
-    # The suggested curl goes to a machine's own gateway, which answers today.
-    assert re.search(r"curl --cacert \S+ https://\d+\.\d+\.\d+\.11/v1/health", first.output)
+    # The gateway users are given is the VIP, and the suggested curl goes there.
+    assert re.search(r"gateway:\s+https://\d+\.\d+\.\d+\.100/ ", first.output)
+    assert re.search(r"curl --cacert \S+ https://\d+\.\d+\.\d+\.100/v1/health", first.output)
     assert "inventories/lab/.pki/ca.crt" in first.output
 
 
@@ -82,6 +87,45 @@ def test_deployment_checks_pass_against_the_lab(lab):
                  env={"AGENDA_INVENTORY": "inventories/lab"})
     assert checks.returncode == 0, tail(checks.output, 80)
     assert re.search(r"\d+ passed", checks.output)
+
+
+def test_the_vip_answers_with_the_deployment_ca(lab):
+    if not SUBNET.startswith("192.168.56."):
+        pytest.fail("this test assumes the default LAB_SUBNET")
+    health = run("curl", "--silent", "--show-error", "--fail", "--max-time", "10", "--cacert", CA,
+                 f"https://{VIP}/v1/health")
+    assert health.returncode == 0, health.output
+    assert re.search(r'"service":\s*"gateway"', health.output)
+
+
+def quickstart() -> str:
+    """The README's quickstart block, as users copy it."""
+    section = (REPO / "README.md").read_text().split("## Quickstart against the lab", 1)[1]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_quickstart_runs_through_the_vip(lab):
+    if not SUBNET.startswith("192.168.56."):
+        pytest.fail("this test assumes the default LAB_SUBNET")
+    block = quickstart()
+    assert f"GW=https://{VIP}" in block.split(), "the quickstart's gateway must be the VIP"
+    requests_only = [line for line in block.splitlines() if not NOT_REQUESTS.match(line)]
+    # The user's name is made unique so that the test can run against a lab it ran before; every
+    # curl fails the script on an HTTP error, and each answer ends with a newline.
+    user = f"ana-{int(time.time())}"
+    script = "\n".join([
+        "set -euo pipefail",
+        'curl() { command curl --silent --show-error --fail-with-body --max-time 30 "$@"; echo; }',
+        *(line.replace('"username": "ana"', f'"username": "{user}"') for line in requests_only),
+    ])
+    result = run("bash", "-c", script, timeout=300)
+    assert result.returncode == 0, result.output
+    out = result.output
+    assert re.search(r'"service":\s*"gateway"', out)
+    assert re.search(rf'"username":\s*"{user}"', out)
+    assert "Team sync" in out
+    assert "BEGIN:VCALENDAR" in out
+    assert re.search(r'"hello":\s*"lab"', out)
 
 
 def test_lab_refuses_a_subnet_that_is_already_routed(lab):
