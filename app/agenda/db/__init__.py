@@ -11,4 +11,8 @@ identical logs provably yield identical state on every node and so it can be tes
 a cluster. ``agenda.db.node`` runs it under Raft (pysyncobj) with ``durability``, ``transport``, ``dump``,
 ``tick`` and ``peers``; every pysyncobj internal it needs is confined to ``agenda.db.pysyncobj_adapter``.
 ``agenda.db.api`` is the HTTP API (Flask blueprints) and ``agenda.db.cli`` the ``agenda-db`` command.
+
+For tests and tools: ``agenda.db.memory`` is a ``DBClient`` over a state machine in the same process (no
+Raft, no HTTP), with injectable races, unknown outcomes and outages. It is server side: no service
+imports it.
 """

@@ -62,13 +62,13 @@ URL_MAPS = _url_maps()
 CASES = [(service, method, rule) for service, endpoints in URL_MAPS.items() for method, rule in endpoints]
 
 
-def test_the_enumeration_sees_every_service_and_the_gateway_routes_match_the_backends() -> None:
+def test_the_enumeration_sees_every_service() -> None:
+    # That the gateway routes exactly the backends' rules: tests/unit/gateway/test_routes_match_backends.py.
     assert ("POST", "/v1/events") in URL_MAPS["users"]
     assert ("POST", "/v1/groups/<group_id>/events") in URL_MAPS["groups"]
+    assert ("POST", "/v1/events") in URL_MAPS["gateway"]
     assert ("POST", "/v1/txn") in URL_MAPS["db"]
     assert ("PUT", "/v1/kv/<key:key>") in URL_MAPS["db"]
-    backends = {(m, re.sub(r"<([a-z_]+)>", r"{\1}", r)) for m, r in URL_MAPS["users"] + URL_MAPS["groups"]}
-    assert set(URL_MAPS["gateway"]) == backends
     assert set(CASES) >= NO_BODY  # a body-less endpoint that disappears must leave this list too
 
 
