@@ -89,7 +89,9 @@ def _release(cfg: Config) -> int:
     from agenda.vrrp.daemon import Daemon
 
     configure_logging("agenda-vrrpd", "INFO", json=cfg.log_format == "json")
-    removed = Daemon(cfg).release_all()
+    # Run after the daemon ended (systemd's ExecStopPost): whatever killed it, the VIP leaves this
+    # host and, if it was here, the backups hear priority 0 at once.
+    removed = Daemon(cfg).release_all(hand_over=True)
     print(f"vrrpd: released {removed} address(es)")
     return 0
 

@@ -32,9 +32,11 @@ from agenda.vrrp.packet import (
     DROP_REASONS,
     VRRP_GROUP,
     VRRP_TTL,
+    Advertisement,
     PacketError,
     decode,
     encode,
+    interval_to_cs,
     parse_address,
     parse_ipv4,
     same_addresses,
@@ -146,17 +148,47 @@ class Daemon:
             )
         inst.link_up = net.interface_is_up(inst.interface.name)
 
-    def release_all(self) -> int:
+    def release_all(self, *, hand_over: bool = False) -> int:
+        """Remove every configured VIP still on its interface; with `hand_over`, an instance that
+        held one (its daemon died as master) also sends the priority-0 advertisement its daemon
+        could not, so a backup takes over after Skew_Time instead of a whole Master_Down_Interval."""
         removed = 0
         for inst in self.instances:
+            held = False
             for vip in inst.vips:
                 if self.addresses.remove(inst.config.interface, vip):
                     removed += 1
+                    held = True
                     log.warning(
                         "vrrp: instance %s: removed %s left on %s", inst.name, vip, inst.config.interface
                     )
             inst.holds_vips = False
+            if held and hand_over:
+                self._hand_over(inst)
         return removed
+
+    def _hand_over(self, inst: Instance) -> None:
+        try:
+            interface = net.lookup_interface(
+                inst.config.interface, exclude=frozenset(v.ip for v in inst.vips)
+            )
+            src = inst.config.unicast_src_ip
+            sock = net.VrrpSocket(interface, IPv4Address(src) if src else interface.primary)
+        except (net.InterfaceError, OSError) as exc:
+            log.warning("vrrp: instance %s: no priority-0 hand-over: %s", inst.name, exc)
+            return
+        advert = Advertisement(
+            vrid=inst.config.virtual_router_id,
+            priority=fsm.LEAVING_PRIORITY,
+            interval_cs=interval_to_cs(inst.config.advert_int),
+            addresses=tuple(vip.ip for vip in inst.vips),
+        )
+        try:
+            for target in [IPv4Address(p) for p in inst.config.unicast_peers] or [VRRP_GROUP]:
+                sock.send(encode(advert, sock.source, target), target)
+            log.warning("vrrp: instance %s: sent priority 0 for the daemon that held the VIP", inst.name)
+        finally:
+            sock.close()
 
     # Events from other threads -----------------------------------------------------------------
 

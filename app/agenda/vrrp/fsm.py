@@ -116,6 +116,7 @@ class Router:
     timers: _Timers = field(default_factory=_Timers)
     _started_at: float = 0.0
     _lower_master_since: float | None = None
+    _master_left: bool = False  # the last word from the master was priority 0
 
     def __post_init__(self) -> None:
         interval_to_cs(self.settings.advert_int)  # refuse an interval the wire cannot carry
@@ -158,7 +159,8 @@ class Router:
         actions: list[Action] = []
         t = self.timers
         if self.state is State.BACKUP and t.master_down is not None and now >= t.master_down:
-            actions += self._to_master(now, "master down timer expired")
+            reason = "the master left (priority 0)" if self._master_left else "master down timer expired"
+            actions += self._to_master(now, reason)
         if self.state is State.MASTER:
             if t.advert is not None and now >= t.advert:
                 actions.append(SendAdvert(self.priority))
@@ -218,7 +220,9 @@ class Router:
         if advert.priority == LEAVING_PRIORITY:
             # The master is leaving: take over after Skew_Time alone.
             self.timers.master_down = now + self.skew_time
+            self._master_left = True
             return []
+        self._master_left = False
         if not self.settings.preempt or advert.priority >= self.priority or self._preempt_held(now):
             if advert.priority >= self.priority:
                 self._lower_master_since = None
@@ -258,6 +262,7 @@ class Router:
 
     def _to_master(self, now: float, reason: str) -> list[Action]:
         self.timers.clear()
+        self._master_left = False
         self._lower_master_since = None
         self.master_address = self.settings.primary
         self.master_adver_interval = self.settings.advert_int

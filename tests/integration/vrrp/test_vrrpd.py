@@ -69,6 +69,36 @@ def test_sigkill_of_the_master_moves_the_vip_and_a_restart_preempts_back(link: L
     wait_state(h2, "BACKUP")
 
 
+def test_release_after_a_sigkill_hands_over_with_priority_zero(link: Link):
+    # advert_int 1 s: without the hand-over the backup would wait 3 + skew seconds.
+    for host in link.hosts:
+        host.write_config(advert_int=1.0)
+    start_all(link)
+    link.wait_single_holder("h1", timeout=20)
+    h1, h2, _ = link.hosts
+    wait_state(h2, "BACKUP")
+    h1.signal(signal.SIGKILL)
+    released = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            h1.ns,
+            sys.executable,
+            "-m",
+            "agenda.vrrp",
+            "--config",
+            str(h1.config_path),
+            "release",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert released.returncode == 0, released.stderr
+    assert link.wait_single_holder("h2") == "h2"
+    assert h2.status()["instances"][0]["transitions"][-1]["reason"] == "the master left (priority 0)"
+
+
 def test_an_orderly_stop_hands_over_with_priority_zero_and_runs_notify_stop(link: Link):
     start_all(link)
     link.wait_single_holder("h1")

@@ -252,7 +252,18 @@ def test_priority_zero_makes_a_backup_take_over_after_skew_time_alone() -> None:
     assert r.tick(T0 + 1.5 + skew - 1e-6) == []
     actions = r.tick(T0 + 1.5 + skew)
     assert kinds(actions) == [Transition, AddAddresses, SendGratuitousArp, SendAdvert]
+    assert actions[0].reason == "the master left (priority 0)"
     assert r.state is State.MASTER
+
+
+def test_a_master_that_speaks_again_after_priority_zero_is_no_longer_leaving() -> None:
+    r = router(priority=100)
+    r.start(T0)
+    r.receive(T0 + 1.0, PEER, advert(0))
+    r.receive(T0 + 1.1, PEER, advert(200))  # it came back before our skew time ran out
+    down = r.next_deadline()
+    assert down is not None
+    assert r.tick(down)[0].reason == "master down timer expired"
 
 
 def test_preempt_false_never_takes_over_from_a_live_lower_master() -> None:
