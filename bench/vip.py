@@ -36,6 +36,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._cluster import Reaper, clean_env, run_under_reaper
+from bench.db_vs_etcd import _positive_float, _positive_int
 from bench.vip_util import (
     DEFAULT_SUBNET,
     failover_timeline,
@@ -67,26 +68,6 @@ def _impls(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -96,26 +77,58 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--runs", type=_positive_int, default=5, help="kills per implementation and interval")
-    parser.add_argument("--intervals", type=_intervals, default=[1.0, 0.1], metavar="S,S",
-                        help="advert_int values in seconds, default 1,0.1")
-    parser.add_argument("--impls", type=_impls, default=["ours", "keepalived"], metavar="A,B",
-                        help="implementations to measure, default ours,keepalived")
+    parser.add_argument(
+        "--intervals",
+        type=_intervals,
+        default=[1.0, 0.1],
+        metavar="S,S",
+        help="advert_int values in seconds, default 1,0.1",
+    )
+    parser.add_argument(
+        "--impls",
+        type=_impls,
+        default=["ours", "keepalived"],
+        metavar="A,B",
+        help="implementations to measure, default ours,keepalived",
+    )
     parser.add_argument("--hosts", type=_positive_int, default=2, help="hosts in the lab (2..9), default 2")
-    parser.add_argument("--subnet", default=None,
-                        help=f"the lab's network (default $VIPLAB_SUBNET or {DEFAULT_SUBNET})")
-    parser.add_argument("--connect-timeout", type=_positive_float, default=0.05, metavar="SECONDS",
-                        help="connect timeout of each probe, default 0.05")
-    parser.add_argument("--spacing", type=_positive_float, default=0.01, metavar="SECONDS",
-                        help="a new probe starts this often (several in flight), default 0.01")
-    parser.add_argument("--limit", type=_positive_float, default=30.0, metavar="SECONDS",
-                        help="give up waiting for an answer after a kill, default 30")
-    parser.add_argument("--seed", default="vip",
-                        help="seed of the kill phases (the same for every implementation)")
-    parser.add_argument("--no-timeline", dest="timeline", action="store_false",
-                        help="no tcpdump on h2 around the kills (no breakdown of the failover time)")
+    parser.add_argument(
+        "--subnet", default=None, help=f"the lab's network (default $VIPLAB_SUBNET or {DEFAULT_SUBNET})"
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=_positive_float,
+        default=0.05,
+        metavar="SECONDS",
+        help="connect timeout of each probe, default 0.05",
+    )
+    parser.add_argument(
+        "--spacing",
+        type=_positive_float,
+        default=0.01,
+        metavar="SECONDS",
+        help="a new probe starts this often (several in flight), default 0.01",
+    )
+    parser.add_argument(
+        "--limit",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up waiting for an answer after a kill, default 30",
+    )
+    parser.add_argument(
+        "--seed", default="vip", help="seed of the kill phases (the same for every implementation)"
+    )
+    parser.add_argument(
+        "--no-timeline",
+        dest="timeline",
+        action="store_false",
+        help="no tcpdump on h2 around the kills (no breakdown of the failover time)",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write all results as JSON")
-    parser.add_argument("--keep-tmp", action="store_true",
-                        help="keep the hosts' configs and logs (path printed)")
+    parser.add_argument(
+        "--keep-tmp", action="store_true", help="keep the hosts' configs and logs (path printed)"
+    )
     return parser
 
 
@@ -125,8 +138,14 @@ def _say(text: str = "") -> None:
 
 def _output(argv: Sequence[str]) -> str:
     try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=20, check=False,  # noqa: S603
-                              env=clean_env())
+        done = subprocess.run(  # noqa: S603 - argv built here, never from input
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+            env=clean_env(),
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return (done.stdout or done.stderr).strip() or "unknown"
@@ -177,8 +196,9 @@ def measure(lab: VipLab, impl: str, interval: float, args: argparse.Namespace) -
         if args.timeline:
             capture = lab.capture(watcher, "ip proto 112 or arp", timeout=args.limit + 30)
             # The dead master's last advert must be in the capture: wait (bounded) for one of its adverts.
-            if not lab.poll(functools.partial(_seen_advert_from, capture.path, master.address),
-                             3 * interval + 5, 0.02):
+            if not lab.poll(
+                functools.partial(_seen_advert_from, capture.path, master.address), 3 * interval + 5, 0.02
+            ):
                 _say(f"  WARNING: tcpdump on {watcher.name} saw no advert from {master.name} before the kill")
             # Kill at a random point of the advert cycle, the same sequence of points for every
             # implementation (seeded by the interval), as an unsynchronised crash would.
@@ -186,7 +206,10 @@ def measure(lab: VipLab, impl: str, interval: float, args: argparse.Namespace) -
         kill_wall = time.time()
         started = lab.kill(master)
         seconds, answer, attempts = lab.first_answer(
-            exclude=master.name, started=started, limit=args.limit, connect_timeout=args.connect_timeout,
+            exclude=master.name,
+            started=started,
+            limit=args.limit,
+            connect_timeout=args.connect_timeout,
             spacing=args.spacing,
         )
         gap = None if seconds is None else seconds * 1000.0
@@ -194,19 +217,32 @@ def measure(lab: VipLab, impl: str, interval: float, args: argparse.Namespace) -
         if capture is not None:
             new = lab.host(answer) if answer else watcher
             timeline = failover_timeline(
-                read_pcap(capture.stop()), old=master.address, new=new.address, vip=lab.vip,
-                advert_int=interval, priority=new.priority,
+                read_pcap(capture.stop()),
+                old=master.address,
+                new=new.address,
+                vip=lab.vip,
+                advert_int=interval,
+                priority=new.priority,
             )
             answer_wall = None if seconds is None else kill_wall + seconds
             breakdown = timeline_breakdown(timeline, kill_wall, answer_wall)
         holders = lab.holders()
-        samples.append({"ms": gap, "answered_by": answer, "attempts": attempts, "holders_after": holders,
-                        "breakdown_ms": breakdown})
+        samples.append(
+            {
+                "ms": gap,
+                "answered_by": answer,
+                "attempts": attempts,
+                "holders_after": holders,
+                "breakdown_ms": breakdown,
+            }
+        )
         shown = f"no answer within {args.limit:.0f} s" if gap is None else f"{gap:.0f} ms"
         parts = ", ".join(f"{k} {'-' if v is None else f'{v:.0f}'}" for k, v in breakdown.items())
-        _say(f"  {impl:>10} advert_int {interval:g} s, kill {run}/{args.runs}: {master.name} killed -> "
-             f"VIP answered from {answer} after {shown} ({attempts} probes); VIP now on {holders}"
-             + (f"; ms: {parts}" if parts else ""))
+        _say(
+            f"  {impl:>10} advert_int {interval:g} s, kill {run}/{args.runs}: {master.name} killed -> "
+            f"VIP answered from {answer} after {shown} ({attempts} probes); VIP now on {holders}"
+            + (f"; ms: {parts}" if parts else "")
+        )
         if len(holders) != 1:
             _say(f"  WARNING: {len(holders)} hosts hold the VIP after the failover: {holders}")
         lab.recreate(master)
@@ -251,15 +287,21 @@ def _main(args: argparse.Namespace, _reaper: Reaper) -> int:
     try:
         lab.open()
         facts = machine_facts(lab)
-        _say(f"machine: nproc={facts['nproc']} kernel={facts['kernel']} docker={facts['docker']} "
-             f"loadavg(1m,5m)={facts['loadavg_at_start']}")
-        _say(f"versions: keepalived {facts['keepalived_version']}, hosts' {facts['host_python']}, repo "
-             f"{facts['git_commit']}{' (app/agenda/vrrp dirty)' if facts['app_vrrp_dirty'] else ''}")
-        _say(f"lab: {args.hosts} hosts on {lab.subnet} (h1 = {lab.hosts[0].address}, priorities "
-             f"{'/'.join(str(h.priority) for h in lab.hosts)}), VIP {lab.vip}, VRID {lab.vrid}; probe: HTTPS "
-             f"GET started every {args.spacing * 1000:.0f} ms, each with a "
-             f"{args.connect_timeout * 1000:.0f} ms "
-             f"connect timeout, limit {args.limit:.0f} s")
+        _say(
+            f"machine: nproc={facts['nproc']} kernel={facts['kernel']} docker={facts['docker']} "
+            f"loadavg(1m,5m)={facts['loadavg_at_start']}"
+        )
+        _say(
+            f"versions: keepalived {facts['keepalived_version']}, hosts' {facts['host_python']}, repo "
+            f"{facts['git_commit']}{' (app/agenda/vrrp dirty)' if facts['app_vrrp_dirty'] else ''}"
+        )
+        _say(
+            f"lab: {args.hosts} hosts on {lab.subnet} (h1 = {lab.hosts[0].address}, priorities "
+            f"{'/'.join(str(h.priority) for h in lab.hosts)}), VIP {lab.vip}, VRID {lab.vrid}; probe: HTTPS "
+            f"GET started every {args.spacing * 1000:.0f} ms, each with a "
+            f"{args.connect_timeout * 1000:.0f} ms "
+            f"connect timeout, limit {args.limit:.0f} s"
+        )
         raw: dict[str, dict[float, list[dict[str, Any]]]] = {impl: {} for impl in impls}
         for interval in args.intervals:
             for impl in impls:
@@ -269,17 +311,23 @@ def _main(args: argparse.Namespace, _reaper: Reaper) -> int:
         lab.close()
     samples = {impl: {i: [s["ms"] for s in runs] for i, runs in per.items()} for impl, per in raw.items()}
     _say()
-    _say(f"VIP failover: docker kill of the master's host -> first HTTPS answer through the VIP from another "
-         f"host; {args.hosts} hosts, priorities {'/'.join(str(h.priority) for h in lab.hosts)}, medians of "
-         f"{args.runs} kills")
+    _say(
+        f"VIP failover: docker kill of the master's host -> first HTTPS answer through the VIP from another "
+        f"host; {args.hosts} hosts, priorities {'/'.join(str(h.priority) for h in lab.hosts)}, medians of "
+        f"{args.runs} kills"
+    )
     _say(format_failover_table(args.intervals, samples))
     if args.timeline:
-        breakdowns = {impl: {i: [s["breakdown_ms"] for s in runs] for i, runs in per.items()}
-                      for impl, per in raw.items()}
+        breakdowns = {
+            impl: {i: [s["breakdown_ms"] for s in runs] for i, runs in per.items()}
+            for impl, per in raw.items()
+        }
         _say()
-        _say("Where the time went (medians, ms; from tcpdump on h2): kill phase = kill - dead master's last "
-             "advert; timer late = takeover advert - last advert - Master_Down_Interval (3 x interval + "
-             "skew); GARP after / answer after = first gratuitous ARP / first HTTPS answer - takeover advert")
+        _say(
+            "Where the time went (medians, ms; from tcpdump on h2): kill phase = kill - dead master's last "
+            "advert; timer late = takeover advert - last advert - Master_Down_Interval (3 x interval + "
+            "skew); GARP after / answer after = first gratuitous ARP / first HTTPS answer - takeover advert"
+        )
         _say(format_breakdown_table(args.intervals, breakdowns))
     met, reasons = verdict(args.intervals, samples)
     _say()
@@ -295,10 +343,17 @@ def _main(args: argparse.Namespace, _reaper: Reaper) -> int:
     if args.json:
         report = {
             "machine": facts,
-            "config": {"runs": args.runs, "intervals": args.intervals, "impls": impls, "hosts": args.hosts,
-                       "subnet": str(lab.subnet), "vip": lab.vip, "connect_timeout_s": args.connect_timeout,
-                       "spacing_s": args.spacing,
-                       "limit_s": args.limit},
+            "config": {
+                "runs": args.runs,
+                "intervals": args.intervals,
+                "impls": impls,
+                "hosts": args.hosts,
+                "subnet": str(lab.subnet),
+                "vip": lab.vip,
+                "connect_timeout_s": args.connect_timeout,
+                "spacing_s": args.spacing,
+                "limit_s": args.limit,
+            },
             "samples": {impl: {f"{i:g}": runs for i, runs in per.items()} for impl, per in raw.items()},
             "target_met": met,
             "target_reasons": reasons,

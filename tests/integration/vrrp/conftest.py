@@ -125,18 +125,21 @@ class Host:
             f" {VIP}/" in in_ns(self.ns, "ip", "-4", "-o", "addr", "show", "dev", "eth0", check=False).stdout
         )
 
-    def status(self) -> dict[str, Any]:
-        out = in_ns(
+    def vrrpd(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        """`agenda-vrrpd --config <this host's file> ARGV` inside the host's namespace."""
+        return in_ns(
             self.ns,
             sys.executable,
             "-m",
             "agenda.vrrp",
             "--config",
             str(self.config_path),
-            "status",
-            "--json",
+            *argv,
             check=False,
         )
+
+    def status(self) -> dict[str, Any]:
+        out = self.vrrpd("status", "--json")
         if out.returncode != 0:
             raise OSError(out.stderr.strip())
         return json.loads(out.stdout)

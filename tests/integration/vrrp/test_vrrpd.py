@@ -45,22 +45,7 @@ def test_sigkill_of_the_master_moves_the_vip_and_a_restart_preempts_back(link: L
     # A killed daemon cannot clean up: its address stays until `release` (systemd's ExecStopPost)
     # or its next start removes it.
     assert h1.holds_vip()
-    released = subprocess.run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            h1.ns,
-            sys.executable,
-            "-m",
-            "agenda.vrrp",
-            "--config",
-            str(h1.config_path),
-            "release",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    released = h1.vrrpd("release")
     assert released.returncode == 0, released.stderr
     assert "released 1 address" in released.stdout
     assert link.wait_single_holder("h2") == "h2"
@@ -78,22 +63,7 @@ def test_release_after_a_sigkill_hands_over_with_priority_zero(link: Link):
     h1, h2, _ = link.hosts
     wait_state(h2, "BACKUP")
     h1.signal(signal.SIGKILL)
-    released = subprocess.run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            h1.ns,
-            sys.executable,
-            "-m",
-            "agenda.vrrp",
-            "--config",
-            str(h1.config_path),
-            "release",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    released = h1.vrrpd("release")
     assert released.returncode == 0, released.stderr
     assert link.wait_single_holder("h2") == "h2"
     assert h2.status()["instances"][0]["transitions"][-1]["reason"] == "the master left (priority 0)"
