@@ -262,12 +262,13 @@ class Daemon:
                     self._read(ready)
             self._handle_events()
             now = self.clock()
-            if now >= self._next_link_check:
-                self._check_links(now)
-                self._next_link_check = now + INTERFACE_POLL
+            # Timers before the link check: a takeover waits for nothing it does not need.
             for inst in self.instances:
                 if inst.router is not None:
                     self.execute(inst, inst.router.tick(now))
+            if now >= self._next_link_check:
+                self._check_links(now)
+                self._next_link_check = self.clock() + INTERFACE_POLL
 
     def _drain_wake(self) -> None:
         try:
