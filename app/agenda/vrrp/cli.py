@@ -3,7 +3,8 @@
 agenda-vrrpd [--config PATH] [run]            the daemon, in the foreground (systemd runs it so)
 agenda-vrrpd [--config PATH] check-config     exit 0, or 2 with "vrrpd: config: <key>: <reason>"
 agenda-vrrpd [--config PATH] status [--json]  what the running daemon reports
-agenda-vrrpd [--config PATH] release          remove every configured VIP (systemd's ExecStopPost)
+agenda-vrrpd [--config PATH] release          remove every configured VIP and, where one was held,
+                                              send priority 0 for the dead master (systemd's ExecStopPost)
 agenda-vrrpd check-http URL [--cafile F] [--timeout S]   a track script: exit 0 iff URL answers 2xx
 """
 
@@ -115,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("check-config", help="validate the configuration file")
     status = commands.add_parser("status", help="the running daemon's instances, states and counters")
     status.add_argument("--json", action="store_true")
-    commands.add_parser("release", help="remove every configured VIP from its interface")
+    commands.add_parser(
+        "release", help="remove every configured VIP; where one was held, send priority 0 (ExecStopPost)"
+    )
     check = commands.add_parser("check-http", help="exit 0 iff GET URL answers 2xx (for track scripts)")
     check.add_argument("url")
     check.add_argument("--cafile")

@@ -425,8 +425,14 @@ class Daemon:
             state = NOTIFY_STATE.get(transition.new)
             if state is not None:
                 specific = getattr(inst.config, f"notify_{state.lower()}")
-                self.notifier.timeout = inst.config.notify_timeout
-                self.notifier.notify(inst.name, state, transition.priority, specific, inst.config.notify)
+                self.notifier.notify(
+                    inst.name,
+                    state,
+                    transition.priority,
+                    specific,
+                    inst.config.notify,
+                    inst.config.notify_timeout,
+                )
 
     def _send_advert(self, inst: Instance, priority: int) -> None:
         if inst.router is None:
@@ -508,7 +514,7 @@ class Daemon:
                         },
                     }
                 )
-            return {"pid": _pid(), "instances": out, "track_scripts": dict(self.script_ok)}
+            return {"pid": os.getpid(), "instances": out, "track_scripts": dict(self.script_ok)}
 
     def metrics(self) -> str:
         with self.lock:
@@ -594,10 +600,6 @@ class Daemon:
         self.status_server = ThreadingHTTPServer(addr, Handler)
         self.status_server.daemon_threads = True
         threading.Thread(target=self.status_server.serve_forever, name="status", daemon=True).start()
-
-
-def _pid() -> int:
-    return os.getpid()
 
 
 def install_signal_handlers(daemon: Daemon) -> None:

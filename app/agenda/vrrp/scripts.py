@@ -223,14 +223,25 @@ class Notifier:
 
     def __init__(self, timeout: float = 10.0) -> None:
         self.timeout = timeout
-        self._queues: dict[str, queue.SimpleQueue[list[str] | None]] = {}
+        self._queues: dict[str, queue.SimpleQueue[tuple[list[str], float] | None]] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
         self._abort = threading.Event()
         self._closed = False
 
-    def notify(self, instance: str, state: str, priority: int, specific: str, generic: str) -> None:
-        """Queue the commands for one transition and return at once; problems are logged, never raised."""
+    def notify(
+        self,
+        instance: str,
+        state: str,
+        priority: int,
+        specific: str,
+        generic: str,
+        timeout: float | None = None,
+    ) -> None:
+        """Queue the commands for one transition and return at once; problems are logged, never raised.
+
+        `timeout` (default: the notifier's) bounds each command; it travels with the job, so
+        instances with different notify_timeout values never see each other's."""
         try:
             commands = notify_commands(instance, state, priority, specific, generic)
         except ValueError as exc:
@@ -248,15 +259,16 @@ class Notifier:
                 self._threads[instance] = thread
                 thread.start()
             for argv in commands:
-                self._queues[instance].put(argv)
+                self._queues[instance].put((argv, self.timeout if timeout is None else timeout))
 
     def _worker(self, instance: str) -> None:
         jobs = self._queues[instance]
-        while (argv := jobs.get()) is not None:
+        while (job := jobs.get()) is not None:
+            argv, timeout = job
             if self._abort.is_set():
                 log.warning("vrrp: notify %s: %s skipped: shutting down", instance, shlex.join(argv))
                 continue
-            status, detail = run_command(argv, self.timeout, self._abort)
+            status, detail = run_command(argv, timeout, self._abort)
             if status == 0:
                 log.debug("vrrp: notify %s: %s: %s", instance, shlex.join(argv), detail)
             else:

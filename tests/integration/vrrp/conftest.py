@@ -15,7 +15,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,6 +264,3 @@ def link(tmp_path: Path) -> Iterator[Link]:
 
 def wait_state(host: Host, state: str, timeout: float = 10.0) -> None:
     wait_until(lambda: host.state() == state, timeout, 0.05, f"{host.name} in {state}")
-
-
-Waiter = Callable[..., Any]

@@ -385,6 +385,19 @@ def test_notifier_instances_do_not_wait_for_each_other(tmp_path: Path) -> None:
     notifier.close(timeout=0.1)  # kills the hanging VI_1 script
 
 
+def test_notifier_uses_each_jobs_own_timeout(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Instances have their own notify_timeout: the one given with the job wins over the default.
+    done = tmp_path / "done"
+    hang = script(tmp_path, "hang.sh", "exec sleep 30\n")
+    notifier = Notifier(timeout=60)
+    with caplog.at_level(logging.WARNING, logger="agenda.vrrp"):
+        notifier.notify("VI_1", "MASTER", 150, str(hang), "", timeout=0.3)
+        notifier.notify("VI_1", "BACKUP", 100, f"touch '{done}'", "")
+        assert wait_until(done.exists)
+        notifier.close(timeout=5)
+    assert any("timed out after 0.3s" in r.getMessage() for r in caplog.records)
+
+
 def test_notifier_kills_hanging_script_and_runs_the_next(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
