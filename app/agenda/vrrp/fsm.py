@@ -248,7 +248,12 @@ class Router:
             advert.priority == self.priority and int(source) > int(self.settings.primary)
         ):
             reason = f"higher priority master {source} (priority {advert.priority})"
-            return self._to_backup(now, reason, advert.interval, master=source)
+            # One last advert at our lower priority: if the better master's advert reached us
+            # before ours reached it (a healed partition), this is how it learns that clients may
+            # still point at us, and it re-announces the VIP (see below).
+            last_word = SendAdvert(self.priority)
+            actions = self._to_backup(now, reason, advert.interval, master=source)
+            return [actions[0], last_word, *actions[1:]]
         # A lower-priority master (a healed partition): assert ourselves now, and re-announce the
         # VIP, since the neighbours' ARP caches point at the other master, which will step down.
         self.timers.advert = now + self.settings.advert_int

@@ -161,7 +161,9 @@ def test_master_hearing_a_higher_priority_steps_down_at_once() -> None:
     r = router(priority=100)
     t = become_master(r)
     actions = r.receive(t + 0.5, PEER, advert(200, interval_cs=200))
-    assert kinds(actions) == [Transition, RemoveAddresses]
+    # A last advert at our own priority tells the new master that clients may still point at us.
+    assert kinds(actions) == [Transition, SendAdvert, RemoveAddresses]
+    assert actions[1] == SendAdvert(100)
     assert transitions(actions) == [(State.MASTER, State.BACKUP)]
     assert r.state is State.BACKUP
     assert r.master_address == PEER
@@ -191,7 +193,7 @@ def test_equal_priority_higher_address_wins_against_a_master() -> None:
     r = router(priority=100, primary=ME)
     t = become_master(r)
     actions = r.receive(t + 0.1, PEER, advert(100))  # PEER > ME
-    assert kinds(actions) == [Transition, RemoveAddresses]
+    assert kinds(actions) == [Transition, SendAdvert, RemoveAddresses]
     assert r.state is State.BACKUP
     assert r.master_address == PEER
 
