@@ -10,8 +10,13 @@ Retry rules:
   on transport errors and on 502/503/504, up to `retries` times, with capped exponential backoff and
   full jitter, or the server's Retry-After (capped) when it sends one.
 - A non-idempotent request (POST by default) is re-sent only when the failure proves it never left
-  this machine: connection refused, connect timeout, name resolution or TLS handshake failure. A
-  read timeout or a 503 leaves its outcome unknown, so it is returned (or raised) as is.
+  this machine: connection refused, connect timeout, name resolution or TLS handshake failure, or
+  when the caller's `resend_if` says the server's 502/503/504 answer proves it was not carried out
+  (the DB's "no leader": nothing entered the log). A read timeout or any other 503 leaves its outcome
+  unknown, so it is returned (or raised) as is.
+- An answer that `resend_if` accepts describes the whole cluster (no leader anywhere), not one
+  replica, so the next attempt waits (Retry-After, capped, or backoff) even on a replica not yet
+  tried: asking the other members at once would only collect the same answer.
 - Other 4xx/5xx responses are never retried; they are returned, or raised as `HttpError` when the
   caller passes `raise_for_status=True`.
 - When retries are exhausted, `Unavailable` is raised with the last cause chained.
@@ -228,6 +233,7 @@ class HttpClient:
         idempotent: bool | None = None,
         raise_for_status: bool = False,
         timeout: TimeoutSpec | None = None,
+        resend_if: Callable[[requests.Response], bool] | None = None,
     ) -> requests.Response:
         """Send `method path` to the active replica, failing over and retrying per the module rules."""
         if not path.startswith("/"):
@@ -251,8 +257,9 @@ class HttpClient:
         last_exc: BaseException | None = None
         last_response: requests.Response | None = None
         attempts = 0
+        wait_before_next = False
         for attempt in range(self.retries + 1):
-            if attempt and index in tried:
+            if attempt and (index in tried or wait_before_next):
                 # Failing over to a replica not yet tried in this call needs no pause; going back to
                 # one that already failed does: the server's Retry-After if it sent one, else backoff.
                 delay = self._retry_after(last_response) if last_response is not None else None
@@ -262,6 +269,7 @@ class HttpClient:
             tried.add(index)
             attempts += 1
             last_response = None
+            wait_before_next = False
             try:
                 response = self._session.request(
                     method,
@@ -284,7 +292,11 @@ class HttpClient:
                 index = self._advance_from(index)
                 continue
 
-            if response.status_code in RETRY_STATUSES and idempotent:
+            not_carried_out = (
+                response.status_code in RETRY_STATUSES and resend_if is not None and resend_if(response)
+            )
+            if response.status_code in RETRY_STATUSES and (idempotent or not_carried_out):
+                wait_before_next = not_carried_out
                 last_exc = HttpError(method, url, response)
                 last_response = response
                 response.close()  # return the connection to the pool before the next attempt

@@ -3,8 +3,11 @@
 Give it every member's API base URL: any member can serve any request (followers forward to the
 leader), and :class:`~agenda.common.http.HttpClient` fails over to the next member when one is down or
 answers 503. Requests are only re-sent when that is harmless: reads, unconditional puts and deletes,
-keepalives. A conditional write (``prev_revision``), a txn or a lease grant whose outcome is unknown
-raises :class:`DBUnavailable` with ``outcome_unknown=True`` so the caller can re-read and decide.
+keepalives, and any request the DB answered with "no leader" or "proposal failed" (refused before it
+entered the log, so not applied), after the DB's Retry-After: a write sent during an election or a
+leadership transfer goes through once the cluster has a leader again. A conditional write
+(``prev_revision``), a txn or a lease grant whose outcome is unknown raises :class:`DBUnavailable` with
+``outcome_unknown=True`` so the caller can re-read and decide.
 
 Keys are sent in the URL path (``/v1/kv/<key>``) percent-encoded, so any legal key (including ones
 starting with ``/`` or containing ``?``) round-trips.
@@ -13,7 +16,7 @@ starting with ``/`` or containing ``?``) round-trips.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote
 
 import requests
@@ -74,6 +77,16 @@ def _key_path(key: str) -> str:
     return "/v1/kv/" + quote(key, safe="/")
 
 
+# Problem types (their last path segment) of DB answers that prove the request was not carried out:
+# nothing entered the Raft log, so even a txn or a lease grant may be sent again.
+_NOT_CARRIED_OUT: Final = frozenset({"no-leader", "proposal-failed", "membership-change-in-progress"})
+
+
+def _not_carried_out(response: requests.Response) -> bool:
+    kind = str(_problem(response).get("type", ""))
+    return kind.rsplit("/", 1)[-1] in _NOT_CARRIED_OUT
+
+
 def _problem(response: requests.Response) -> dict[str, Any]:
     try:
         body = response.json()
@@ -121,7 +134,13 @@ class DBClient:
     ) -> requests.Response | None:
         try:
             response = self.http.request(
-                method, path, json=json, params=params, idempotent=idempotent, timeout=timeout
+                method,
+                path,
+                json=json,
+                params=params,
+                idempotent=idempotent,
+                timeout=timeout,
+                resend_if=_not_carried_out,
             )
         except Unavailable as exc:
             unknown = not (idempotent if idempotent is not None else method in ("GET", "PUT", "DELETE"))

@@ -159,6 +159,35 @@ def test_post_is_not_retried_on_503(server: ScriptedServer, sleep: RecordingSlee
     assert sleep.calls == []
 
 
+def test_post_is_resent_after_a_pause_when_the_answer_proves_it_was_not_carried_out(
+    server: ScriptedServer, sleep: RecordingSleep
+) -> None:
+    """A 503 the caller's predicate recognises (the DB's "no leader": nothing entered the log) makes
+    even a POST safe to send again; the pause comes first, even before an untried replica, since the
+    condition is cluster-wide."""
+    refused = Reply(503, {"type": "no-leader"}, headers={"Retry-After": "1"})
+    server.script = [refused, refused]
+    with ScriptedServer() as other:
+        other.script = [refused, Reply(201)]
+        client = make_client([server.url, other.url], sleep)
+        response = client.post("/txn", json={"n": 1}, resend_if=lambda r: r.json()["type"] == "no-leader")
+    assert response.status_code == 201
+    assert len(server.seen) + len(other.seen) == 4
+    assert sleep.calls == [1.0, 1.0, 1.0]
+
+
+def test_post_is_not_resent_when_the_predicate_declines(
+    server: ScriptedServer, sleep: RecordingSleep
+) -> None:
+    server.script = [Reply(503, {"type": "outcome-unknown"})]
+    response = make_client([server.url], sleep).post(
+        "/txn", json={}, resend_if=lambda r: r.json().get("type") == "no-leader"
+    )
+    assert response.status_code == 503
+    assert len(server.seen) == 1
+    assert sleep.calls == []
+
+
 def test_post_marked_idempotent_is_retried(server: ScriptedServer, sleep: RecordingSleep) -> None:
     server.script = [Reply(503), Reply(201)]
     response = make_client([server.url], sleep).post("/events", json={}, idempotent=True)
