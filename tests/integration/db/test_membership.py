@@ -148,6 +148,41 @@ def test_add_remove_and_restart_every_member(trio: Any, wait: Callable[..., Any]
     assert write.status_code == 200, write.text
 
 
+def test_leadership_is_handed_over_before_a_restart(trio: Any, wait: Callable[..., Any]) -> None:
+    """What a rolling deploy does before restarting the leader: asked at a follower to move leadership
+    off the leader, the cluster elects a caught-up follower and answers once it leads; asked again, it
+    changes nothing. The old leader, killed and restarted, rejoins as a follower."""
+    cluster = trio
+    leader = cluster.leader()
+    follower = cluster.followers(leader)[0]
+    before = served(cluster, wait, follower, "PUT", "/v1/kv/handover/before", json={"value": 1})
+    assert before.status_code == 200
+
+    moved = served(cluster, wait, follower, "POST", "/v1/cluster/transfer-leadership", json={"from": leader})
+    assert moved.status_code == 200, moved.text
+    if moved.json()["transferred"] is False:  # an election meanwhile already moved it: still not the leader
+        assert moved.json()["leader"] != leader
+    successor = moved.json()["leader"]
+    assert successor != leader
+    for node_id in cluster.members:
+        wait(
+            lambda n=node_id: cluster.request(n, "GET", "/v1/cluster", client_timeout=2.0).json()["leader"]
+            == successor,
+            30,
+            message=f"{node_id} to follow {successor}",
+        )
+    again = served(cluster, wait, leader, "POST", "/v1/cluster/transfer-leadership", json={"from": leader})
+    assert again.json() == {"leader": successor, "transferred": False}
+
+    # Restarting the old leader now is a follower's restart: writes go on through the others.
+    cluster.kill(leader)
+    with DBClient([cluster.url(n) for n in cluster.members if n != leader], timeout=(1.0, 15.0)) as client:
+        assert client.put("handover/during", 2) > 0
+    cluster.start(leader)
+    cluster.wait_healthy(list(cluster.members), timeout=60)
+    assert served(cluster, wait, leader, "GET", "/v1/kv/handover/during").json()["value"] == 2
+
+
 def test_bad_membership_requests_are_problems(trio: Any, wait: Callable[..., Any]) -> None:
     cluster = trio
     leader = cluster.leader()

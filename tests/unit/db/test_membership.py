@@ -395,6 +395,50 @@ def test_removing_the_leader_hands_over_then_forwards(client, member, forwarder)
     assert headers["X-Agenda-Forwarded"] == "a"
 
 
+def test_transfer_leadership_moves_it_off_the_named_leader_once(client, member):
+    moved = client.post("/v1/cluster/transfer-leadership", json={"from": "a"})
+    assert moved.status_code == 200
+    assert moved.json == {"leader": "b", "transferred": True}
+    assert member.transfers == 1
+
+
+def test_transfer_leadership_from_a_member_that_does_not_lead_changes_nothing(client, member, forwarder):
+    # "a" leads; asking to move leadership off "b" (a follower) is a no-op, so the call can be repeated.
+    assert client.post("/v1/cluster/transfer-leadership", json={"from": "b"}).json == {
+        "leader": "a",
+        "transferred": False,
+    }
+    assert member.transfers == 0
+    # Asked at a follower, the request goes to the leader.
+    member.leading = B
+    assert client.post("/v1/cluster/transfer-leadership", json={"from": "b"}).status_code == 200
+    assert forwarder.forwarded[-1][:3] == ("b", "POST", "/v1/cluster/transfer-leadership")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({}, 400, "from"),
+        ({"from": 7}, 400, "from"),
+        ({"from": "b b"}, 400, "from"),
+        ({"from": "zz"}, 404, None),
+    ],
+)
+def test_bad_transfer_requests(client, member, body, status, field):
+    response = client.post("/v1/cluster/transfer-leadership", json=body)
+    assert is_problem(response, status)
+    if field:
+        assert response.json["field"] == field
+    else:
+        assert response.json["member"] == "zz"
+    assert member.transfers == 0
+
+
+def test_the_only_member_cannot_hand_over_leadership(client, member):
+    member.kv.apply(member_remove_command(B.raft_addr))
+    assert is_problem(client.post("/v1/cluster/transfer-leadership", json={"from": "a"}), 409)
+
+
 def test_the_last_member_cannot_be_removed(client, member):
     member.kv.apply(member_remove_command(B.raft_addr))
     response = client.delete("/v1/cluster/members/a")

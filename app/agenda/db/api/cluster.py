@@ -7,6 +7,13 @@ that Raft address (start it first), or when removing the last member; 404 for an
 ``Retry-After`` without a leader or while another change is pending. Removing the leader first hands
 leadership to a caught-up follower, then forwards the removal to it. The procedure and the quorum
 consequences are in :mod:`agenda.db.node`.
+
+``POST /v1/cluster/transfer-leadership`` with ``{"from": "<id>"}`` makes ``<id>`` stop leading before an
+operator (a rolling deploy) restarts it: if it leads, a caught-up follower takes over first, so clients
+meet no election. Answered once the change is done, 200 with ``leader`` (the leader now) and
+``transferred``; when ``<id>`` does not lead, nothing happens (``transferred: false``), so the call is safe
+to repeat. 404 for an id that is not a member, 409 for the only member, 503 with ``Retry-After`` without
+a leader or when no follower took over in time.
 """
 
 from __future__ import annotations
@@ -99,3 +106,21 @@ def remove_member(node_id: str) -> Any:
         return route_to(ctx, node.transfer_leadership(), redirect)
     members = node.remove_member(node_id)
     return flask.jsonify({"members": _member_rows(node, members, node.status)})
+
+
+@cluster.post("/v1/cluster/transfer-leadership")
+def transfer_leadership() -> Any:
+    ctx = db_context()
+    node = ctx.node
+    check_args(flask.request.args, set())
+    redirect_requested()
+    body = json_body({"from": str})
+    validate_node_id(body["from"], field="from")
+    routed = leader_route(ctx)
+    if routed is not None:
+        return routed
+    node.read(lambda kv: kv.require_member(body["from"]))  # 404 naming the member
+    if body["from"] != node.self_peer.node_id:
+        return flask.jsonify({"leader": node.self_peer.node_id, "transferred": False})
+    successor = node.transfer_leadership()
+    return flask.jsonify({"leader": successor.node_id, "transferred": True})
