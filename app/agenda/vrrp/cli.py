@@ -1,6 +1,8 @@
 """`agenda-vrrpd`: run the daemon, check its configuration, show its status, release its VIPs.
 
-agenda-vrrpd [--config PATH] [run]            the daemon, in the foreground (systemd runs it so)
+agenda-vrrpd [--config PATH] [run]            the daemon, in the foreground (systemd runs it so);
+                                              SIGHUP re-executes it onto the code and configuration
+                                              on disk, same PID, VIPs kept (systemd's ExecReload)
 agenda-vrrpd [--config PATH] check-config     exit 0, or 2 with "vrrpd: config: <key>: <reason>"
 agenda-vrrpd [--config PATH] status [--json]  what the running daemon reports
 agenda-vrrpd [--config PATH] release          remove every configured VIP and, where one was held,
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import ssl
 import sys
 import urllib.error
@@ -22,6 +25,7 @@ from typing import Any
 from agenda.common.config import Config, ConfigError
 from agenda.common.logs import configure_logging
 from agenda.vrrp import config as vrrp_config
+from agenda.vrrp import handoff
 
 EXIT_USAGE = 2
 
@@ -35,14 +39,31 @@ def _load(path: str | None) -> Config:
     return vrrp_config.load(vrrp_config.config_path(path))
 
 
-def _run(cfg: Config) -> int:
+def _take_handoff() -> handoff.HandOff | None:
+    """What the previous process of this PID left before re-executing (SIGHUP), if anything.
+
+    Removed from the environment before anything can inherit it; a value we cannot trust is
+    logged and ignored, and the daemon starts as after a plain start (it never crashes on it)."""
+    raw = handoff.take(os.environ)
+    if raw is None:
+        return None
+    try:
+        return handoff.decode(raw)
+    except handoff.HandOffError as exc:
+        logging.getLogger("agenda.vrrp").warning(
+            "vrrp: ignoring %s (starting as after a plain start): %s", handoff.ENV, exc
+        )
+        return None
+
+
+def _run(cfg: Config, config_file: str, reexec_args: list[str]) -> int:
     from agenda.vrrp import net
     from agenda.vrrp.daemon import Daemon, install_signal_handlers
 
     configure_logging("agenda-vrrpd", cfg.log_level.upper(), json=cfg.log_format == "json")
     # pyroute2 narrates every netlink message at debug level; our own debug lines are what matter.
     logging.getLogger("pyroute2").setLevel(max(logging.INFO, logging.getLogger().level))
-    daemon = Daemon(cfg)
+    daemon = Daemon(cfg, handoff=_take_handoff(), config_file=config_file, reexec_args=reexec_args)
     install_signal_handlers(daemon)
     try:
         daemon.run()
@@ -107,6 +128,8 @@ def _check_http(url: str, cafile: str | None, timeout: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A reload re-executes the daemon with the arguments it was started with, exactly.
+    raw_args = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="agenda-vrrpd", description="VRRPv3 daemon (keepalived-compatible)")
     parser.add_argument(
         "--config", help=f"YAML file (default ${vrrp_config.CONFIG_ENV} or {vrrp_config.DEFAULT_CONFIG_PATH})"
@@ -123,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("url")
     check.add_argument("--cafile")
     check.add_argument("--timeout", type=float, default=2.0)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(raw_args)
 
     if args.command == "check-http":
         return _check_http(args.url, args.cafile, args.timeout)
@@ -138,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return _status(cfg, args.json)
     if args.command == "release":
         return _release(cfg)
-    return _run(cfg)
+    return _run(cfg, vrrp_config.config_path(args.config), raw_args)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,9 @@ class Transition:
     new: State
     reason: str
     priority: int
+    # A reloaded daemon taking up the mastership its previous process held: logged like a change
+    # of state, but nothing changed on the wire, so notify_master does not run again.
+    resumed: bool = False
 
 
 Action = SendAdvert | AddAddresses | RemoveAddresses | SendGratuitousArp | Transition
@@ -105,7 +108,7 @@ class _Timers:
 
 @dataclass
 class Router:
-    """One VRRP instance. Create, then call `start(now)`."""
+    """One VRRP instance. Create, then call `start(now)` (or `resume_master(now)` after a reload)."""
 
     settings: Settings
     state: State = State.INIT
@@ -154,6 +157,30 @@ class Router:
         if self.priority == OWNER_PRIORITY:
             return self._to_master(now, "address owner (priority 255)")
         return self._to_backup(now, "start", self.settings.advert_int)
+
+    def resume_master(self, now: float) -> list[Action]:
+        """Start as the master this daemon already was before it re-executed itself (SIGHUP).
+
+        The VIPs never left the interface and no backup took over, so: the advert first (the
+        backups' Master_Down timers are running since the old process's last one), then the
+        addresses (idempotent: re-adds one the new configuration added), one gratuitous-ARP
+        burst for such a new address. No delayed second burst: this is not a takeover."""
+        self._started_at = now
+        self.timers.clear()
+        self._master_left = False
+        self._lower_master_since = None
+        self.master_address = self.settings.primary
+        self.master_adver_interval = self.settings.advert_int
+        self.timers.advert = now + self.settings.advert_int
+        if self.settings.garp_master_refresh > 0:
+            self.timers.garp_refresh = now + self.settings.garp_master_refresh
+        old, self.state = self.state, State.MASTER
+        return [
+            SendAdvert(self.priority),
+            Transition(old, State.MASTER, "resumed after reload", self.priority, resumed=True),
+            AddAddresses(),
+            SendGratuitousArp(),
+        ]
 
     def tick(self, now: float) -> list[Action]:
         actions: list[Action] = []

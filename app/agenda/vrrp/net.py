@@ -106,6 +106,9 @@ class VrrpSocket:
     def fileno(self) -> int:
         return self._receiver.fileno()
 
+    def filenos(self) -> list[int]:
+        return [self._receiver.fileno(), self._sender.fileno()]
+
     def send(self, message: bytes, destination: IPv4Address) -> None:
         # A full send queue drops one advert; the next interval sends another.
         with contextlib.suppress(BlockingIOError):
@@ -138,6 +141,9 @@ class ArpSender:
                     self._sock.send(frame)
                 except OSError:
                     return  # the link went away; the state machine will hear about it
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
 
     def close(self) -> None:
         self._sock.close()

@@ -144,6 +144,14 @@ class Host:
             raise OSError(out.stderr.strip())
         return json.loads(out.stdout)
 
+    def http_status(self) -> dict[str, Any]:
+        """GET /status straight from the daemon: unlike `status`, works while the file is broken."""
+        code = "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9110/status',timeout=3).read().decode())"
+        out = in_ns(self.ns, sys.executable, "-c", code, check=False)
+        if out.returncode != 0:
+            raise OSError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "no status")
+        return json.loads(out.stdout)
+
     def mac(self) -> str:
         return in_ns(self.ns, "cat", "/sys/class/net/eth0/address").stdout.strip()
 
@@ -152,6 +160,37 @@ class Host:
 
     def notifications(self) -> list[str]:
         return self.notify_log.read_text().splitlines() if self.notify_log.exists() else []
+
+    @property
+    def log(self) -> str:
+        path = self.workdir / f"{self.name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    @contextlib.contextmanager
+    def address_events(self) -> Iterator[Path]:
+        """`ip monitor address` on the host for the block: a file of every address added or
+        deleted, so even a deletion shorter than any polling interval is caught."""
+        path = self.workdir / f"{self.name}.addr-events"
+        with path.open("wb") as out:
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns, "ip", "-o", "monitor", "address"], stdout=out
+            )
+        try:
+            # The monitor is listening once it reports a change of our own (on lo, which no daemon
+            # uses); until it has subscribed, changes go unseen, so each poll makes another.
+            def seen() -> bool:
+                if "127.0.0.9" in path.read_text():
+                    return True
+                in_ns(self.ns, "ip", "addr", "del", "127.0.0.9/8", "dev", "lo", check=False)
+                in_ns(self.ns, "ip", "addr", "add", "127.0.0.9/8", "dev", "lo")
+                return False
+
+            wait_until(seen, 10, 0.05, f"ip monitor on {self.name}")
+            in_ns(self.ns, "ip", "addr", "del", "127.0.0.9/8", "dev", "lo")
+            yield path
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 @dataclass
@@ -216,6 +255,50 @@ class Link:
             datagram_payload.hex(),
             destination,
         )
+
+
+# The bridge floods link-local multicast to its own interface too: each advert shows there once.
+SNIFFER = """
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+print("ready", flush=True)
+while True:
+    ip, (ifname, *_) = s.recvfrom(2048)
+    if ifname != "br0" or len(ip) < 28 or ip[9] != 112:
+        continue
+    ihl = (ip[0] & 15) * 4
+    print(f"{time.time():.6f} {socket.inet_ntoa(ip[12:16])} {ip[ihl + 2]}", flush=True)
+"""
+
+
+@dataclass
+class Adverts:
+    """VRRP adverts seen on the switch: (epoch seconds, source address, priority)."""
+
+    path: Path
+
+    def seen(self) -> list[tuple[float, str, int]]:
+        out = []
+        for line in self.path.read_text().splitlines()[1:]:
+            at, source, priority = line.split()
+            out.append((float(at), source, int(priority)))
+        return out
+
+
+@contextlib.contextmanager
+def sniff_adverts(link: Link, workdir: Path) -> Iterator[Adverts]:
+    """Record every VRRP advert crossing the bridge (AF_PACKET in the switch namespace)."""
+    path = workdir / "adverts"
+    with path.open("wb") as out:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", link.switch, sys.executable, "-c", SNIFFER], stdout=out
+        )
+    try:
+        wait_until(lambda: path.read_text().startswith("ready"), 10, 0.02, "the advert sniffer")
+        yield Adverts(path)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def _teardown(switch: str, hosts: list[str]) -> None:

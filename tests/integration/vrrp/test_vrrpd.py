@@ -4,18 +4,22 @@ link loss, track scripts, hostile packets and start-up errors. Advert interval 0
 
 from __future__ import annotations
 
+import itertools
+import json
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from ipaddress import IPv4Address
+from pathlib import Path
 
 import yaml
 
 from agenda.vrrp.packet import Advertisement, encode
 
 from ..conftest import wait_until
-from .conftest import VIP, Link, wait_state
+from .conftest import VIP, Host, Link, in_ns, sniff_adverts, wait_state
 
 
 def start_all(link: Link) -> None:
@@ -220,3 +224,158 @@ def test_a_missing_interface_and_a_bad_config_fail_at_start_naming_them(link: Li
     )
     assert run.returncode == 2
     assert run.stderr.strip() == "vrrpd: config: instances.0.priority: must be <= 255, got 300"
+
+
+# ------------------------------------------------------------------ reload (SIGHUP) without a VIP move
+
+
+def reload_window(link: Link, *, seconds: float, until: Callable[[], bool]) -> list[str]:
+    """Poll who holds the VIP until `until()` holds and `seconds` more have passed (bounded by 30 s);
+    return every distinct holder list seen (each poll is one `ip addr` per host, ~10 ms)."""
+    seen: list[str] = []
+    done_at: float | None = None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        holders = ",".join(link.holders())
+        if holders not in seen:
+            seen.append(holders)
+        if done_at is None and until():
+            done_at = time.monotonic()
+        if done_at is not None and time.monotonic() - done_at >= seconds:
+            return seen
+    raise AssertionError(f"the reload did not complete within 30 s (holders seen: {seen})")
+
+
+def start_master_then_backup(master: Host, backup: Host) -> None:
+    """advert_int 1 s; the backup starts once the master is master, so that it never was one (two
+    daemons starting together both wait a Master_Down_Interval and may both take the VIP briefly)."""
+    for host in (master, backup):
+        host.write_config(advert_int=1.0)
+    master.start()
+    wait_state(master, "MASTER", timeout=20)
+    backup.start()
+    wait_until(
+        lambda: backup.status()["instances"][0]["counters"]["adverts_received"] > 0,
+        20,
+        0.05,
+        f"{backup.name} hearing {master.name}",
+    )
+    wait_state(backup, "BACKUP")
+
+
+def test_sighup_reexecutes_the_master_in_place_and_the_vip_never_moves(link: Link, tmp_path: Path):
+    # advert_int 1 s, as deployed: the backup's Master_Down_Interval is 3 s + skew (3.45 s at 140).
+    h1, h2, _ = link.hosts
+    start_master_then_backup(h1, h2)
+    assert h1.proc is not None
+    before = h1.status()
+    assert before["pid"] == h1.proc.pid
+    assert before["reloads"] == 0
+    notified = len(h1.notifications())
+
+    def reloaded() -> bool:
+        try:
+            status = h1.status()
+        except OSError:
+            return False  # the status server is between two processes
+        return status["reloads"] == 1 and status["instances"][0]["state"] == "MASTER"
+
+    with sniff_adverts(link, tmp_path) as adverts, h1.address_events() as events:
+        h1.proc.send_signal(signal.SIGHUP)
+        # Past the reload, three advert intervals: a backup that lost the master would take over.
+        holders_seen = reload_window(link, seconds=3.5, until=reloaded)
+        deleted = [
+            line for line in events.read_text().splitlines() if "Deleted" in line and f" {VIP}/" in line
+        ]
+        assert deleted == [], deleted
+
+    assert holders_seen == ["h1"], f"the VIP moved: holders seen {holders_seen}"
+    after = h1.status()
+    assert h1.proc.poll() is None
+    assert after["pid"] == h1.proc.pid == before["pid"]
+    assert after["reloads"] == 1
+    assert after["started"] > before["started"]
+    assert after["reload_error"] is None
+    instance = after["instances"][0]
+    assert instance["state"] == "MASTER"
+    assert instance["holds_vips"] is True
+    assert instance["transitions"] == [
+        {
+            "at": instance["transitions"][0]["at"],
+            "from": "INIT",
+            "to": "MASTER",
+            "reason": "resumed after reload",
+        }
+    ]
+    assert len(h1.notifications()) == notified  # not a transition: no notify_master again
+    backup = h2.status()["instances"][0]
+    assert backup["state"] == "BACKUP"
+    assert [t["to"] for t in backup["transitions"]] == ["BACKUP"]  # never MASTER, before or after
+    assert h2.notifications() == ["INSTANCE VI_1 BACKUP 140"]
+    reloaded_lines = [json.loads(line) for line in h1.log.splitlines() if '"reloaded"' in line]
+    assert reloaded_lines, h1.log[-2000:]
+    assert reloaded_lines[-1]["resumed"] == ["VI_1"]
+
+    # The advert gap the backup saw: the old process's last advert (sent just before the exec) to
+    # the new process's first (sent before it serves /status or runs a track script).
+    ours = [at for at, source, _ in adverts.seen() if source == h1.address]
+    gaps = [b - a for a, b in itertools.pairwise(ours)]
+    exec_gap = next(b - a for a, b in itertools.pairwise(ours) if a < after["started"] <= b)
+    print(f"\nadvert gap over the re-exec: {exec_gap * 1000:.0f} ms; largest gap {max(gaps) * 1000:.0f} ms")
+    (tmp_path / "gap").write_text(f"{exec_gap:.6f} {max(gaps):.6f}\n")
+    assert exec_gap < 1.0, exec_gap  # well inside the backup's 3.45 s Master_Down_Interval
+    assert max(gaps) < 1.6, gaps  # no interval longer than a regular one and the exec together
+
+    # After the resume, the ordinary state machine: a failing weight-0 check hands the VIP over.
+    h1.health_file.unlink()
+    wait_state(h1, "FAULT")
+    assert link.wait_single_holder("h2") == "h2"
+
+
+def test_sighup_with_a_broken_config_keeps_the_old_daemon_running_as_master(link: Link):
+    h1, h2, _ = link.hosts
+    start_master_then_backup(h1, h2)
+    assert h1.proc is not None
+    before = h1.http_status()
+    h1.write_config(priority=300)  # refused by check-config
+    h1.proc.send_signal(signal.SIGHUP)
+    error = wait_until(lambda: h1.http_status()["reload_error"], 30, 0.1, "h1 refusing the reload")
+    assert "instances.0.priority: must be <= 255, got 300" in error
+    assert "reload refused" in h1.log
+    assert "instances.0.priority: must be <= 255, got 300" in h1.log
+    after = h1.http_status()
+    assert after["pid"] == before["pid"] == h1.proc.pid
+    assert after["started"] == before["started"]  # the same process image: no exec happened
+    assert after["reloads"] == 0
+    assert after["instances"][0]["state"] == "MASTER"
+    assert after["instances"][0]["priority"] == 150  # still the old configuration
+    assert link.holders() == ["h1"]
+    assert h2.state() == "BACKUP"
+    # Fixed, a second SIGHUP goes through.
+    h1.write_config(priority=150)
+    h1.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: h1.http_status()["reloads"] == 1, 30, 0.1, "h1 reloaded")
+    assert h1.http_status()["reload_error"] is None
+    assert link.holders() == ["h1"]
+
+
+def test_a_reload_applies_a_changed_vip_list_without_releasing_the_kept_one(link: Link):
+    # One host: the address list is part of the advert, so peers would need the same change.
+    h1 = link.hosts[0]
+    other = f"{VIP.rsplit('.', 1)[0]}.101"
+    h1.write_config(advert_int=1.0, virtual_ipaddress=[f"{VIP}/24", f"{other}/24"])
+    h1.start()
+    wait_state(h1, "MASTER", timeout=20)
+    assert h1.proc is not None
+    h1.write_config(virtual_ipaddress=[f"{VIP}/24"], priority=120)
+    with h1.address_events() as events:
+        h1.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: h1.http_status()["reloads"] == 1, 30, 0.05, "h1 reloaded")
+        text = events.read_text()
+    assert [line for line in text.splitlines() if "Deleted" in line and f" {VIP}/" in line] == []
+    assert any("Deleted" in line and f" {other}/" in line for line in text.splitlines()), text
+    status = h1.http_status()["instances"][0]
+    assert (status["state"], status["priority"], status["vips"]) == ("MASTER", 120, [f"{VIP}/24"])
+    addresses = in_ns(h1.ns, "ip", "-4", "-o", "addr", "show", "dev", "eth0").stdout
+    assert f" {VIP}/24" in addresses
+    assert f" {other}/" not in addresses
