@@ -78,6 +78,9 @@ def build(environ: dict[str, str]) -> dict:
     base = net.network_address
     raft_nodes = raft_nodes_per_host(count)
     hostvars: dict[str, dict] = {}
+    # Raft members are named explicitly (db1.. over the hosts in order), so that a member's name and
+    # data directory never depend on the inventory's order.
+    next_member = 1
     for index in range(1, count + 1):
         name = f"agenda{index}"
         ip = str(base + 10 + index)
@@ -86,7 +89,9 @@ def build(environ: dict[str, str]) -> dict:
             "ansible_user": "vagrant",
             "agenda_host_ip": ip,
             "raft_db_node_count": raft_nodes[index - 1],
+            "raft_db_member_ids": [f"db{next_member + k}" for k in range(raft_nodes[index - 1])],
         }
+        next_member += raft_nodes[index - 1]
         key = ssh_key_for(name)
         if key:
             host["ansible_ssh_private_key_file"] = key

@@ -99,13 +99,15 @@ def host(name: str) -> Any:
 
 
 def db_members() -> list[dict[str, str]]:
-    """Every DB member as the inventory places them: id, host and API URL (numbering as the role)."""
+    """Every DB member as the inventory places them: id, host and API URL (named as the role names
+    them: the host's raft_db_member_ids, else numbered in inventory order)."""
     members = []
     for name in HOSTS:
         variables = host_vars(name)
+        ids = list(variables.get("raft_db_member_ids") or [])
         for k in range(int(variables.get("raft_db_node_count", 0))):
             members.append({
-                "id": f"db{len(members) + 1}",
+                "id": ids[k] if k < len(ids) else f"db{len(members) + 1}",
                 "host": name,
                 "url": f"https://{variables['agenda_host_ip']}:{DB_API_PORT_BASE + k}",
             })

@@ -75,10 +75,17 @@ def test_each_service_runs_under_a_hardened_unit_as_the_service_user(host):
         status = host.file(f"/proc/{props['MainPID']}/status").content_string
         fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
         assert fields["Uid"].split()[1] != "0", f"agenda-{service} runs as root"
-        # The gateway keeps one privilege, binding port 443 (bit 10); the backends keep none.
-        expected = 1 << 10 if service == "gateway" else 0
-        assert int(fields["CapEff"], 16) == expected, service
-        assert int(fields["CapBnd"], 16) == expected, service
+        # No privilege at all, the gateway included: systemd binds port 443 and passes the socket in.
+        assert int(fields["CapEff"], 16) == 0, service
+        assert int(fields["CapBnd"], 16) == 0, service
+        # The listening socket is systemd's, so that a restart queues connections instead of refusing
+        # them: the service's process holds it as passed-in descriptor 3 (SD_LISTEN_FDS_START).
+        socket_unit = host.service(f"agenda-{service}.socket")
+        assert socket_unit.is_running, service
+        assert socket_unit.is_enabled, service
+        assert f"agenda-{service}.socket" in unit_properties(host, service, "Requires")["Requires"]
+        with host.sudo():
+            assert host.check_output(f"readlink /proc/{props['MainPID']}/fd/3").startswith("socket:"), service
 
 
 def test_configuration_is_private_and_the_gateway_secret_stays_off_the_command_line(host):

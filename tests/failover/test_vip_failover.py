@@ -4,7 +4,8 @@ A client on the controller requests https://VIP/v1/health throughout (a new conn
 as a new user would; bounded in count and time), and a watcher records which hosts hold the VIP
 (every host's `ip -4 addr`). Then, one case after the other, the active gateway host fails:
 
-- gateway-killed:   its agenda-gateway is SIGKILLed and kept down; the track script moves the VIP;
+- gateway-killed:   its agenda-gateway is SIGKILLed and kept down (its socket too); the track
+                    script moves the VIP;
 - vrrpd-killed:     its agenda-vrrpd is SIGKILLed; systemd's ExecStopPost releases the VIP and
                     systemd starts the daemon again;
 - host-stopped:     the whole host (its container) is killed, then started again;
@@ -42,6 +43,7 @@ from deployment.support import (
     vip,
     vip_url,
 )
+from failover.reporting import print_through
 
 testinfra_hosts = SPECS[:1]  # the checks drive every host themselves; run them once
 
@@ -227,20 +229,8 @@ def settled(*, timeout: float, what: str) -> float:
                     timeout=timeout, what=what)
 
 
-_CAPSYS: list[Any] = []
-
-
-@pytest.fixture(autouse=True)
-def _print_through(capsys):
-    """Let report() print past pytest's capture, as the other failover checks do."""
-    _CAPSYS[:] = [capsys]
-    yield
-    _CAPSYS.clear()
-
-
 def report(case: str, message: str) -> None:
-    with _CAPSYS[0].disabled():
-        print(f"\nfailover-vip: {case}: {message}", flush=True)
+    print_through(f"failover-vip: {case}: {message}")
 
 
 def fail_over(case: str, client: Client, watcher: Watcher, active: str, t0: float) -> str:
@@ -307,14 +297,15 @@ def test_gateway_killed_the_track_script_moves_the_vip(client):
     case, active = "gateway-killed", GATEWAYS[0]
     settled(timeout=RETURN_BOUND, what=f"{case}: the undisturbed state")
     t0 = time.monotonic()
-    # SIGKILL, then stop: systemd would otherwise start the gateway again (Restart=on-failure).
-    on(active, "systemctl", "kill", "--signal=KILL", "agenda-gateway")
-    on(active, "systemctl", "stop", "agenda-gateway")
+    # SIGKILL, then stop it and its socket: systemd would otherwise start the gateway again
+    # (Restart=on-failure, or the next connection to the socket it holds).
+    on(active, "systemctl", "kill", "--signal=KILL", "agenda-gateway.service")
+    on(active, "systemctl", "stop", "agenda-gateway.socket", "agenda-gateway.service")
     fail_over(case, prober, watcher, active, t0)
     assert active not in holders()
     assert vrrp_state(active)["state"] == "FAULT"
     healed_at = time.monotonic()
-    on(active, "systemctl", "start", "agenda-gateway")
+    on(active, "systemctl", "start", "agenda-gateway.socket", "agenda-gateway.service")
     heal(case, prober, watcher, healed_at, bound=RETURN_BOUND)
 
 

@@ -166,14 +166,7 @@ class Router:
         addresses (idempotent: re-adds one the new configuration added), one gratuitous-ARP
         burst for such a new address. No delayed second burst: this is not a takeover."""
         self._started_at = now
-        self.timers.clear()
-        self._master_left = False
-        self._lower_master_since = None
-        self.master_address = self.settings.primary
-        self.master_adver_interval = self.settings.advert_int
-        self.timers.advert = now + self.settings.advert_int
-        if self.settings.garp_master_refresh > 0:
-            self.timers.garp_refresh = now + self.settings.garp_master_refresh
+        self._arm_master(now, garp_delay=False)
         old, self.state = self.state, State.MASTER
         return [
             SendAdvert(self.priority),
@@ -292,17 +285,21 @@ class Router:
         old, self.state = self.state, new
         return Transition(old, new, reason, self.priority)
 
-    def _to_master(self, now: float, reason: str) -> list[Action]:
+    def _arm_master(self, now: float, *, garp_delay: bool) -> None:
+        """A master's bookkeeping and timers; `garp_delay` arms a takeover's delayed second GARP burst."""
         self.timers.clear()
         self._master_left = False
         self._lower_master_since = None
         self.master_address = self.settings.primary
         self.master_adver_interval = self.settings.advert_int
         self.timers.advert = now + self.settings.advert_int
-        if self.settings.garp_master_delay > 0:
+        if garp_delay and self.settings.garp_master_delay > 0:
             self.timers.garp = now + self.settings.garp_master_delay
         if self.settings.garp_master_refresh > 0:
             self.timers.garp_refresh = now + self.settings.garp_master_refresh
+
+    def _to_master(self, now: float, reason: str) -> list[Action]:
+        self._arm_master(now, garp_delay=True)
         # The address and its announcement before the advert: clients wait on the first two, while
         # the advert only confirms to the backups what their own timers already concluded.
         return [

@@ -32,6 +32,10 @@ def test_default_lab_is_two_hosts_with_three_and_two_raft_nodes():
     assert hosts["agenda1"]["agenda_host_ip"] == "192.168.56.11"
     assert hosts["agenda2"]["agenda_host_ip"] == "192.168.56.12"
     assert [hosts[h]["raft_db_node_count"] for h in ("agenda1", "agenda2")] == [3, 2]
+    assert [hosts[h]["raft_db_member_ids"] for h in ("agenda1", "agenda2")] == [
+        ["db1", "db2", "db3"],
+        ["db4", "db5"],
+    ]
     assert inv["all"]["vars"]["agenda_vip"] == "192.168.56.100"
     for group in ("gateways", "services", "redis", "raft"):
         assert inv[group]["hosts"] == ["agenda1", "agenda2"]
@@ -41,6 +45,8 @@ def test_three_hosts_spread_five_raft_nodes_without_a_majority_on_one():
     hosts = inventory.build({"LAB_HOSTS": "3"})["_meta"]["hostvars"]
     counts = [hosts[f"agenda{i}"]["raft_db_node_count"] for i in (1, 2, 3)]
     assert counts == [2, 2, 1]
+    ids = [hosts[f"agenda{i}"]["raft_db_member_ids"] for i in (1, 2, 3)]
+    assert ids == [["db1", "db2"], ["db3", "db4"], ["db5"]]
     assert sum(counts) == 5
 
 
