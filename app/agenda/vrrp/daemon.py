@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import logging
 import os
 import queue
@@ -29,11 +28,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
 from agenda.common.config import Config, ConfigError
+from agenda.common.status_http import start_status_server
 from agenda.vrrp import config as vrrp_config
 from agenda.vrrp import fsm, handoff, net
 from agenda.vrrp.packet import (
@@ -863,32 +863,8 @@ class Daemon:
             return "\n".join(lines) + "\n"
 
     def start_status_server(self) -> None:
-        addr = self.cfg.status_addr
-        if not addr:
-            return
-        daemon = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path == "/status":
-                    body, ctype = json.dumps(daemon.status(), indent=2).encode(), "application/json"
-                elif self.path == "/metrics":
-                    body, ctype = daemon.metrics().encode(), "text/plain; version=0.0.4"
-                else:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.status_server = ThreadingHTTPServer(addr, Handler)
-        self.status_server.daemon_threads = True
-        threading.Thread(target=self.status_server.serve_forever, name="status", daemon=True).start()
+        if self.cfg.status_addr:
+            self.status_server = start_status_server(self.cfg.status_addr, self.status, self.metrics)
 
 
 def install_signal_handlers(daemon: Daemon) -> None:
