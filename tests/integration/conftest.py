@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from agenda.common.http import HttpClient, Unavailable
 from agenda.devstack.stack import free_ports
@@ -326,3 +330,171 @@ def ports() -> Callable[[int], list[int]]:
 def wait() -> Callable[..., Any]:
     """The bounded-polling helper, as a fixture (test modules cannot import conftest)."""
     return wait_until
+
+
+# ------------------------------------------------------------------------------------------- Redis
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+@dataclass
+class RedisServer:
+    """One real `redis-server` on loopback, in its own directory, without persistence.
+
+    ``users`` (name -> password, every command, key and channel) become ``--user`` directives, and the
+    first of them also authenticates replication; ``default_off`` turns the passwordless default user
+    off, so only those users get in. ``client()`` then logs in as the first user unless told otherwise.
+    """
+
+    port: int
+    dir: Path
+    users: dict[str, str] = field(default_factory=dict)
+    default_off: bool = False
+    host: str = "127.0.0.1"
+    proc: subprocess.Popen[bytes] | None = None
+    _clients: dict[tuple[str | None, str | None], redis.Redis] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "redis.log"
+
+    def client(self, username: str | None = None, password: str | None = None) -> redis.Redis:
+        """A client (one per credentials, reused until the process is killed or restarted)."""
+        if username is None and self.default_off and self.users:
+            username, password = next(iter(self.users.items()))
+        if (username, password) in self._clients:
+            return self._clients[username, password]
+        client = redis.Redis(
+            self.host,
+            self.port,
+            username=username,
+            password=password,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._clients[username, password] = client
+        return client
+
+    def command(self, replicaof: RedisServer | None) -> list[str]:
+        argv = [REDIS_SERVER, "--port", str(self.port), "--bind", self.host, "--dir", str(self.dir)]
+        argv += ["--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no"]
+        # No 5 s wait before a full sync (the default diskless delay): replicas link at once.
+        argv += ["--logfile", str(self.log_path), "--repl-diskless-sync-delay", "0"]
+        for user, password in self.users.items():
+            argv += ["--user", user, "on", f">{password}", "~*", "&*", "+@all"]
+        if self.users:
+            user, password = next(iter(self.users.items()))
+            argv += ["--masteruser", user, "--masterauth", password]
+        if self.default_off:
+            argv += ["--user", "default", "off"]
+        if replicaof is not None:
+            argv += ["--replicaof", replicaof.host, str(replicaof.port)]
+        return argv
+
+    def start(self, replicaof: RedisServer | None = None) -> None:
+        """Start (or restart, same port and directory) and wait until it answers PING."""
+        assert not self.running, f"redis {self.name} is already running"
+        self._close_clients()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            self.command(replicaof),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        probe = self.client()
+
+        def up() -> bool:
+            if not self.running:
+                pytest.fail(f"redis {self.name} exited: {self.tail_log()}")
+            return _pings(probe)
+
+        wait_until(up, 10.0, 0.02, f"redis {self.name} to answer PING")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        assert self.proc is not None, f"redis {self.name} was never started"
+        assert self.running, f"redis {self.name} is not running"
+        self.proc.send_signal(sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            self.proc.wait(timeout=10)
+            self._close_clients()  # their connections are dead: the next client() starts afresh
+
+    def _close_clients(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+    def close(self) -> None:
+        self._close_clients()
+        if self.running:
+            assert self.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+
+    def tail_log(self, lines: int = 20) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture
+def redis_servers(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., list[RedisServer]]]:
+    """``make(n, *, primary_first=True, users=None, default_off=False)``: n running Redis servers.
+
+    With ``primary_first`` the first is a primary and the others its replicas, linked before ``make``
+    returns; without it every server starts as a primary of its own. All are killed at teardown.
+    """
+    if not Path(REDIS_SERVER).exists():
+        # Never skipped: CI installs it (.ci/run), and a missing server must not pass as a green run.
+        pytest.fail("redis-server is not installed: apt-get install redis-server")
+    made: list[RedisServer] = []
+
+    def make(
+        n: int, *, primary_first: bool = True, users: dict[str, str] | None = None, default_off: bool = False
+    ) -> list[RedisServer]:
+        root = tmp_path_factory.mktemp("redis")
+        servers = [
+            RedisServer(port, root / f"r{i}", dict(users or {}), default_off)
+            for i, port in enumerate(free_ports(n))
+        ]
+        made.extend(servers)
+        for i, server in enumerate(servers):
+            server.start(servers[0] if primary_first and i else None)
+        if primary_first:
+            for replica in servers[1:]:
+                info = replica.client()
+                wait_until(
+                    lambda info=info: info.info("replication").get("master_link_status") == "up",
+                    15.0,
+                    0.05,
+                    f"replica {replica.name} to link",
+                )
+        return servers
+
+    try:
+        yield make
+    finally:
+        for server in made:
+            if request.node.stash.get(_FAILED, False):
+                print(f"----- redis {server.name} -----\n{server.tail_log()}")
+            server.close()

@@ -24,7 +24,15 @@ from pathlib import Path
 import pytest
 
 APP = Path(__file__).resolve().parents[2] / "app"
-SERVICES = ("agenda.users", "agenda.groups", "agenda.gateway")
+# The components: each runs as its own process and never imports another's internals (the
+# development stack, agenda.devstack, runs them all in one process: it is the one exception).
+SERVICES = (
+    "agenda.users",
+    "agenda.groups",
+    "agenda.gateway",
+    "agenda.vrrp",
+    "agenda.redis_supervisor",
+)
 DB_CLIENT_SIDE = frozenset({"agenda.db", "agenda.db.client", "agenda.db.txn"})
 DB_SERVER_SIDE = ("agenda.db.state", "agenda.db.node", "agenda.db.api")
 
