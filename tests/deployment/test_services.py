@@ -79,13 +79,17 @@ def test_each_service_runs_under_a_hardened_unit_as_the_service_user(host):
         assert int(fields["CapEff"], 16) == 0, service
         assert int(fields["CapBnd"], 16) == 0, service
         # The listening socket is systemd's, so that a restart queues connections instead of refusing
-        # them: the service's process holds it as passed-in descriptor 3 (SD_LISTEN_FDS_START).
+        # them: systemd (pid 1) and the service's gunicorn hold the one listener on the service's port.
         socket_unit = host.service(f"agenda-{service}.socket")
         assert socket_unit.is_running, service
         assert socket_unit.is_enabled, service
         assert f"agenda-{service}.socket" in unit_properties(host, service, "Requires")["Requires"]
+        port = read_config(host, service)["listen"].rsplit(":", 1)[1]
         with host.sudo():
-            assert host.check_output(f"readlink /proc/{props['MainPID']}/fd/3").startswith("socket:"), service
+            holders = host.check_output(f"ss -Hltnp 'sport = :{port}'")
+        assert len(holders.splitlines()) == 1, f"{service}: one listener on port {port}: {holders}"
+        assert "pid=1," in holders, f"{service}: systemd does not hold port {port}: {holders}"
+        assert f"pid={props['MainPID']}," in holders, f"{service}: gunicorn does not hold {port}: {holders}"
 
 
 def test_configuration_is_private_and_the_gateway_secret_stays_off_the_command_line(host):
