@@ -26,6 +26,8 @@ from agenda.common.service import client_tls
 from agenda.common.status_http import start_status_server
 from agenda.db.client import DBClient, DBError
 from agenda.db.txn import txn_compare, txn_put
+from agenda.messaging import record as messaging_record
+from agenda.messaging.errors import MalformedRecord
 from agenda.redis_supervisor.config import supervisor_name
 from agenda.redis_supervisor.decide import (
     Follow,
@@ -45,21 +47,10 @@ log = logging.getLogger("agenda.redis_supervisor")
 RECORD_REFRESH = 1.0  # seconds between two reads of the record while acting (we are its only writer)
 
 
-class BadRecord(ValueError):  # noqa: N818 - reads as the condition
-    """The value under primary_key is not a record this supervisor wrote."""
-
-
 def parse_record(value: Any) -> Recorded:
-    if not isinstance(value, dict):
-        raise BadRecord(f"not an object: {value!r:.80}")
-    host, port, epoch = value.get("host"), value.get("port"), value.get("epoch")
-    if not isinstance(host, str) or not host:
-        raise BadRecord("host: must be a non-empty string")
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-        raise BadRecord("port: must be an integer from 1 to 65535")
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
-        raise BadRecord("epoch: must be a positive integer")
-    return Recorded(f"{host}:{port}", host, port, epoch)
+    """The record as the locators read it (agenda.messaging, one parser for writer and readers)."""
+    record = messaging_record.parse_record(value)
+    return Recorded(record.name, record.host, record.port, record.epoch)
 
 
 class Supervisor:
@@ -115,13 +106,13 @@ class Supervisor:
         self.recorded_revision = int(kv["mod_revision"])
         try:
             self.recorded, self.record_error = parse_record(kv["value"]), None
-        except BadRecord as exc:
+        except MalformedRecord as exc:
             # Overwritten at the next decision (compared on its revision), never trusted.
             self.recorded, self.record_error = None, str(exc)
             log.error("redis-supervisor: the value under %s is not a record: %s", self.cfg.primary_key, exc)
 
     def _write_record(self, action: Record) -> bool:
-        value = {"host": action.host, "port": action.port, "epoch": action.epoch}
+        value = {"name": action.name, "host": action.host, "port": action.port, "epoch": action.epoch}
         try:
             result = self.db.txn(
                 compare=[

@@ -26,6 +26,7 @@ import yaml
 
 from agenda.db.client import DBClient
 from agenda.db.txn import txn_compare, txn_put
+from agenda.messaging import Publisher, RedisLocator
 from agenda.redis_supervisor.lock import DBLock
 
 DOWN_AFTER_MS = 1000
@@ -192,6 +193,16 @@ def test_bootstrap_failover_and_the_old_primary_rejoins_as_a_replica(setup: Setu
     took = time.monotonic() - killed_at
     print(f"\nredis-supervisor: SIGKILL of the primary to {new.name} epoch 2, writable: {took:.2f}s")
     assert new.client().get("before-failover") == b"kept"
+    # What the services do: find the primary through the record the supervisor wrote, and publish.
+    locator = RedisLocator(setup.db, key=setup.primary_key, watch=False)
+    try:
+        listener = new.client().pubsub()
+        listener.subscribe("notifications:after-failover")
+        wait(lambda: listener.get_message(timeout=0.1), 5, 0.01, "the subscription")
+        assert Publisher(locator).publish("notifications:after-failover", {"epoch": 2}) == 1
+        listener.close()
+    finally:
+        locator.close()
     other = next(s for s in setup.servers[1:] if s is not new)
     wait(lambda: role(other)[:3] == ["slave", new.host, new.port], 10, 0.05, "the other replica to follow")
 

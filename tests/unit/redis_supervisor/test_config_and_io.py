@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from agenda.common.config import ConfigError
+from agenda.messaging.errors import MalformedRecord
 from agenda.redis_supervisor import config
-from agenda.redis_supervisor.daemon import BadRecord, parse_record
+from agenda.redis_supervisor.daemon import parse_record
 from agenda.redis_supervisor.redis_io import Garbage, parse_role
 
 BASE: dict[str, Any] = {
@@ -91,7 +92,7 @@ def test_garbage_is_not_a_role(reply: Any):
 
 
 def test_records_are_checked_before_they_are_trusted():
-    assert parse_record({"host": "10.0.0.12", "port": 6379, "epoch": 4}).name == "10.0.0.12:6379"
+    assert parse_record({"name": "10.0.0.12:6379", "host": "10.0.0.12", "port": 6379, "epoch": 4}).epoch == 4
     for bad in (
         None,
         [],
@@ -101,5 +102,5 @@ def test_records_are_checked_before_they_are_trusted():
         {"host": "h", "port": 1, "epoch": 0},
         {"host": "h", "port": 1},
     ):
-        with pytest.raises(BadRecord):
+        with pytest.raises(MalformedRecord):
             parse_record(bad)
