@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 PYTHON ?= python3
 
-.PHONY: help venv tools image lab lab-down dev lint unit integration interop molecule lab-test test bench-db bench-failover bench-agenda bench-vip clean
+.PHONY: help venv tools image lab lab-down dev lint unit integration interop molecule lab-test test bench-db bench-failover bench-agenda bench-vip bench-redis clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ bench-agenda: venv ## create-event/list-agenda through the TLS gateway vs the DB
 
 bench-vip: venv image ## VIP failover time, agenda-vrrpd vs keepalived at advert_int 1 and 0.1 s (BENCH_ARGS="--runs 5")
 	VIPLAB_BASE_IMAGE=$$(lab/build-image.sh) python bench/vip.py $(BENCH_ARGS)
+
+bench-redis: venv ## Redis failover time, agenda-redis-supervisor vs Redis Sentinel (apt-get install -y redis-server redis-sentinel)
+	python bench/redis_failover.py $(BENCH_ARGS)
 
 clean: lab-down ## remove the lab and the local caches (not the deployment CAs)
 	rm -rf .cache
