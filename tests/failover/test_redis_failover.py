@@ -1,0 +1,346 @@
+"""Redis failover on deployed hosts (Molecule scenario failover-redis).
+
+A publisher on the controller publishes through `agenda.messaging` (the primary found through the DB
+record, checked with ROLE, re-located on failure) every 50 ms, bounded in count and time. Then, one
+case after the other: the Redis primary is SIGKILLed and kept down (a replica is promoted and recorded
+with epoch + 1), started again (it rejoins as a replica), the acting supervisor is SIGKILLed (another
+acts within the lock's ttl and still fails over), and the primary's host is cut off the network and
+healed (afterwards exactly one Redis answers as primary, the recorded one). Gaps are printed, not
+asserted against a figure; every bound below only keeps a broken system from hanging the run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from agenda.messaging import Publisher, RedisLocator
+from deployment.support import PKI_DIR, SPECS, db_client, group_hosts, host_vars, tls_settings
+from failover.reporting import print_through
+
+testinfra_hosts = SPECS[:1]  # the checks drive every host themselves; run them once
+
+REDIS_HOSTS = group_hosts("redis")
+PORT = 6379
+PRIMARY_KEY = "/system/redis/primary"
+CA, CERT, KEY = "/etc/agenda/pki/ca.crt", "/etc/agenda/pki/host.crt", "/etc/agenda/pki/host.key"
+SUPERVISOR = (
+    "/opt/agenda/venv/bin/agenda-redis-supervisor --config /etc/agenda/redis-supervisor/supervisor.yml"
+)
+FAILOVER_BOUND = 30.0  # seconds; down_after is 1 s, the lock's ttl 3 s
+CUT_TABLE = "agenda_redis_cut"
+
+
+def report(case: str, message: str) -> None:
+    print_through(f"failover-redis: {case}: {message}")
+
+
+def on(name: str, *argv: str, stdin: str | None = None, check: bool = True) -> str:
+    proc = subprocess.run(
+        ["docker", "exec", "-i", name, *argv],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(f"{name}: {' '.join(argv)}: exit {proc.returncode}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"{what} did not happen within {timeout:.0f}s (roles now: {roles()})")
+
+
+def ip(name: str) -> str:
+    return host_vars(name)["agenda_host_ip"]
+
+
+def name_of(address: str) -> str:
+    return next(name for name in REDIS_HOSTS if ip(name) == address)
+
+
+def secret(name: str) -> str:
+    return (PKI_DIR / name).read_text().strip()
+
+
+def role(name: str) -> str | None:
+    """The first word of ROLE on a host's Redis (as the supervisor's ACL user), None if it does not answer."""
+    proc = subprocess.run(
+        [
+            "docker",
+            "exec",
+            name,
+            "timeout",
+            "3",
+            "redis-cli",
+            "--tls",
+            "--cacert",
+            CA,
+            "--cert",
+            CERT,
+            "--key",
+            KEY,
+            "--user",
+            "supervisor",
+            "--pass",
+            secret("redis-supervisor-password"),
+            "--no-auth-warning",
+            "-h",
+            ip(name),
+            "-p",
+            str(PORT),
+            "ROLE",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    lines = proc.stdout.split()
+    return lines[0] if proc.returncode == 0 and lines and lines[0] in ("master", "slave") else None
+
+
+def roles() -> dict[str, str | None]:
+    return {name: role(name) for name in REDIS_HOSTS}
+
+
+def record() -> dict[str, Any] | None:
+    try:
+        with db_client(retries=1) as db:
+            kv = db.get(PRIMARY_KEY)
+    except Exception:
+        return None
+    return None if kv is None else kv["value"]
+
+
+def supervisor(name: str) -> dict[str, Any] | None:
+    proc = subprocess.run(
+        ["docker", "exec", name, *SUPERVISOR.split(), "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def acting() -> str | None:
+    for name in REDIS_HOSTS:
+        status = supervisor(name)
+        if status and status["acting"]:
+            return name
+    return None
+
+
+def steady() -> dict[str, Any]:
+    """One recorded primary answering as primary, every other Redis its replica, one supervisor acting."""
+
+    def check() -> dict[str, Any] | None:
+        current = record()
+        if current is None or acting() is None:
+            return None
+        now = roles()
+        primary = name_of(current["host"])
+        if now[primary] != "master" or any(now[n] != "slave" for n in REDIS_HOSTS if n != primary):
+            return None
+        return current
+
+    return wait_for(check, timeout=FAILOVER_BOUND * 2, what="the steady state", interval=0.2)
+
+
+# --------------------------------------------------------------------------------- the publisher
+
+
+@dataclass
+class Sent:
+    at: float
+    ok: bool
+
+
+class Publishing(threading.Thread):
+    """Publishes every `period` through agenda.messaging, as a service would; records every outcome."""
+
+    def __init__(self, *, period: float = 0.05, max_count: int = 40_000, max_seconds: float = 900.0) -> None:
+        super().__init__(name="redis-publisher", daemon=True)
+        self.period, self.max_count, self.max_seconds = period, max_count, max_seconds
+        self.sent: list[Sent] = []
+        self._stop_event = threading.Event()
+        settings = tls_settings()
+        self.db = db_client()
+        self.locator = RedisLocator(
+            self.db,
+            username=host_vars(REDIS_HOSTS[0]).get("redis_acl_services_user", "agenda"),
+            password=secret("redis-services-password"),
+            ssl_ca_certs=settings["verify"],
+            ssl_certfile=settings["cert"][0],
+            ssl_keyfile=settings["cert"][1],
+        )
+        self.publisher = Publisher(self.locator, deadline=1.0)
+
+    def run(self) -> None:
+        started = time.monotonic()
+        while (
+            not self._stop_event.is_set()
+            and len(self.sent) < self.max_count
+            and time.monotonic() - started < self.max_seconds
+        ):
+            at = time.monotonic()
+            try:
+                self.publisher.publish("failover:probe", {"n": len(self.sent)})
+                ok = True
+            except Exception:
+                ok = False
+            self.sent.append(Sent(at, ok))
+            self._stop_event.wait(self.period)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=30)
+        self.locator.close()
+        self.db.close()
+
+    def gap_since(self, since: float) -> tuple[float, int]:
+        """The longest run of failed publishes after `since` (seconds, first failure to next success)."""
+        longest, failed, start = 0.0, 0, None
+        for sent in (s for s in self.sent if s.at >= since):
+            if not sent.ok:
+                failed += 1
+                start = sent.at if start is None else start
+            elif start is not None:
+                longest, start = max(longest, sent.at - start), None
+        return longest, failed
+
+
+@pytest.fixture(scope="module")
+def publishing() -> Iterator[Publishing]:
+    steady()
+    thread = Publishing()
+    thread.start()
+    wait_for(lambda: sum(s.ok for s in thread.sent) >= 20, timeout=60, what="the publisher under way")
+    yield thread
+    thread.stop()
+
+
+def fail_over(case: str, publishing: Publishing, before: dict[str, Any], t0: float) -> dict[str, Any]:
+    """Wait for the record's next epoch and its primary answering as primary; report the gaps."""
+    after = wait_for(
+        lambda: (r := record()) is not None and r["epoch"] > before["epoch"] and r,
+        timeout=FAILOVER_BOUND,
+        what=f"{case}: a new primary recorded",
+    )
+    recorded_at = time.monotonic()
+    new = name_of(after["host"])
+    wait_for(
+        lambda: role(new) == "master", timeout=FAILOVER_BOUND, what=f"{case}: {new} answering as primary"
+    )
+    wait_for(
+        lambda: any(s.ok and s.at > recorded_at for s in publishing.sent),
+        timeout=FAILOVER_BOUND,
+        what=f"{case}: publishing to resume",
+    )
+    gap, failed = publishing.gap_since(t0)
+    report(
+        case,
+        f"{new} recorded with epoch {after['epoch']} {recorded_at - t0:.2f}s after the failure; "
+        f"publishing failed for {gap:.2f}s ({failed} publishes)",
+    )
+    return after
+
+
+# ----------------------------------------------------------------------------------------- cases
+
+
+def test_primary_killed_a_replica_is_promoted_and_the_old_one_rejoins_as_a_replica(publishing):
+    case = "primary-killed"
+    before = steady()
+    old = name_of(before["host"])
+    t0 = time.monotonic()
+    on(old, "systemctl", "kill", "--signal=KILL", "redis-server")
+    on(old, "systemctl", "stop", "redis-server")  # kept down: systemd would start it again
+    after = fail_over(case, publishing, before, t0)
+    assert after["host"] != before["host"]
+    on(old, "systemctl", "start", "redis-server")
+    rejoined = wait_for(lambda: role(old) == "slave", timeout=FAILOVER_BOUND, what=f"{case}: {old} a replica")
+    assert rejoined
+    report(case, f"{old} started again and answers as a replica; roles {roles()}")
+    assert steady()["epoch"] == after["epoch"]
+
+
+def test_acting_supervisor_killed_another_acts_and_still_fails_over(publishing):
+    case = "supervisor-killed"
+    before = steady()
+    holder = acting()
+    assert holder is not None
+    t0 = time.monotonic()
+    on(holder, "systemctl", "kill", "--signal=KILL", "agenda-redis-supervisor")
+    successor = wait_for(
+        acting, timeout=FAILOVER_BOUND, what=f"{case}: a supervisor acting again", interval=0.1
+    )
+    report(case, f"{successor} acts {time.monotonic() - t0:.2f}s after {holder}'s supervisor was SIGKILLed")
+    old = name_of(before["host"])
+    t1 = time.monotonic()
+    on(old, "systemctl", "kill", "--signal=KILL", "redis-server")
+    on(old, "systemctl", "stop", "redis-server")
+    fail_over(case, publishing, before, t1)
+    on(old, "systemctl", "start", "redis-server")
+    steady()
+
+
+def cut_ruleset(interface: str) -> str:
+    return f"""
+table netdev {CUT_TABLE} {{
+    chain in {{ type filter hook ingress device "{interface}" priority -500; policy drop; }}
+    chain out {{ type filter hook egress device "{interface}" priority -500; policy drop; }}
+}}
+"""
+
+
+def test_primary_host_cut_off_and_healed_one_primary_remains(publishing):
+    case = "network-cut"
+    before = steady()
+    old = name_of(before["host"])
+    interface = on(old, "sh", "-c", f"ip -o -4 addr show | awk '$4 ~ /^{ip(old)}\\// {{print $2}}'").strip()
+    assert interface, f"no interface of {old} carries {ip(old)}"
+    t0 = time.monotonic()
+    on(old, "nft", "-f", "-", stdin=cut_ruleset(interface))
+    try:
+        # With the DB's majority on the other side, a replica there is promoted; with the majority on
+        # the cut host, nothing can be recorded, so nothing fails over (and nothing may).
+        deadline = time.monotonic() + FAILOVER_BOUND / 2
+        while time.monotonic() < deadline and ((r := record()) is None or r["epoch"] == before["epoch"]):
+            time.sleep(0.2)
+        during = record()
+        report(case, f"during the cut: record {during}; roles seen from the controller {roles()}")
+    finally:
+        on(old, "nft", "delete", "table", "netdev", CUT_TABLE)
+    healed_at = time.monotonic()
+    after = steady()
+    masters = [name for name, r in roles().items() if r == "master"]
+    assert masters == [name_of(after["host"])], f"after the heal: {roles()}"
+    gap, failed = publishing.gap_since(t0)
+    report(
+        case,
+        f"healed: one primary, {masters[0]} (epoch {after['epoch']}), {time.monotonic() - healed_at:.2f}s "
+        f"after the heal; publishing failed for {gap:.2f}s ({failed} publishes) in this case",
+    )
+
+
+def test_the_publisher_ran_throughout(publishing):
+    assert publishing.is_alive(), "the publisher stopped early (its bounds are too tight)"
+    failed = sum(1 for s in publishing.sent if not s.ok)
+    report("all cases", f"{len(publishing.sent)} publishes, {failed} failed")
