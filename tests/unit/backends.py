@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from agenda.calendar.cas import Announce
 from agenda.calendar.store import EventStore
 from agenda.common.errors import PROBLEM_CONTENT_TYPE, problem_type
 from agenda.common.tokens import TokenIssuer
@@ -53,14 +54,15 @@ class Clock:
         return self.now
 
 
-def users_app(db: DBClient, clock: Clock) -> flask.Flask:
+def users_app(db: DBClient, clock: Clock, announce: Announce | None = None) -> flask.Flask:
     issuer = TokenIssuer(SIGNING_KEY, KEY_ID, ISSUER, AUDIENCE)
-    return create_users_app(Deps(store=EventStore(db), issuer=issuer, gateway_secret=SECRET, clock=clock))
+    store = EventStore(db, announce=announce)
+    return create_users_app(Deps(store=store, issuer=issuer, gateway_secret=SECRET, clock=clock))
 
 
-def groups_app(db: DBClient, clock: Clock) -> flask.Flask:
-    deps = GroupDeps(groups=GroupStore(db), events=EventStore(db), gateway_secret=SECRET, clock=clock)
-    return create_groups_app(deps)
+def groups_app(db: DBClient, clock: Clock, announce: Announce | None = None) -> flask.Flask:
+    groups, events = GroupStore(db, announce=announce), EventStore(db, announce=announce)
+    return create_groups_app(GroupDeps(groups=groups, events=events, gateway_secret=SECRET, clock=clock))
 
 
 def gateway_client(app: flask.Flask) -> FlaskClient:

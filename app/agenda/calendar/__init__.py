@@ -1,7 +1,8 @@
 """The calendar's data in the DB Service, shared by the User Service and the Group Service.
 
 `layout` names every key (and documents what each holds), `store` reads and writes accounts, events and
-notifications (`EventStore`, `Change`), `cas` is the compare-and-swap retry both stores commit through,
+notifications (`EventStore`, `Change`), `cas` is the compare-and-swap retry both stores commit through
+(it also writes each change's notifications and, once committed, hands them to the store's `announce`),
 and `views` is how an event is shown to one caller. Neither service owns this package, so neither has to
 import the other's internals to share the calendar.
 

@@ -5,24 +5,45 @@ record and of any guard keys). A failed compare means someone else changed somet
 change is decided again from fresh reads, a bounded number of times. A transaction whose outcome is
 unknown (the member serving it went away mid-request) is recognised by reading back a key it writes,
 because blindly repeating a create or a notification-writing change could apply it twice.
+
+A `Write` names the notifications it stores (`Write.notes`); `commit` adds their puts to the
+transaction itself, and once that transaction is known to have committed (its answer, or an unknown
+outcome found applied) it hands exactly those notifications to the store's `Announce` callback, once.
+A transaction that did not commit, or whose fate could not be settled, is never announced: the
+announcement is a hint for live delivery, the stored notification is the record.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeAlias, TypeVar
 
+from agenda.calendar.layout import notification_record, notifications_prefix
 from agenda.db.client import DBClient, DBUnavailable
+from agenda.db.txn import txn_put
+from agenda.domain.model import Notification
 
-__all__ = ["ATTEMPTS", "Contention", "Write", "commit"]
+__all__ = ["ATTEMPTS", "Announce", "Contention", "Write", "commit", "notification_ops"]
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS: Final = 8
 
 T = TypeVar("T")
+
+Announce: TypeAlias = Callable[[Sequence[Notification]], None]
+"""Told the notifications a committed transaction stored; must not block (it runs in the request)."""
+
+
+def notification_ops(notes: Iterable[Notification]) -> list[dict[str, Any]]:
+    """The puts that store `notes`, each under its cursor (`agenda.calendar.layout.notification_record`)."""
+    ops = []
+    for note in notes:
+        record = notification_record(note)
+        ops.append(txn_put(notifications_prefix(note.user) + record["cursor"], record))
+    return ops
 
 
 class Contention(Exception):  # noqa: N818 - the condition the caller handles
@@ -36,35 +57,64 @@ class Write:
     `witness` is a key the transaction writes and `written` the value it leaves there (None when it
     deletes the key). Only this transaction writes that exact value (a new record, or a revision of
     one with a new sequence), so finding it there means the transaction was applied.
+
+    `notes` are the notifications it stores: their puts follow `ops` in the transaction (`txn_ops`),
+    and they are what `commit` announces once it committed.
     """
 
     compare: Sequence[Mapping[str, Any]]
     ops: Sequence[Mapping[str, Any]]
     witness: str
     written: Any
+    notes: Sequence[Notification] = ()
+
+    def txn_ops(self) -> list[Mapping[str, Any]]:
+        """Every operation of the transaction: `ops`, then the puts of `notes`."""
+        return [*self.ops, *notification_ops(self.notes)]
 
 
-def commit(db: DBClient, attempt: Callable[[], tuple[T, Write | None]], *, what: str) -> T:
+def commit(
+    db: DBClient,
+    attempt: Callable[[], tuple[T, Write | None]],
+    *,
+    what: str,
+    announce: Announce | None = None,
+) -> T:
     """Run `attempt` and its transaction until the compare holds; return what `attempt` returned.
 
     `attempt` reads, decides and returns (result, Write), or (result, None) when there is nothing to
     write; it is called again after every lost race, so it must read afresh. Exceptions it raises (a
     rule broken, a conflict found) end the loop. `what` names the record for the log and `Contention`.
+
+    Once the transaction committed, `announce` gets the notes of the Write that committed (the last
+    attempt's), once, unless there are none; what it raises is logged, never raised: the change is
+    stored, and a caller told otherwise might make it again.
     """
     for _attempt in range(ATTEMPTS):
         result, write = attempt()
         if write is None:
             return result
         try:
-            answer = db.txn(write.compare, write.ops)
+            answer = db.txn(write.compare, write.txn_ops())
         except DBUnavailable as exc:
             if not exc.outcome_unknown:
                 raise
             kv = db.get(write.witness)
             if (None if kv is None else kv["value"]) == write.written:
+                _announce(announce, write, what)
                 return result
             continue  # not found applied: decide again from fresh reads (the compare guards the retry)
         if answer["succeeded"]:
+            _announce(announce, write, what)
             return result
         log.info("%s txn lost a race; retrying", what, extra={"key": write.witness})
     raise Contention(f"too many concurrent changes to the {what}; try again")
+
+
+def _announce(announce: Announce | None, write: Write, what: str) -> None:
+    if announce is None or not write.notes:
+        return
+    try:
+        announce(tuple(write.notes))
+    except Exception:
+        log.exception("announcing the notifications of a committed %s txn failed", what)

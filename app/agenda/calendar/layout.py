@@ -12,7 +12,7 @@
     a user's agenda between two instants is a single ordered range read starting at ``from - 31 days``
     (the longest possible event) and stopping at the first key starting at or after ``to``.
 ``notifications/<username>/<cursor>``
-    One per notification (`Notification.to_dict()` plus ``cursor``). The cursor is
+    One per notification (`notification_record`: `Notification.to_dict()` plus ``cursor``). The cursor is
     ``<20-digit microseconds since the epoch>.<notification id>``: sortable by time, unique, and the
     client's ``since`` bookmark.
 ``booking/<username>``
@@ -33,6 +33,8 @@ participant's agenda, conflicts, notifications and calendar export.
 
 from __future__ import annotations
 
+from typing import Any
+
 from agenda.domain.model import Event, Notification, format_time
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "group_key",
     "membership_prefix",
     "notification_cursor",
+    "notification_record",
     "notifications_prefix",
     "user_key",
 ]
@@ -75,6 +78,11 @@ def notifications_prefix(username: str) -> str:
 def notification_cursor(note: Notification) -> str:
     micros = int(note.created.timestamp() * 1_000_000)
     return f"{micros:020d}.{note.id}"
+
+
+def notification_record(note: Notification) -> dict[str, Any]:
+    """What is stored for `note` (and what is published about it): its dict plus its ``cursor``."""
+    return {**note.to_dict(), "cursor": notification_cursor(note)}
 
 
 def group_key(group_id: str) -> str:

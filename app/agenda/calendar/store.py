@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from agenda.calendar.cas import Write, commit
+from agenda.calendar.cas import Announce, Write, commit
 from agenda.calendar.layout import (
     agenda_key,
     agenda_prefix,
     booking_key,
     event_key,
-    notification_cursor,
     notifications_prefix,
     user_key,
 )
@@ -40,7 +39,6 @@ __all__ = [
     "EventNotFound",
     "EventStore",
     "UsernameTaken",
-    "notification_ops",
 ]
 
 _PAGE: Final = 200
@@ -63,15 +61,6 @@ class EventConflict(Exception):  # noqa: N818
         super().__init__(f"{user} is busy: {conflicts}")
 
 
-def notification_ops(notes: Iterable[Notification]) -> list[dict[str, Any]]:
-    """The puts that store `notes`, each under its cursor (both stores write notifications this way)."""
-    ops = []
-    for note in notes:
-        cursor = notification_cursor(note)
-        ops.append(txn_put(notifications_prefix(note.user) + cursor, {**note.to_dict(), "cursor": cursor}))
-    return ops
-
-
 def _involved(event: Event | None) -> set[str]:
     return set() if event is None else {event.organizer, *event.participants}
 
@@ -86,10 +75,15 @@ class Change:
 
 
 class EventStore:
-    """Users and events over a `DBClient`; thread-safe (the client is)."""
+    """Users and events over a `DBClient`; thread-safe (the client is).
 
-    def __init__(self, db: DBClient) -> None:
+    `announce`, when given, is told the notifications of every committed change (`commit`'s rules:
+    once, after the commit, never for a change that did not commit); it must not block.
+    """
+
+    def __init__(self, db: DBClient, *, announce: Announce | None = None) -> None:
         self.db = db
+        self.announce = announce
 
     # ---------------------------------------------------------------------------------- accounts
 
@@ -180,6 +174,7 @@ class EventStore:
 
     @staticmethod
     def _ops(old: Event | None, change: Change) -> list[dict[str, Any]]:
+        """The record and index operations of `change` (its notifications are the `Write`'s notes)."""
         new = change.event
         value = new.to_dict()
         ops = [txn_put(event_key(new.id), value)]
@@ -194,7 +189,7 @@ class EventStore:
             moved = old is not None and (old.start, old.end) != (new.start, new.end)
             if blocks(user, new) != was or (was and moved) or user in change.check_conflicts:
                 ops.append(txn_put(booking_key(user), {"event": new.id, "sequence": new.sequence}))
-        return ops + notification_ops(change.notifications)
+        return ops
 
     def create(self, build: Callable[[], Change]) -> Event:
         """Store the event `build()` returns (called again after a lost race)."""
@@ -218,6 +213,7 @@ class EventStore:
             key = event_key(change.event.id)
             compare = [txn_compare(key, "mod_revision", "eq", revision)]
             compare += [txn_compare(booking_key(u), "mod_revision", "eq", r) for u, r in guards.items()]
-            return change.event, Write(compare, self._ops(old, change), key, change.event.to_dict())
+            ops = self._ops(old, change)
+            return change.event, Write(compare, ops, key, change.event.to_dict(), change.notifications)
 
-        return commit(self.db, attempt, what="event")
+        return commit(self.db, attempt, what="event", announce=self.announce)

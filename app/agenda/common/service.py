@@ -7,6 +7,7 @@ in common, so a flag or a check means the same thing everywhere.
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
 import signal
@@ -64,6 +65,81 @@ def client_tls(section: Any) -> tuple[bool | str, tuple[str, str] | None]:
     if not section.enabled:
         return True, None
     return section.ca, (section.cert, section.key)
+
+
+def redis_section() -> Section:
+    """The ``redis`` settings of a service that publishes the notifications it stores (users, groups).
+
+    Off by default. On, the service finds the Redis primary through the DB's record and publishes
+    every committed notification there in the background; TLS (on by default) presents the service's
+    own ``tls.cert``/``tls.key`` to Redis and checks Redis against ``tls.ca``.
+    """
+    fields = [
+        Field("enabled", bool, default=False, help="publish committed notifications on Redis"),
+        Field("username", str, default=None, help="the service's Redis ACL user"),
+        Field("password", str, default=None, secret=True),
+        Field("tls", bool, default=True, help="TLS to Redis with the service's tls.cert, tls.key, tls.ca"),
+        Field("publish_deadline", float, default=3.0, min=0.1, max=60.0, help="seconds per message"),
+        Field("queue_size", int, default=10_000, min=1, max=1_000_000, help="messages waiting at most"),
+    ]
+    return Section("redis", fields, help="live notifications over Redis Pub/Sub")
+
+
+def require_redis_settings(cfg: Config) -> None:
+    """With ``redis.enabled``: the credentials, and for TLS to Redis the service's TLS files."""
+    if "redis" not in cfg or not cfg.redis.enabled:
+        return
+    for name in ("username", "password"):
+        if not cfg.redis[name]:
+            raise ConfigError(f"redis.{name}", "required when redis.enabled is true")
+    if cfg.redis.tls:
+        for file in TLS_FILES:
+            if cfg.tls[file] is None:
+                raise ConfigError(f"tls.{file}", "required for TLS to Redis (or set redis.tls to false)")
+
+
+def notification_announcer(db: Any, cfg: Config) -> tuple[Any, Callable[[], None] | None]:
+    """``(announce, close)`` for the stores from ``cfg.redis``: ``(None, None)`` when it is disabled.
+
+    `announce` is an `agenda.messaging.Announcer` over a `Publisher` to the primary a `RedisLocator`
+    finds through `db`; `close` (for `on_shutdown`) drains it, bounded, and stops the locator.
+    """
+    if not cfg.redis.enabled:
+        return None, None
+    from agenda.messaging import Announcer, Publisher, RedisLocator
+
+    settings = cfg.redis
+    files: dict[str, Any] = {}
+    if settings.tls:
+        files = {"ssl_ca_certs": cfg.tls.ca, "ssl_certfile": cfg.tls.cert, "ssl_keyfile": cfg.tls.key}
+    locator = RedisLocator(db, username=settings.username, password=settings.password, **files)
+    publisher = Publisher(locator, deadline=settings.publish_deadline)
+    announcer = Announcer(publisher, queue_size=settings.queue_size)
+
+    def close() -> None:
+        announcer.close(timeout=settings.publish_deadline + 2.0)
+        locator.close()
+
+    return announcer, close
+
+
+def on_shutdown(app: Any, closer: Callable[[], None] | None) -> None:
+    """Run `closer` (None: nothing) when the service stops serving `app` (`serve`, a gunicorn exit)."""
+    if closer is not None:
+        app.extensions.setdefault(_SHUTDOWN, []).append(closer)
+
+
+def shutdown(app: Any) -> None:
+    """Run `app`'s closers, newest first, once; one that fails is logged and the others still run."""
+    closers = app.extensions.pop(_SHUTDOWN, [])
+    for closer in reversed(closers):
+        try:
+            closer()
+        except Exception:
+            logging.getLogger(__name__).exception("a shutdown step failed")
+
+
+_SHUTDOWN: Final = "agenda.shutdown"
 
 
 def log_fields() -> list[Field]:
@@ -133,7 +209,8 @@ def load_backend_config(
 ) -> Config:
     """A backend's settings: the --config file, then flags (`names` are its own), then the environment.
 
-    Checked as every backend's are: TLS files present when TLS is on, a long enough gateway secret.
+    Checked as every backend's are: TLS files present when TLS is on, a long enough gateway secret,
+    and (for a service with a ``redis`` section) what Redis needs when it is enabled.
     """
     args = parser.parse_args(argv)
     data = common_overrides(args, names)
@@ -142,6 +219,7 @@ def load_backend_config(
     cfg = load_config(schema, path=args.config, data=data, env_prefix=env_prefix)
     require_tls_files(cfg)
     require_gateway_secret(cfg)
+    require_redis_settings(cfg)
     return cfg
 
 
@@ -179,7 +257,10 @@ def wsgi_app(
         if path is not None:
             os.environ[env_var] = path
     configure_logging(name, cfg.log_level, json=cfg.log_format == "json")
-    return build_app(cfg)
+    app = build_app(cfg)
+    if app.extensions.get(_SHUTDOWN):
+        atexit.register(shutdown, app)  # a gunicorn worker exits through sys.exit
+    return app
 
 
 def run_service(
@@ -201,19 +282,25 @@ def run_service(
 
 
 def serve(app: Any, cfg: Config, name: str) -> int:
-    """Serve a backend's `app` on cfg.listen (mutual TLS when cfg.tls.enabled) until SIGTERM/SIGINT."""
+    """Serve a backend's `app` on cfg.listen (mutual TLS when cfg.tls.enabled) until SIGTERM/SIGINT.
+
+    Then (or when it cannot serve) runs the app's `on_shutdown` closers.
+    """
     from agenda.common.tls import server_context
 
-    ssl_context = None
-    if cfg.tls.enabled:
-        try:
-            ssl_context = server_context(cfg.tls.cert, cfg.tls.key, cfg.tls.ca, require_client_cert=True)
-        except ConfigError as exc:
-            print(f"{name}: configuration error: {exc}", file=sys.stderr)
-            return 2
-    else:
-        logging.getLogger(name).warning("TLS is disabled: plain HTTP, trusting the gateway secret alone")
-    return serve_wsgi(app, cfg.listen, ssl_context, name)
+    try:
+        ssl_context = None
+        if cfg.tls.enabled:
+            try:
+                ssl_context = server_context(cfg.tls.cert, cfg.tls.key, cfg.tls.ca, require_client_cert=True)
+            except ConfigError as exc:
+                print(f"{name}: configuration error: {exc}", file=sys.stderr)
+                return 2
+        else:
+            logging.getLogger(name).warning("TLS is disabled: plain HTTP, trusting the gateway secret alone")
+        return serve_wsgi(app, cfg.listen, ssl_context, name)
+    finally:
+        shutdown(app)
 
 
 def serve_wsgi(app: Any, listen: str, ssl_context: ssl.SSLContext | None, name: str) -> int:

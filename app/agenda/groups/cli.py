@@ -2,7 +2,8 @@
 
 Settings: ``--config FILE`` (YAML, keys as in :data:`SCHEMA`), then flags, then ``AGENDA_GROUPS_*``
 environment variables; anything wrong fails at start naming the key (exit 2). For gunicorn use the
-factory ``agenda.groups.cli:wsgi()`` with ``AGENDA_GROUPS_CONFIG=FILE``.
+factory ``agenda.groups.cli:wsgi()`` with ``AGENDA_GROUPS_CONFIG=FILE``. The optional ``redis``
+section publishes committed notifications on Redis, as the User Service does.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from agenda.common.service import (
     client_tls,
     load_backend_config,
     log_fields,
+    notification_announcer,
+    on_shutdown,
+    redis_section,
     run_service,
     serve,
     tls_section,
@@ -31,7 +35,7 @@ __all__ = ["SCHEMA", "build_app", "build_parser", "load", "main", "wsgi"]
 
 ENV_PREFIX: Final = "AGENDA_GROUPS"
 
-SCHEMA: Final = [*backend_fields("127.0.0.1:8200"), tls_section(), *log_fields()]
+SCHEMA: Final = [*backend_fields("127.0.0.1:8200"), tls_section(), redis_section(), *log_fields()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,9 +54,11 @@ def build_app(cfg: Config) -> flask.Flask:
 
     verify, cert = client_tls(cfg.tls)
     db = DBClient(list(cfg.db_urls), verify=verify, cert=cert)
-    return create_app(
-        GroupDeps(groups=GroupStore(db), events=EventStore(db), gateway_secret=cfg.gateway_secret)
-    )
+    announce, close = notification_announcer(db, cfg)
+    groups, events = GroupStore(db, announce=announce), EventStore(db, announce=announce)
+    app = create_app(GroupDeps(groups=groups, events=events, gateway_secret=cfg.gateway_secret))
+    on_shutdown(app, close)
+    return app
 
 
 def wsgi() -> flask.Flask:

@@ -4,7 +4,7 @@ Every change of a group is one transaction compared on the group's ``mod_revisio
 committed through `agenda.calendar.cas.commit`: two concurrent invitations or removals cannot overwrite
 each other; the loser recomputes from a fresh read, so the hierarchy rules are always checked against
 the state actually changed. A membership index entry is written in the same transaction as the group,
-only for members whose entry changed.
+only for members whose entry changed, with the change's notifications (announced once committed).
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agenda.calendar.cas import Write, commit
+from agenda.calendar.cas import Announce, Write, commit
 from agenda.calendar.layout import group_key, membership_prefix
-from agenda.calendar.store import notification_ops
 from agenda.db.client import DBClient
 from agenda.db.txn import txn_compare, txn_delete, txn_put
 from agenda.domain.model import Group, Notification
@@ -29,8 +28,11 @@ class GroupNotFound(Exception):  # noqa: N818
 
 
 class GroupStore:
-    def __init__(self, db: DBClient) -> None:
+    """Groups over a `DBClient`; `announce` as `EventStore`'s: told each committed change's notifications."""
+
+    def __init__(self, db: DBClient, *, announce: Announce | None = None) -> None:
         self.db = db
+        self.announce = announce
 
     def get(self, group_id: str) -> tuple[Group, int]:
         kv = self.db.get(group_key(group_id))
@@ -46,7 +48,8 @@ class GroupStore:
         return out
 
     @staticmethod
-    def _ops(old: Group | None, new: Group | None, notes: Sequence[Notification]) -> list[dict[str, Any]]:
+    def _ops(old: Group | None, new: Group | None) -> list[dict[str, Any]]:
+        """The group's and its changed index entries' operations (notifications are the `Write`'s notes)."""
         group_id = (new or old).id  # type: ignore[union-attr]
         ops = [
             txn_put(group_key(group_id), new.to_dict())
@@ -62,7 +65,7 @@ class GroupStore:
                 membership = after[user]
                 value = {"level": membership.level, "state": membership.state.value}
                 ops.append(txn_put(membership_prefix(user) + group_id, value))
-        return ops + notification_ops(notes)
+        return ops
 
     @classmethod
     def _write(
@@ -71,14 +74,15 @@ class GroupStore:
         """The transaction from `old` (read at `revision`, 0: none) to `new` (None: dissolved)."""
         key = group_key((new or old).id)  # type: ignore[union-attr]
         compare = [txn_compare(key, "mod_revision", "eq", revision)]
-        return Write(compare, cls._ops(old, new, notes), key, None if new is None else new.to_dict())
+        return Write(compare, cls._ops(old, new), key, None if new is None else new.to_dict(), notes)
 
     def create(self, group: Group, notes: Sequence[Notification] = ()) -> Group:
         """Store a new group; an unknown outcome is settled like any other write's (by reading it back).
 
         The id is a fresh random one, so a compare that keeps failing means a collision: `Contention`.
         """
-        return commit(self.db, lambda: (group, self._write(0, None, group, notes)), what="group")
+        write = self._write(0, None, group, notes)
+        return commit(self.db, lambda: (group, write), what="group", announce=self.announce)
 
     def update(self, group_id: str, mutate: Mutation) -> Group | None:
         """Apply `mutate` (None: nothing to do; (None, notes): dissolve the group) with CAS retries."""
@@ -91,4 +95,4 @@ class GroupStore:
             new, notes = outcome
             return new, self._write(revision, old, new, notes)
 
-        return commit(self.db, attempt, what="group")
+        return commit(self.db, attempt, what="group", announce=self.announce)

@@ -2,6 +2,8 @@
 
 Settings come from ``--config FILE`` (YAML, keys as in :data:`SCHEMA`), then flags (which override it),
 then ``AGENDA_USERS_*`` environment variables. Anything wrong fails at start naming the key (exit 2).
+With ``redis.enabled`` every committed notification is also published on Redis, in the background
+(`agenda.common.service.redis_section`); off, the service never touches Redis.
 
 ``main`` serves with Werkzeug's threaded server; for gunicorn use the factory ``agenda.users.cli:wsgi()``,
 which reads the file named by ``AGENDA_USERS_CONFIG`` (plus the environment overrides).
@@ -23,6 +25,9 @@ from agenda.common.service import (
     client_tls,
     load_backend_config,
     log_fields,
+    notification_announcer,
+    on_shutdown,
+    redis_section,
     run_service,
     serve,
     tls_section,
@@ -41,6 +46,7 @@ SCHEMA: Final = [
     Field("audience", str, default="agenda"),
     Field("token_ttl", int, default=3600, min=60, max=86400),
     tls_section(),
+    redis_section(),
     *log_fields(),
 ]
 _TOKEN_SETTINGS: Final = ("signing_key", "key_id", "issuer", "audience", "token_ttl")
@@ -71,7 +77,11 @@ def build_app(cfg: Config) -> flask.Flask:
     verify, cert = client_tls(cfg.tls)
     db = DBClient(list(cfg.db_urls), verify=verify, cert=cert)
     issuer = TokenIssuer(private_key, cfg.key_id, cfg.issuer, cfg.audience, cfg.token_ttl)
-    return create_app(Deps(store=EventStore(db), issuer=issuer, gateway_secret=cfg.gateway_secret))
+    announce, close = notification_announcer(db, cfg)
+    store = EventStore(db, announce=announce)
+    app = create_app(Deps(store=store, issuer=issuer, gateway_secret=cfg.gateway_secret))
+    on_shutdown(app, close)
+    return app
 
 
 def wsgi() -> flask.Flask:

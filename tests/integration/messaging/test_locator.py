@@ -7,12 +7,10 @@ replica, on its primary.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 import redis
@@ -20,55 +18,8 @@ import redis
 from agenda.db.client import DBClient
 from agenda.messaging import PRIMARY_KEY, Publisher, PublishFailed, RedisLocator, user_channel
 
-from ..conftest import Cluster, RedisServer, wait_until
-
-
-@pytest.fixture
-def db(cluster: Cluster) -> Iterator[DBClient]:
-    client = DBClient([m.url for m in cluster.members.values()], timeout=(1.0, 5.0))
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def key() -> str:
-    """A key of the test's own, so that no other test's record (or watcher) gets in the way."""
-    return f"/tests/messaging/{uuid.uuid4().hex}/redis/primary"
-
-
-@pytest.fixture
-def locators() -> Iterator[Callable[..., RedisLocator]]:
-    made: list[RedisLocator] = []
-
-    def make(db: DBClient, **kwargs: Any) -> RedisLocator:
-        locator = RedisLocator(db, watch_timeout=1.0, socket_timeout=0.5, **kwargs)
-        made.append(locator)
-        return locator
-
-    yield make
-    for locator in made:
-        locator.close()
-
-
-def record(db: DBClient, key: str, server: RedisServer, epoch: int) -> None:
-    db.put(key, {"name": server.name, "host": server.host, "port": server.port, "epoch": epoch})
-
-
-def subscribe(server: RedisServer, channel: str) -> redis.client.PubSub:
-    pubsub = server.client().pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(channel)
-    # Subscribed once the server counts it (SUBSCRIBE is sent on another connection than PUBLISH).
-    wait_until(lambda: dict(server.client().pubsub_numsub(channel))[channel.encode()] >= 1, 5.0)
-    return pubsub
-
-
-def received(pubsub: redis.client.PubSub, timeout: float = 5.0) -> dict[str, Any]:
-    message = wait_until(lambda: pubsub.get_message(timeout=0.1), timeout, 0.0, "a message")
-    return json.loads(message["data"])
-
-
-def nothing_received(pubsub: redis.client.PubSub) -> bool:
-    return pubsub.get_message(timeout=0.3) is None
+from ..conftest import RedisServer, wait_until
+from .pubsub import nothing_received, received, record, subscribe
 
 
 def test_finds_the_recorded_primary_and_publishes_there(

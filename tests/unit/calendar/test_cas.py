@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from agenda.calendar.cas import ATTEMPTS, Contention, Write, commit
-from agenda.calendar.layout import group_key
-from agenda.db.client import DBUnavailable
-from agenda.domain.model import Group, Membership
+from agenda.calendar.layout import group_key, notification_record
+from agenda.db.client import DBClient, DBUnavailable
+from agenda.domain.model import Group, Membership, Notification, NotificationKind
 from agenda.groups.store import GroupStore
 
 
@@ -107,3 +108,63 @@ def test_group_create_handles_an_unknown_outcome_like_the_other_writes(applied: 
     assert GroupStore(db).create(group) == group  # type: ignore[arg-type]
     assert db.kv[group_key(group.id)] == group.to_dict()
     assert db.txns == (1 if applied else 2)
+
+
+def note(n: int) -> Notification:
+    created = datetime(2031, 1, 1, tzinfo=UTC)
+    return Notification(id=f"n{n}", user="bob", kind=NotificationKind.CHANGED, created=created, event_id="e")
+
+
+@pytest.mark.parametrize(
+    ("script", "applied", "txns"),
+    [
+        ([False, False, True], False, 3),  # two lost races
+        ([UNKNOWN, True], False, 2),  # an answer lost, the write not applied: decided again
+        ([UNKNOWN], True, 1),  # an answer lost, the write applied: settled by the witness
+    ],
+    ids=["races", "unknown-lost", "unknown-applied"],
+)
+def test_only_the_write_that_committed_is_announced_once(script: list, applied: bool, txns: int) -> None:
+    db = ScriptedDB(script, applied=applied)
+    calls: list[tuple[Notification, ...]] = []
+    attempts = []
+
+    def attempt() -> tuple[int, Write]:
+        attempts.append(1)
+        value = len(attempts)
+        return value, Write([], [{"put": {"key": "k", "value": value}}], "k", value, [note(value)])
+
+    result = commit(
+        cast(DBClient, db), attempt, what="thing", announce=lambda notes: calls.append(tuple(notes))
+    )
+    assert db.txns == txns
+    assert calls == [(note(result),)]
+    assert db.kv[f"notifications/bob/{notification_record(note(result))['cursor']}"] == notification_record(
+        note(result)
+    )
+
+
+def test_nothing_is_announced_without_a_commit_or_without_notes() -> None:
+    calls: list[Any] = []
+
+    def run(script: list[Any]) -> str:
+        return commit(
+            cast(DBClient, ScriptedDB(script)), lambda: ("x", write("v")), what="t", announce=calls.append
+        )
+
+    for script in ([DBUnavailable("no leader")], [False] * ATTEMPTS):
+        with pytest.raises((DBUnavailable, Contention)):
+            run(script)
+    assert run([True]) == "x"
+    assert calls == []  # `write` stores no notes
+
+
+def test_an_announce_that_raises_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(_notes: Any) -> None:
+        raise RuntimeError("boom")
+
+    with caplog.at_level(logging.ERROR, logger="agenda.calendar.cas"):
+        done = Write([], [], "k", None, [note(1)])
+        db = cast(DBClient, ScriptedDB([True]))
+        assert commit(db, lambda: ("ok", done), what="thing", announce=broken) == "ok"
+    assert "boom" in caplog.text

@@ -1,7 +1,9 @@
 """The event transaction builder: index moves, booking guards and notifications in one txn."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from agenda.calendar.cas import Write
 from agenda.calendar.layout import agenda_key, booking_key, notification_cursor
 from agenda.calendar.store import Change, EventStore
 from agenda.domain.model import Event, EventKind, Participation, PartStat
@@ -29,10 +31,15 @@ def summary(ops: list[dict]) -> list[tuple[str, str]]:
     return [(kind, op[kind]["key"]) for op in ops for kind in op]
 
 
+def txn(old: Event | None, change: Change) -> list[Any]:
+    """The whole transaction `EventStore` commits for `change`: its ops, then its notifications."""
+    return Write([], EventStore._ops(old, change), "", None, change.notifications).txn_ops()
+
+
 def test_create_indexes_everyone_guards_the_organizer_and_notifies() -> None:
     new = event()
     notes = invitation_notifications(new, NOW)
-    ops = EventStore._ops(None, Change(new, notes, ("alice",)))
+    ops = txn(None, Change(new, notes, ("alice",)))
     assert summary(ops) == [
         ("put", f"events/{new.id}"),
         ("put", agenda_key("alice", new)),
@@ -65,6 +72,6 @@ def test_an_unchanged_non_blocking_invitee_is_not_guarded() -> None:
 def test_accepting_bumps_the_responders_guard() -> None:
     old = event()
     new, notes = apply_response(old, "bob", PartStat.ACCEPTED, now=NOW)
-    ops = summary(EventStore._ops(old, Change(new, notes, ("bob",))))
+    ops = summary(txn(old, Change(new, notes, ("bob",))))
     assert ("put", booking_key("bob")) in ops
     assert ("put", f"notifications/alice/{notification_cursor(notes[0])}") in ops
