@@ -26,7 +26,7 @@ import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
 from base64 import b64encode
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -551,3 +551,16 @@ def run_under_reaper(prog: str, keep_tmp: bool, body: Callable[[Reaper], int]) -
         return 128 + exc.signum
     finally:
         reaper.cleanup()
+
+
+def report_missing_tools(
+    prog: str, missing: Sequence[str], packages: Mapping[str, str], install_line: str
+) -> int:
+    """Say which tools are missing and how to install them (the benchmarks never install anything); 2."""
+    debian = sorted({packages[tool] for tool in missing})
+    print(
+        f"{prog}: missing tool(s): {', '.join(missing)} (Debian packages: {', '.join(debian)}).\n"
+        f"Install them with:\n    {install_line}",
+        file=sys.stderr,
+    )
+    return 2

@@ -32,6 +32,7 @@ from bench._cluster import (
     agenda_importable,
     clean_env,
     etcd_version,
+    report_missing_tools,
     run_under_reaper,
 )
 from bench._failover import FailoverResult, measure_failover
@@ -274,13 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     missing = missing_tools()
     if missing:
-        packages = sorted({REQUIRED_TOOLS[t] for t in missing})
-        print(
-            f"db_vs_etcd: missing tool(s): {', '.join(missing)} (Debian packages: {', '.join(packages)}).\n"
-            f"Install them with:\n    {INSTALL_LINE}",
-            file=sys.stderr,
-        )
-        return 2
+        return report_missing_tools("db_vs_etcd", missing, REQUIRED_TOOLS, INSTALL_LINE)
 
     return run_under_reaper("db_vs_etcd", args.keep_tmp, lambda reaper: _main(args, reaper))
 

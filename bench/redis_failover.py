@@ -38,6 +38,7 @@ from bench._cluster import (
     clean_env,
     free_ports,
     http_json,
+    report_missing_tools,
     run_under_reaper,
     wait_until,
 )
@@ -859,14 +860,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     missing = missing_tools()
     if missing:
-        packages = sorted({REQUIRED_TOOLS[t] for t in missing})
-        print(
-            f"redis_failover: missing tool(s): {', '.join(missing)} "
-            f"(Debian packages: {', '.join(packages)}).\n"
-            f"Install them with:\n    {INSTALL_LINE}",
-            file=sys.stderr,
-        )
-        return 2
+        return report_missing_tools("redis_failover", missing, REQUIRED_TOOLS, INSTALL_LINE)
     return run_under_reaper("redis_failover", args.keep_tmp, lambda reaper: _main(args, reaper))
 
 

@@ -201,7 +201,7 @@ class Publishing(threading.Thread):
         ):
             at = time.monotonic()
             try:
-                self.publisher.publish("failover:probe", {"n": len(self.sent)})
+                self.publisher.publish("notifications:failover-probe", {"n": len(self.sent)})
                 ok = True
             except Exception:
                 ok = False

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -40,3 +41,11 @@ def start_status_server(
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="status", daemon=True).start()
     return server
+
+
+def fetch_status(addr: tuple[str, int], timeout: float = 3.0) -> dict[str, Any]:
+    """GET /status of the daemon at ``addr`` (its `status` command); OSError or ValueError if none answers."""
+    host, port = addr
+    with urllib.request.urlopen(f"http://{host}:{port}/status", timeout=timeout) as response:
+        status: dict[str, Any] = json.load(response)
+    return status

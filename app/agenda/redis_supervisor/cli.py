@@ -11,11 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import urllib.request
-from typing import Any
 
 from agenda.common.config import Config, ConfigError
 from agenda.common.logs import configure_logging
+from agenda.common.status_http import fetch_status
 from agenda.redis_supervisor import config as supervisor_config
 
 EXIT_USAGE = 2
@@ -39,11 +38,10 @@ def _run(cfg: Config) -> int:
 def _status(cfg: Config, as_json: bool) -> int:
     if not cfg.status_addr:
         return _fail("status_addr is empty in the configuration: the supervisor serves no status")
-    host, port = cfg.status_addr
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/status", timeout=3) as response:
-            status: dict[str, Any] = json.load(response)
+        status = fetch_status(cfg.status_addr)
     except (OSError, ValueError) as exc:
+        host, port = cfg.status_addr
         return _fail(f"no supervisor answers at {host}:{port} ({exc})")
     if as_json:
         print(json.dumps(status, indent=2))

@@ -20,10 +20,10 @@ import ssl
 import sys
 import urllib.error
 import urllib.request
-from typing import Any
 
 from agenda.common.config import Config, ConfigError
 from agenda.common.logs import configure_logging
+from agenda.common.status_http import fetch_status
 from agenda.vrrp import config as vrrp_config
 from agenda.vrrp import handoff
 
@@ -77,11 +77,10 @@ def _run(cfg: Config, config_file: str, reexec_args: list[str]) -> int:
 def _status(cfg: Config, as_json: bool) -> int:
     if not cfg.status_addr:
         return _fail("status_addr is empty in the configuration: the daemon serves no status")
-    host, port = cfg.status_addr
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/status", timeout=3) as response:
-            status: dict[str, Any] = json.load(response)
+        status = fetch_status(cfg.status_addr)
     except (OSError, ValueError) as exc:
+        host, port = cfg.status_addr
         return _fail(f"no daemon answers at {host}:{port} ({exc})")
     if as_json:
         print(json.dumps(status, indent=2))
