@@ -225,6 +225,12 @@ class Publishing(threading.Thread):
         longest = max((b - a for a, b in itertools.pairwise(marks)), default=0.0)
         return longest, sum(1 for s in self.sent if s.at >= since and not s.ok)
 
+    def window(self, since: float) -> str:
+        """What the publisher did since `since`: for reading the gap figures."""
+        sent = [s for s in self.sent if s.at >= since]
+        slowest = max((s.took for s in sent), default=0.0)
+        return f"{len(sent)} publishes since, {sum(s.ok for s in sent)} ok, the slowest call {slowest:.2f}s"
+
 
 @pytest.fixture(scope="module")
 def publishing() -> Iterator[Publishing]:
@@ -257,7 +263,7 @@ def fail_over(case: str, publishing: Publishing, before: dict[str, Any], t0: flo
     report(
         case,
         f"{new} recorded with epoch {after['epoch']} {recorded_at - t0:.2f}s after the failure; "
-        f"no publish completed for {gap:.2f}s ({failed} failed)",
+        f"no publish completed for {gap:.2f}s ({failed} failed); {publishing.window(t0)}",
     )
     return after
 
@@ -332,11 +338,17 @@ def test_primary_host_cut_off_and_healed_one_primary_remains(publishing):
     after = steady()
     masters = [name for name, r in roles().items() if r == "master"]
     assert masters == [name_of(after["host"])], f"after the heal: {roles()}"
+    wait_for(
+        lambda: any(s.ok and s.at > healed_at for s in publishing.sent),
+        timeout=FAILOVER_BOUND,
+        what=f"{case}: publishing to resume after the heal",
+    )
     gap, failed = publishing.gap_since(t0)
     report(
         case,
         f"healed: one primary, {masters[0]} (epoch {after['epoch']}), {time.monotonic() - healed_at:.2f}s "
-        f"after the heal; no publish completed for {gap:.2f}s ({failed} failed) in this case",
+        f"after the heal; no publish completed for {gap:.2f}s ({failed} failed) in this case; "
+        f"{publishing.window(t0)}",
     )
 
 
