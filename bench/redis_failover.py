@@ -43,6 +43,7 @@ from bench._cluster import (
     wait_until,
 )
 from bench._stats import format_ratio, median_or_none, ratio
+from bench.db_vs_etcd import _positive_float, _positive_int
 
 REQUIRED_TOOLS = {"redis-server": "redis-server", "redis-sentinel": "redis-sentinel"}
 INSTALL_LINE = "apt-get install -y redis-server redis-sentinel"
@@ -766,26 +767,6 @@ def run_system(name: str, reaper: Reaper, workdir: Path, args: argparse.Namespac
 
 
 # ===================================================================================== CLI / main
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -254,18 +254,20 @@ def fail_over(case: str, publishing: Publishing, before: dict[str, Any], t0: flo
     wait_for(
         lambda: role(new) == "master", timeout=FAILOVER_BOUND, what=f"{case}: {new} answering as primary"
     )
+    report(case, f"{new} recorded with epoch {after['epoch']} {recorded_at - t0:.2f}s after the failure; "
+                 + publishing_resumed(case, publishing, recorded_at, t0))
+    return after
+
+
+def publishing_resumed(case: str, publishing: Publishing, after: float, since: float) -> str:
+    """Once a publish started after `after` succeeded: the publishing gap since `since`, as words."""
     wait_for(
-        lambda: any(s.ok and s.at > recorded_at for s in publishing.sent),
+        lambda: any(s.ok and s.at > after for s in publishing.sent),
         timeout=FAILOVER_BOUND,
         what=f"{case}: publishing to resume",
     )
-    gap, failed = publishing.gap_since(t0)
-    report(
-        case,
-        f"{new} recorded with epoch {after['epoch']} {recorded_at - t0:.2f}s after the failure; "
-        f"no publish completed for {gap:.2f}s ({failed} failed); {publishing.window(t0)}",
-    )
-    return after
+    gap, failed = publishing.gap_since(since)
+    return f"no publish completed for {gap:.2f}s ({failed} failed); {publishing.window(since)}"
 
 
 # ----------------------------------------------------------------------------------------- cases
@@ -338,18 +340,9 @@ def test_primary_host_cut_off_and_healed_one_primary_remains(publishing):
     after = steady()
     masters = [name for name, r in roles().items() if r == "master"]
     assert masters == [name_of(after["host"])], f"after the heal: {roles()}"
-    wait_for(
-        lambda: any(s.ok and s.at > healed_at for s in publishing.sent),
-        timeout=FAILOVER_BOUND,
-        what=f"{case}: publishing to resume after the heal",
-    )
-    gap, failed = publishing.gap_since(t0)
-    report(
-        case,
-        f"healed: one primary, {masters[0]} (epoch {after['epoch']}), {time.monotonic() - healed_at:.2f}s "
-        f"after the heal; no publish completed for {gap:.2f}s ({failed} failed) in this case; "
-        f"{publishing.window(t0)}",
-    )
+    settled = time.monotonic() - healed_at
+    report(case, f"healed: one primary, {masters[0]} (epoch {after['epoch']}), {settled:.2f}s after, "
+                 + publishing_resumed(case, publishing, healed_at, t0))
 
 
 def test_the_publisher_ran_throughout(publishing):
