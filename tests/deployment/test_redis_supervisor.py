@@ -5,6 +5,7 @@ Non-disruptive: safe against any running deployment."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import yaml
@@ -60,3 +61,48 @@ def test_exactly_one_supervisor_acts_and_its_record_names_the_one_primary():
     assert all(r["master"] == primaries[0] for r in replicas)
     addresses = {host_vars(name)["agenda_host_ip"] for name in group_hosts("redis")}
     assert {s["host"] for s in view["servers"]} == addresses
+
+
+def test_an_invitation_is_published_to_the_invitees_channel_after_it_is_stored():
+    """End to end: a user invites another through a gateway; the User Service stores the
+    notification and publishes it on Redis, where a subscriber for the invitee receives it with
+    the cursor the DB stored (what a live stream will use as its event id)."""
+    from agenda.messaging import RedisLocator
+    from deployment.support import PKI_DIR, gateway_urls, tls_settings
+    from deployment.test_services import Client, new_account, tomorrow
+
+    base = gateway_urls()[0]
+    organizer, invitee = Client(base), Client(base)
+    organizer_name, organizer_password = new_account(organizer)
+    invitee_name, invitee_password = new_account(invitee)
+    organizer.login(organizer_name, organizer_password)
+    invitee.login(invitee_name, invitee_password)
+    settings = tls_settings()
+    with db_client() as db:
+        locator = RedisLocator(
+            db,
+            username=host_vars(group_hosts("redis")[0]).get("redis_acl_services_user", "agenda"),
+            password=(PKI_DIR / "redis-services-password").read_text().strip(),
+            ssl_ca_certs=settings["verify"],
+            ssl_certfile=settings["cert"][0],
+            ssl_keyfile=settings["cert"][1],
+            watch=False,
+        )
+        try:
+            listener = locator.client().pubsub()
+            listener.subscribe(f"notifications:{invitee_name}")
+            assert listener.get_message(timeout=5)["type"] == "subscribe"
+            event, _span = tomorrow("Published invitation")
+            created = organizer.call("POST", "/v1/events", json={**event, "participants": [invitee_name]})
+            assert created.status_code == 201, created.text
+            deadline = time.monotonic() + 15
+            message = None
+            while message is None and time.monotonic() < deadline:
+                message = listener.get_message(ignore_subscribe_messages=True, timeout=1)
+            assert message is not None, "the invitation never reached the invitee's channel"
+            published = json.loads(message["data"])
+            stored = invitee.call("GET", "/v1/notifications").json()["notifications"]
+            assert published["cursor"] in [note.get("cursor") for note in stored], (published, stored)
+            listener.close()
+        finally:
+            locator.close()

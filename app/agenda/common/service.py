@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from agenda.common.config import (
     Config,
@@ -29,6 +29,7 @@ from agenda.common.config import (
 )
 from agenda.common.logs import configure_logging
 
+T = TypeVar("T")
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 TLS_FILES: Final = ("cert", "key", "ca")
 
@@ -98,11 +99,54 @@ def require_redis_settings(cfg: Config) -> None:
                 raise ConfigError(f"tls.{file}", "required for TLS to Redis (or set redis.tls to false)")
 
 
+class PerProcess(Generic[T]):
+    """``make()``, built on first use in each process.
+
+    gunicorn loads the application once in its master (preload_app) and forks the workers from it.
+    Threads do not survive a fork, and a lock or a pooled connection a thread held at that moment
+    stays held in the child: whatever starts threads (the Redis locator's watch, the announcer's
+    queue) must be built in the worker that uses it, never in the master.
+    """
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._value: T | None = None
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._value = None
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        with self._lock:
+            if self._value is None:
+                self._value = self._make()
+            return self._value
+
+    @property
+    def built(self) -> T | None:
+        """What this process built, if it built anything yet."""
+        return self._value
+
+
+class _Announce:
+    """The stores' `announce`: hands notes to this process's announcer (`messaging.get()`: the
+    locator and the announcer, built on the first note)."""
+
+    def __init__(self, messaging: PerProcess[tuple[Any, Any]]) -> None:
+        self.messaging = messaging
+
+    def __call__(self, notes: Any) -> None:
+        self.messaging.get()[1](notes)
+
+
 def notification_announcer(db: Any, cfg: Config) -> tuple[Any, Callable[[], None] | None]:
     """``(announce, close)`` for the stores from ``cfg.redis``: ``(None, None)`` when it is disabled.
 
-    `announce` is an `agenda.messaging.Announcer` over a `Publisher` to the primary a `RedisLocator`
-    finds through `db`; `close` (for `on_shutdown`) drains it, bounded, and stops the locator.
+    `announce` hands notes to an `agenda.messaging.Announcer` over a `Publisher` to the primary a
+    `RedisLocator` finds through `db`, built in each worker process on its first note (`PerProcess`);
+    `close` (for `on_shutdown`) drains it, bounded, and stops the locator.
     """
     if not cfg.redis.enabled:
         return None, None
@@ -112,15 +156,22 @@ def notification_announcer(db: Any, cfg: Config) -> tuple[Any, Callable[[], None
     files: dict[str, Any] = {}
     if settings.tls:
         files = {"ssl_ca_certs": cfg.tls.ca, "ssl_certfile": cfg.tls.cert, "ssl_keyfile": cfg.tls.key}
-    locator = RedisLocator(db, username=settings.username, password=settings.password, **files)
-    publisher = Publisher(locator, deadline=settings.publish_deadline)
-    announcer = Announcer(publisher, queue_size=settings.queue_size)
+
+    def build() -> tuple[Any, Any]:
+        locator = RedisLocator(db, username=settings.username, password=settings.password, **files)
+        publisher = Publisher(locator, deadline=settings.publish_deadline)
+        return locator, Announcer(publisher, queue_size=settings.queue_size)
+
+    messaging = PerProcess(build)
+    announce = _Announce(messaging)
 
     def close() -> None:
-        announcer.close(timeout=settings.publish_deadline + 2.0)
-        locator.close()
+        if messaging.built is not None:
+            locator, announcer = messaging.built
+            announcer.close(timeout=settings.publish_deadline + 2.0)
+            locator.close()
 
-    return announcer, close
+    return announce, close
 
 
 def on_shutdown(app: Any, closer: Callable[[], None] | None) -> None:

@@ -128,6 +128,9 @@ def test_enabled_builds_an_announcer_for_every_store_and_closes_it_on_shutdown(
     tls = {"enabled": False, **{name: str(path) for name, path in files.items()}}
     cfg = load({"tls": tls, "redis": {**REDIS, "publish_deadline": 1.5, "queue_size": 7}})
     app = build(cfg)
+    assert locators == []  # built in the worker that announces first, never in gunicorn's master
+    announce = stores(app)[0].announce
+    _, announcer = announce.messaging.get()
     (locator,) = locators
     assert locator.kwargs == {
         "username": "agenda-users",
@@ -136,9 +139,8 @@ def test_enabled_builds_an_announcer_for_every_store_and_closes_it_on_shutdown(
         "ssl_certfile": str(files["cert"]),
         "ssl_keyfile": str(files["key"]),
     }
-    announcer = stores(app)[0].announce
     assert isinstance(announcer, Announcer)
-    assert all(store.announce is announcer for store in stores(app))  # one queue per service
+    assert all(store.announce is announce for store in stores(app))  # one queue per service
     assert all(store.db is locator.db for store in stores(app))  # found through the service's DB client
     assert announcer.queue_size == 7
     assert announcer._publisher.deadline == 1.5
@@ -151,6 +153,7 @@ def test_enabled_builds_an_announcer_for_every_store_and_closes_it_on_shutdown(
 def test_plain_redis_without_tls_files(service: Any, locators: list) -> None:
     load, build, _stores = service()
     app = build(load({**NO_TLS, "redis": {**REDIS, "tls": False}}))
+    _stores(app)[0].announce.messaging.get()
     (locator,) = locators
     assert "ssl_certfile" not in locator.kwargs
     shutdown(app)
@@ -170,9 +173,10 @@ def test_serving_ends_with_the_shutdown_steps(
 ) -> None:
     from agenda.common import service as common_service
 
-    load, build, _stores = service()
+    load, build, stores = service()
     cfg = load({**NO_TLS, "redis": {**REDIS, "tls": False}})
     app = build(cfg)
+    stores(app)[0].announce.messaging.get()
     monkeypatch.setattr(common_service, "serve_wsgi", lambda *_args: 0)  # "served until SIGTERM"
     assert common_service.serve(app, cfg, "agenda-test") == 0
     assert locators[0].closed
@@ -185,9 +189,41 @@ def test_a_gunicorn_worker_runs_them_at_exit(
 
     registered: list[Any] = []
     monkeypatch.setattr(common_service.atexit, "register", lambda *args: registered.append(args))
-    load, build, _stores = service()
+    load, build, stores = service()
     cfg = load({**NO_TLS, "redis": {**REDIS, "tls": False}})
     app = common_service.wsgi_app("agenda-test", "AGENDA_TEST_CONFIG", lambda _argv: cfg, build)
+    stores(app)[0].announce.messaging.get()
     assert registered == [(shutdown, app)]
     shutdown(app)
     assert locators[0].closed
+
+
+def test_what_starts_threads_is_built_once_per_process_and_again_after_a_fork():
+    """gunicorn forks its workers from a master that loaded the app: the announcer must be built in
+    the worker (threads and held locks do not survive a fork)."""
+    import os
+
+    from agenda.common.service import PerProcess
+
+    built: list[int] = []
+
+    def make() -> int:
+        built.append(os.getpid())
+        return len(built)
+
+    per_process = PerProcess(make)
+    assert per_process.built is None
+    assert per_process.get() == 1
+    assert per_process.get() == 1  # once per process
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: nothing inherited, built again on first use
+        os.close(read_end)
+        os.write(write_end, f"{per_process.built} {per_process.get()} {built[-1] == os.getpid()}".encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as reader:
+        report = reader.read()
+    os.waitpid(child, 0)
+    assert report == "None 2 True"
+    assert per_process.get() == 1  # the parent keeps its own
