@@ -33,11 +33,13 @@ participant's agenda, conflicts, notifications and calendar export.
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Final
 
 from agenda.domain.model import Event, Notification, format_time
 
 __all__ = [
+    "NOTIFICATION_CURSOR",
     "agenda_key",
     "agenda_prefix",
     "booking_key",
@@ -73,6 +75,10 @@ def booking_key(username: str) -> str:
 
 def notifications_prefix(username: str) -> str:
     return f"notifications/{username}/"
+
+
+# What `notification_cursor` makes (and what a client may send back as ``since`` or Last-Event-ID).
+NOTIFICATION_CURSOR: Final = re.compile(r"\d{20}\.[A-Za-z0-9:._-]{1,200}")
 
 
 def notification_cursor(note: Notification) -> str:

@@ -7,7 +7,8 @@ so long-polling watches never starve other requests; same TLS handling; same WSG
 handler change: HTTP/1.1 keep-alive. The application's response is buffered (every response of the
 services is a small JSON or iCalendar document), sent with a ``Content-Length`` in one write, and the
 request body is drained (or the connection closed) before the next request is read from the same
-connection.
+connection. The one exception is a ``text/event-stream`` response (the gateway's notification stream),
+written piece by piece as the application yields it and ended by closing the connection.
 """
 
 from __future__ import annotations
@@ -133,6 +134,10 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
             state.clear()
             result: Iterable[bytes] = app(environ, start_response)
             try:
+                if _is_stream(state.get("headers", ())):
+                    self._stream(state["status"], state["headers"], chunks, result)
+                    state["streamed"] = True
+                    return
                 for data in result:
                     if data:
                         chunks.append(data)
@@ -159,6 +164,8 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
             except Exception:  # pragma: no cover
                 return
 
+        if state.get("streamed"):
+            return
         if body_stream is not None and not self.close_connection:
             remaining = body_stream.limit - body_stream._pos
             if remaining > MAX_DRAIN:
@@ -166,6 +173,36 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
             elif remaining > 0:
                 body_stream.exhaust()
         self._send(state["status"], state["headers"], b"".join(chunks))
+
+    def _stream(
+        self, status: str, headers: list[tuple[str, str]], first: list[bytes], result: Iterable[bytes]
+    ) -> None:
+        """Send a streamed response (Server-Sent Events): the head now, then each piece as it comes.
+
+        The body is delimited by closing the connection (no Content-Length, no chunked coding), which
+        every HTTP/1.1 client understands; the thread serving it is held until the stream ends.
+        """
+        self.close_connection = True
+        code_text, _, reason = status.partition(" ")
+        lines = [f"{self.protocol_version} {code_text} {reason}\r\n"]
+        lines += [f"{name}: {value}\r\n" for name, value in headers if name.lower() not in _HOP_BY_HOP]
+        lines.append(f"Server: {self.server_version}\r\nDate: {_http_date()}\r\nConnection: close\r\n\r\n")
+        self.wfile.write("".join(lines).encode("latin-1") + b"".join(first))
+        self.wfile.flush()
+        sent = 0
+        try:
+            for data in result:
+                if data:
+                    self.wfile.write(data)
+                    self.wfile.flush()
+                    sent += len(data)
+        except (TimeoutError, ConnectionError):
+            pass  # the client went away: the stream ends (the generator is closed by the caller)
+        except Exception:
+            # The head is sent: nothing but closing the connection can tell the client.
+            log.exception("error while streaming %s %s", self.command, self.path)
+        if _access_log.isEnabledFor(logging.INFO):
+            self.log_request(int(code_text), sent)
 
     def _send(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
         code_text, _, reason = status.partition(" ")
@@ -193,6 +230,13 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
         self.wfile.flush()
         if _access_log.isEnabledFor(logging.INFO):
             self.log_request(code, len(body))
+
+
+def _is_stream(headers: Iterable[tuple[str, str]]) -> bool:
+    return any(
+        name.lower() == "content-type" and value.split(";")[0].strip() == "text/event-stream"
+        for name, value in headers
+    )
 
 
 _access_log = logging.getLogger("werkzeug")

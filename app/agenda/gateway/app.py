@@ -14,8 +14,10 @@ listed here are.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -35,9 +37,16 @@ from agenda.common.http import HttpClient, Unavailable
 from agenda.common.tokens import InvalidToken, TokenVerifier
 from agenda.common.web import IDENTITY_HEADER, MAX_BODY, SECRET_HEADER, install_request_id
 from agenda.gateway.ratelimit import RateLimiter
-from agenda.gateway.routes import LOCAL_ROUTES, ROUTES, Route, RouteTable, openapi_document
+from agenda.gateway.routes import LOCAL_ROUTES, ROUTES, STREAM_PATH, Route, RouteTable, openapi_document
+from agenda.gateway.streams import (
+    ReplayFailed,
+    StreamSettings,
+    initial_cursor,
+    notification_stream,
+    resume_cursor,
+)
 
-__all__ = ["GatewayDeps", "create_app"]
+__all__ = ["GatewayDeps", "create_app", "deps_of"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +68,10 @@ class GatewayDeps:
     gateway_secret: str
     login_limiter: RateLimiter
     routes: tuple[Route, ...] = field(default=ROUTES)
+    # The notification streams' live source (`agenda.messaging.NotificationHub`, built in the serving
+    # process); None: no Redis, the streams poll the DB.
+    hub: Any = None
+    streams: StreamSettings = field(default_factory=StreamSettings)
 
 
 def _json_payload() -> dict[str, Any] | None:
@@ -83,6 +96,11 @@ def _relay(response: requests.Response) -> flask.Response:
     return out
 
 
+def deps_of(app: flask.Flask) -> GatewayDeps:
+    """What `create_app` was given (for hooks outside a request: gunicorn's worker start)."""
+    return app.extensions[_EXT]
+
+
 def create_app(deps: GatewayDeps) -> flask.Flask:
     app = flask.Flask("agenda.gateway")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
@@ -104,16 +122,23 @@ def create_app(deps: GatewayDeps) -> flask.Flask:
                     405, detail=f"{request.method} is not allowed here", headers={"Allow": ", ".join(allowed)}
                 )
             raise not_found("No such route.")
+        claims: dict[str, Any] | None = None
+        if not route.public:
+            try:
+                claims = deps.verifier.verify(_bearer())
+            except InvalidToken as exc:
+                raise unauthorized(exc.reason, type=problem_type("invalid-token")) from None
+        user: str | None = None if claims is None else claims["sub"]
         if route.service == "gateway":
             if route.path == "/v1/openapi.json":
                 return document
-            return {"status": "ok", "service": "gateway", "backends": sorted(deps.backends)}
-        user: str | None = None
-        if not route.public:
-            try:
-                user = deps.verifier.verify(_bearer())["sub"]
-            except InvalidToken as exc:
-                raise unauthorized(exc.reason, type=problem_type("invalid-token")) from None
+            if route.path == STREAM_PATH and claims is not None:
+                return _stream(deps, claims)
+            health: dict[str, Any] = {"status": "ok", "service": "gateway", "backends": sorted(deps.backends)}
+            if deps.hub is not None:
+                # None until this process served its first stream (the hub is built on first use).
+                health["notifications"] = deps.hub.stats()
+            return health
         body = _json_payload()
         limit_key = None
         if route.path == "/v1/auth/login":
@@ -148,3 +173,64 @@ def create_app(deps: GatewayDeps) -> flask.Flask:
         return _relay(response)
 
     return app
+
+
+def _backend_headers(deps: GatewayDeps, user: str) -> dict[str, str]:
+    return {SECRET_HEADER: deps.gateway_secret, IDENTITY_HEADER: user}
+
+
+def _stream(deps: GatewayDeps, claims: dict[str, Any]) -> flask.Response:
+    """The caller's notification stream (see `agenda.gateway.streams`)."""
+    request = flask.request
+    if set(request.args) - {"since"}:
+        unknown = sorted(set(request.args) - {"since"})[0]
+        raise Problem(400, detail=f"unknown query parameter {unknown!r}", field=unknown)
+    resume = resume_cursor(request.headers.get("Last-Event-ID"), request.args.get("since"))
+    user = claims["sub"]
+    settings = deps.streams
+    users = deps.backends["users"]
+
+    def fetch(cursor: str) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        while len(records) < settings.replay_limit:
+            try:
+                response = users.request(
+                    "GET",
+                    "/v1/notifications",
+                    params={"since": cursor, "limit": str(settings.page)},
+                    headers=_backend_headers(deps, user),
+                )
+            except Unavailable as exc:
+                raise ReplayFailed(str(exc)) from None
+            if response.status_code != 200:
+                raise ReplayFailed(f"the users service answered {response.status_code}")
+            page = response.json().get("notifications")
+            if not isinstance(page, list):
+                raise ReplayFailed("the users service's answer has no notifications list")
+            records.extend(page)
+            if len(page) < settings.page:
+                break
+            cursor = page[-1]["cursor"]
+        return records
+
+    now = time.monotonic()
+    ends_at = min(now + settings.max_age, now + (float(claims["exp"]) - time.time()))
+    # Listen before reading the DB: a notification committed in between is then in one or the other.
+    listener = deps.hub.listen(user) if deps.hub is not None else None
+    try:
+        cursor = resume if resume is not None else initial_cursor(datetime.now(UTC))
+        first = fetch(cursor) if resume is not None else []
+    except ReplayFailed as exc:
+        if listener is not None:
+            listener.close()
+        log.warning("notification stream of %s: replay failed: %s", user, exc)
+        raise Problem(503, detail="Notifications cannot be read right now.", retry_after=2) from None
+    except BaseException:
+        if listener is not None:
+            listener.close()
+        raise
+    body = notification_stream(user, cursor, first, fetch, deps.hub, settings, ends_at, listener=listener)
+    response = flask.Response(flask.stream_with_context(body), mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"  # a reverse proxy must pass each event on at once
+    return response

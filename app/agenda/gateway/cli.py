@@ -15,8 +15,9 @@ from typing import Any, Final
 
 import flask
 
-from agenda.common.config import Config, ConfigError, Field, existing_file, load_config
+from agenda.common.config import Config, ConfigError, Field, Section, existing_file, load_config
 from agenda.common.service import (
+    PerProcess,
     client_tls,
     configure_service_logging,
     hostport_validator,
@@ -29,7 +30,17 @@ from agenda.common.service import (
     wsgi_app,
 )
 
-__all__ = ["SCHEMA", "build_app", "build_parser", "load", "main", "parse_key_ring", "wsgi"]
+__all__ = [
+    "SCHEMA",
+    "LazyHub",
+    "build_app",
+    "build_parser",
+    "load",
+    "main",
+    "parse_key_ring",
+    "post_worker_init",
+    "wsgi",
+]
 
 log = logging.getLogger("agenda.gateway")
 
@@ -70,7 +81,40 @@ SCHEMA: Final = [
     Field("login_window", float, default=60.0, min=1.0, max=86400.0, help="seconds"),
     Field("backend_timeout", float, default=10.0, min=0.5, max=120.0),
     tls_section(files=("cert", "key"), help="the public HTTPS listener"),
-    tls_section("backend_tls", help="mutual TLS to the backends"),
+    tls_section("backend_tls", help="mutual TLS to the backends, the DB members and Redis"),
+    Field(
+        "db_urls",
+        list[str],
+        default=(),
+        validator=urls_validator,
+        help="DB members, where the Redis primary is recorded (needed with redis.enabled)",
+    ),
+    Section(
+        "redis",
+        [
+            Field("enabled", bool, default=False, help="live notification streams over Redis Pub/Sub"),
+            Field("username", str, default=None, help="the gateway's Redis ACL user"),
+            Field("password", str, default=None, secret=True),
+            Field("tls", bool, default=True, help="TLS to Redis with backend_tls's files"),
+        ],
+        help="where the notification streams' live messages come from (off: the streams poll the DB)",
+    ),
+    Section(
+        "streams",
+        [
+            Field("heartbeat", float, default=15.0, min=0.5, max=300.0, help="seconds between keep-alives"),
+            Field(
+                "poll_interval",
+                float,
+                default=2.0,
+                min=0.2,
+                max=60.0,
+                help="seconds between DB reads while Redis is not subscribed",
+            ),
+            Field("max_age", float, default=3600.0, min=1.0, max=86400.0, help="seconds a stream lasts"),
+        ],
+        help="GET /v1/notifications/stream (Server-Sent Events)",
+    ),
     *log_fields(),
 ]
 
@@ -134,7 +178,58 @@ def load(argv: Sequence[str] | None = None) -> Config:
     require_tls_files(cfg, "tls", ("cert", "key"))
     require_tls_files(cfg, "backend_tls")
     require_gateway_secret(cfg)
+    if cfg.redis.enabled:
+        if not cfg.db_urls:
+            raise ConfigError(
+                "db_urls", "required when redis.enabled is true (the primary is recorded there)"
+            )
+        for name in ("username", "password"):
+            if not cfg.redis[name]:
+                raise ConfigError(f"redis.{name}", "required when redis.enabled is true")
+        if cfg.redis.tls and not cfg.backend_tls.enabled:
+            raise ConfigError("redis.tls", "TLS to Redis uses backend_tls's files: enable backend_tls")
     return cfg
+
+
+class LazyHub:
+    """The process's `NotificationHub`, built and started on first use in the process that serves.
+
+    gunicorn may import the application in its master and fork the workers: a thread started there
+    would not exist in them (see `agenda.common.service.PerProcess`). `start()` builds it early (a
+    worker's post-init hook); otherwise the first stream does.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        self._cfg = cfg
+        self._hub: PerProcess[Any] = PerProcess(self._build)
+
+    def _build(self) -> Any:
+        from agenda.db.client import DBClient
+        from agenda.messaging import NotificationHub, RedisLocator
+
+        cfg = self._cfg
+        verify, cert = client_tls(cfg.backend_tls)
+        db = DBClient(list(cfg.db_urls), verify=verify, cert=cert)
+        files: dict[str, Any] = {}
+        if cfg.redis.tls:
+            tls = cfg.backend_tls
+            files = {"ssl_ca_certs": tls.ca, "ssl_certfile": tls.cert, "ssl_keyfile": tls.key}
+        locator = RedisLocator(db, username=cfg.redis.username, password=cfg.redis.password, **files)
+        return NotificationHub(locator).start()
+
+    def start(self) -> None:
+        self._hub.get()
+
+    @property
+    def live(self) -> bool:
+        return bool(self._hub.get().live)
+
+    def listen(self, user: str) -> Any:
+        return self._hub.get().listen(user)
+
+    def stats(self) -> dict[str, Any] | None:
+        built = self._hub.built
+        return None if built is None else built.stats()
 
 
 def build_app(cfg: Config) -> flask.Flask:
@@ -142,6 +237,7 @@ def build_app(cfg: Config) -> flask.Flask:
     from agenda.common.tokens import TokenVerifier, load_public_key
     from agenda.gateway.app import GatewayDeps, create_app
     from agenda.gateway.ratelimit import RateLimiter
+    from agenda.gateway.streams import StreamSettings
 
     keys = {kid: load_public_key(path, "public_keys") for kid, path in cfg.public_keys}
     verify, cert = client_tls(cfg.backend_tls)
@@ -156,8 +252,30 @@ def build_app(cfg: Config) -> flask.Flask:
         backends=backends,
         gateway_secret=cfg.gateway_secret,
         login_limiter=RateLimiter(cfg.login_limit, cfg.login_window),
+        hub=LazyHub(cfg) if cfg.redis.enabled else None,
+        streams=StreamSettings(
+            heartbeat=cfg.streams.heartbeat,
+            poll_interval=cfg.streams.poll_interval,
+            max_age=cfg.streams.max_age,
+        ),
     )
     return create_app(deps)
+
+
+def post_worker_init(worker: Any) -> None:
+    """gunicorn's hook in each worker (the role's gunicorn settings call it).
+
+    Starts the worker's notification hub now, not on its first stream, and ends the streams as soon as
+    the worker is told to stop: a graceful stop waits for every request in flight, and a stream never
+    finishes on its own. Clients reconnect with their Last-Event-ID and miss nothing.
+    """
+    from agenda.gateway.app import deps_of
+    from agenda.gateway.streams import drain_when
+
+    drain_when(lambda: not worker.alive)
+    hub = deps_of(worker.wsgi).hub
+    if hub is not None:
+        hub.start()
 
 
 def wsgi() -> flask.Flask:

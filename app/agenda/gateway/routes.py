@@ -26,7 +26,7 @@ from agenda.domain.validation import (
     MIN_PASSWORD,
 )
 
-__all__ = ["LOCAL_ROUTES", "ROUTES", "Query", "Route", "RouteTable", "openapi_document"]
+__all__ = ["LOCAL_ROUTES", "ROUTES", "STREAM_PATH", "Query", "Route", "RouteTable", "openapi_document"]
 
 _PARAM: Final = re.compile(r"\{([a-z_]+)\}")
 
@@ -58,6 +58,7 @@ class Route:
     public: bool = False
     body: dict[str, Any] | None = None
     query: Sequence[Query] = ()
+    headers: Sequence[Query] = ()  # request headers the operation reads (documented ``in: header``)
     success: int = 200
     content_type: str = "application/json"
     response: dict[str, Any] | None = None
@@ -455,9 +456,25 @@ ROUTES: Final[tuple[Route, ...]] = (
     ),
 )
 
+STREAM_PATH: Final = "/v1/notifications/stream"
+_CURSOR_SCHEMA: Final = {"type": "string", "pattern": r"^\d{20}\.[A-Za-z0-9:._-]{1,200}$"}
+
 LOCAL_ROUTES: Final[tuple[Route, ...]] = (
     Route("GET", "/v1/health", "gateway", "Gateway liveness", public=True, response=_out({"status": _S})),
     Route("GET", "/v1/openapi.json", "gateway", "This document", public=True, response={"type": "object"}),
+    Route(
+        "GET",
+        STREAM_PATH,
+        "gateway",
+        "The caller's notifications as Server-Sent Events (id: the notification's cursor), live",
+        query=(Query("since", False, "resume after this cursor (Last-Event-ID wins)", _CURSOR_SCHEMA),),
+        headers=(
+            Query("Last-Event-ID", False, "resume after this event id, sent by EventSource", _CURSOR_SCHEMA),
+        ),
+        content_type="text/event-stream",
+        response={"type": "string"},
+        errors=(400, 503),
+    ),
 )
 
 
@@ -505,7 +522,7 @@ def _error_statuses(route: Route) -> set[int]:
     if _PARAM.search(route.path):
         statuses.add(404)
     if route.service == "gateway":
-        statuses -= {400, 503}
+        statuses -= {400, 503} - set(route.errors)
     return statuses
 
 
@@ -522,6 +539,16 @@ def _operation(route: Route) -> dict[str, Any]:
             "schema": q.schema,
         }
         for q in route.query
+    ]
+    params += [
+        {
+            "name": h.name,
+            "in": "header",
+            "required": h.required,
+            "description": h.description,
+            "schema": h.schema,
+        }
+        for h in route.headers
     ]
     success: dict[str, Any] = {"description": "Success"}
     if route.success != 204:

@@ -11,17 +11,21 @@ Only the DB's client side is used (``agenda.db.client``), per the import contrac
 from agenda.messaging.announcer import Announcer
 from agenda.messaging.channels import USER_PREFIX, user_channel
 from agenda.messaging.errors import MalformedRecord, MessagingError, NoPrimary, PublishFailed
+from agenda.messaging.hub import RESYNC, Listener, NotificationHub
 from agenda.messaging.locator import RedisLocator
 from agenda.messaging.publisher import Publisher
 from agenda.messaging.record import PRIMARY_KEY, PrimaryRecord, parse_record
 
 __all__ = [
     "PRIMARY_KEY",
+    "RESYNC",
     "USER_PREFIX",
     "Announcer",
+    "Listener",
     "MalformedRecord",
     "MessagingError",
     "NoPrimary",
+    "NotificationHub",
     "PrimaryRecord",
     "PublishFailed",
     "Publisher",

@@ -17,6 +17,7 @@ from typing import Any, Final
 import flask
 
 from agenda.calendar import MAX_INVITEES
+from agenda.calendar.layout import NOTIFICATION_CURSOR
 from agenda.calendar.store import Change, EventNotFound, EventStore, UsernameTaken
 from agenda.calendar.views import event_view
 from agenda.common.backend import backend_app, check_args, current_user, query_flag, query_range
@@ -66,7 +67,6 @@ from agenda.users.passwords import hash_password, verify_password
 __all__ = ["Deps", "create_app"]
 
 _EVENT_ID: Final = re.compile(r"[0-9a-f]{32}")
-_CURSOR: Final = re.compile(r"\d{20}\.[A-Za-z0-9:._-]{1,200}")
 _EXT: Final = "agenda.users"
 
 
@@ -328,7 +328,7 @@ def notifications() -> Any:
     check_args({"since", "limit"})
     me = current_user()
     since = flask.request.args.get("since")
-    if since is not None and not _CURSOR.fullmatch(since):
+    if since is not None and not NOTIFICATION_CURSOR.fullmatch(since):
         raise bad_request("since must be a cursor returned by this endpoint", field="since")
     limit_raw = flask.request.args.get("limit", "100")
     if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 500:

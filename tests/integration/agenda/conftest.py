@@ -27,6 +27,7 @@ GATEWAY_SECRET = "integration-gateway-secret-0123456789"
 LOGIN_LIMIT = 5
 # Longer than any test: a test counting login attempts must not see the window roll over.
 LOGIN_WINDOW = 300
+STREAM_MAX_AGE = 1.0
 
 
 def plain_session() -> requests.Session:
@@ -104,7 +105,14 @@ def stack(db_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         tls=False,
         db_urls=[member.url for member in db_cluster.members.values()],
         gateway_secret=GATEWAY_SECRET,
-        settings={"gateway": {"login_limit": LOGIN_LIMIT, "login_window": LOGIN_WINDOW}},
+        settings={
+            "gateway": {
+                "login_limit": LOGIN_LIMIT,
+                "login_window": LOGIN_WINDOW,
+                # Schemathesis opens notification streams too: each must end for its request to finish.
+                "streams": {"max_age": STREAM_MAX_AGE},
+            }
+        },
     )
     with dev:
         stack = Stack(dev)
