@@ -166,10 +166,12 @@ def notification_announcer(db: Any, cfg: Config) -> tuple[Any, Callable[[], None
     announce = _Announce(messaging)
 
     def close() -> None:
+        # Bounded tightly: while a worker stops, new connections wait in the listening socket's
+        # queue, and what is still queued here is stored in the DB (streams read it from there).
         if messaging.built is not None:
             locator, announcer = messaging.built
-            announcer.close(timeout=settings.publish_deadline + 2.0)
-            locator.close()
+            announcer.close(timeout=min(1.0, settings.publish_deadline))
+            locator.close(join_timeout=0.2)  # its watch thread is a daemon in a DB long poll
 
     return announce, close
 

@@ -69,7 +69,7 @@ class FakeLocator:
         self.db, self.kwargs, self.closed = db, kwargs, False
         FakeLocator.made.append(self)
 
-    def close(self) -> None:
+    def close(self, join_timeout: float = 2.0) -> None:
         self.closed = True
 
 
