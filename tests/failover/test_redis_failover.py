@@ -7,6 +7,11 @@ with epoch + 1), started again (it rejoins as a replica), the acting supervisor 
 acts within the lock's ttl and still fails over), and the primary's host is cut off the network and
 healed (afterwards exactly one Redis answers as primary, the recorded one). Gaps are printed, not
 asserted against a figure; every bound below only keeps a broken system from hanging the run.
+
+Meanwhile users live on it: an organizer invites one of three users through the VIP every half
+second, and each invitee holds a notification stream open at the VIP. At the end every stored
+notification must have reached its invitee's stream, live, or replayed by Last-Event-ID on a stream
+reopened after the first one ended (the network cut can end it); how they arrived is printed.
 """
 
 from __future__ import annotations
@@ -23,8 +28,19 @@ from typing import Any
 import pytest
 
 from agenda.messaging import Publisher, RedisLocator
-from deployment.support import PKI_DIR, SPECS, db_client, group_hosts, host_vars, tls_settings
+from deployment.support import (
+    PKI_DIR,
+    SPECS,
+    db_client,
+    group_hosts,
+    host_vars,
+    public_tls,
+    tls_settings,
+    vip_url,
+)
+from deployment.test_services import Client, new_account
 from failover.reporting import print_through
+from sse_client import SseStream
 
 testinfra_hosts = SPECS[:1]  # the checks drive every host themselves; run them once
 
@@ -254,8 +270,11 @@ def fail_over(case: str, publishing: Publishing, before: dict[str, Any], t0: flo
     wait_for(
         lambda: role(new) == "master", timeout=FAILOVER_BOUND, what=f"{case}: {new} answering as primary"
     )
-    report(case, f"{new} recorded with epoch {after['epoch']} {recorded_at - t0:.2f}s after the failure; "
-                 + publishing_resumed(case, publishing, recorded_at, t0))
+    report(
+        case,
+        f"{new} recorded with epoch {after['epoch']} {recorded_at - t0:.2f}s after the failure; "
+        + publishing_resumed(case, publishing, recorded_at, t0),
+    )
     return after
 
 
@@ -270,10 +289,99 @@ def publishing_resumed(case: str, publishing: Publishing, after: float, since: f
     return f"no publish completed for {gap:.2f}s ({failed} failed); {publishing.window(since)}"
 
 
+# ------------------------------------------------------------------------- users and their streams
+
+
+def open_stream(client: Client, last_event_id: str | None = None) -> SseStream:
+    headers = {"Authorization": client.session.headers["Authorization"]}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    stream = SseStream(f"{vip_url()}/v1/notifications/stream", headers, verify=public_tls()["verify"]).start()
+    assert stream.status == 200, f"the stream answered {stream.status}"
+    wait_for(lambda: stream.retry is not None, timeout=15, what="a stream's first line")
+    return stream
+
+
+def created_at(note: dict[str, Any]) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(note["created"].replace("Z", "+00:00")).timestamp()
+
+
+class Notifying(threading.Thread):
+    """An organizer inviting one of three users (round robin) every `period`, bounded in count and
+    time; each invitee holds a notification stream open at the VIP."""
+
+    def __init__(self, *, period: float = 0.5, max_count: int = 2_000, max_seconds: float = 900.0) -> None:
+        super().__init__(name="inviter", daemon=True)
+        self.period, self.max_count, self.max_seconds = period, max_count, max_seconds
+        self._stop_event = threading.Event()
+        base = vip_url()
+        self.organizer = Client(base)
+        self.organizer.login(*new_account(self.organizer))
+        self.invitees: dict[str, Client] = {}
+        for _ in range(3):
+            client = Client(base)
+            name, password = new_account(client)
+            client.login(name, password)
+            self.invitees[name] = client
+        self.streams = {name: open_stream(client) for name, client in self.invitees.items()}
+        self.created = 0
+        self.refused: list[str] = []
+
+    def run(self) -> None:
+        from datetime import UTC, datetime, timedelta
+
+        started = time.monotonic()
+        first = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=400)
+        names = list(self.invitees)
+        for n in itertools.count():
+            if (
+                self._stop_event.is_set()
+                or n >= self.max_count
+                or time.monotonic() - started > self.max_seconds
+            ):
+                return
+            start = first + timedelta(hours=n)  # one slot each: the organizer never double-books
+            body = {
+                "title": f"failover-redis {n}",
+                "start": start.isoformat(),
+                "end": (start + timedelta(minutes=30)).isoformat(),
+                "participants": [names[n % len(names)]],
+            }
+            try:
+                response = self.organizer.call("POST", "/v1/events", json=body)
+                if response.status_code == 201:
+                    self.created += 1
+                else:
+                    self.refused.append(f"{response.status_code} {response.text[:120]}")
+            except Exception as exc:  # the VIP moving, a host cut off: counted, not fatal
+                self.refused.append(f"{type(exc).__name__}: {exc}")
+            self._stop_event.wait(self.period)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=60)
+
+    def close(self) -> None:
+        for stream in self.streams.values():
+            stream.close()
+
+
+@pytest.fixture(scope="module")
+def notifying(publishing: Publishing) -> Iterator[Notifying]:
+    thread = Notifying()
+    thread.start()
+    wait_for(lambda: thread.created >= 6, timeout=60, what="the inviter under way")
+    yield thread
+    thread.stop()
+    thread.close()
+
+
 # ----------------------------------------------------------------------------------------- cases
 
 
-def test_primary_killed_a_replica_is_promoted_and_the_old_one_rejoins_as_a_replica(publishing):
+def test_primary_killed_a_replica_is_promoted_and_the_old_one_rejoins_as_a_replica(publishing, notifying):
     case = "primary-killed"
     before = steady()
     old = name_of(before["host"])
@@ -289,7 +397,7 @@ def test_primary_killed_a_replica_is_promoted_and_the_old_one_rejoins_as_a_repli
     assert steady()["epoch"] == after["epoch"]
 
 
-def test_acting_supervisor_killed_another_acts_and_still_fails_over(publishing):
+def test_acting_supervisor_killed_another_acts_and_still_fails_over(publishing, notifying):
     case = "supervisor-killed"
     before = steady()
     holder = acting()
@@ -318,7 +426,7 @@ table netdev {CUT_TABLE} {{
 """
 
 
-def test_primary_host_cut_off_and_healed_one_primary_remains(publishing):
+def test_primary_host_cut_off_and_healed_one_primary_remains(publishing, notifying):
     case = "network-cut"
     before = steady()
     old = name_of(before["host"])
@@ -341,11 +449,56 @@ def test_primary_host_cut_off_and_healed_one_primary_remains(publishing):
     masters = [name for name, r in roles().items() if r == "master"]
     assert masters == [name_of(after["host"])], f"after the heal: {roles()}"
     settled = time.monotonic() - healed_at
-    report(case, f"healed: one primary, {masters[0]} (epoch {after['epoch']}), {settled:.2f}s after, "
-                 + publishing_resumed(case, publishing, healed_at, t0))
+    report(
+        case,
+        f"healed: one primary, {masters[0]} (epoch {after['epoch']}), {settled:.2f}s after, "
+        + publishing_resumed(case, publishing, healed_at, t0),
+    )
 
 
 def test_the_publisher_ran_throughout(publishing):
     assert publishing.is_alive(), "the publisher stopped early (its bounds are too tight)"
     failed = sum(1 for s in publishing.sent if not s.ok)
     report("all cases", f"{len(publishing.sent)} publishes, {failed} failed")
+
+
+def test_every_stored_notification_reached_its_invitees_stream(notifying):
+    assert notifying.is_alive(), "the inviter stopped early (its bounds are too tight)"
+    notifying.stop()
+    lines, latencies = [], []
+    for name, client in notifying.invitees.items():
+        stored = client.call("GET", "/v1/notifications", params={"limit": "500"}).json()["notifications"]
+        stored_ids = [note["id"] for note in stored]
+        first = notifying.streams[name]
+        live = list(first.events)
+        latencies += [event.at - created_at(event.data) for event in live]
+        seen = [event.data["id"] for event in live]
+        replayed: list[str] = []
+        if set(seen) != set(stored_ids):
+            # The first stream missed some (or ended): reopen it where it stopped, as EventSource does.
+            resumed = open_stream(client, live[-1].id if live else None)
+            try:
+                wanted = set(stored_ids)
+                wait_for(
+                    lambda resumed=resumed, seen=seen, wanted=wanted: set(seen) | set(resumed.ids) >= wanted,
+                    timeout=30,
+                    what=f"{name}'s missed notifications replayed by Last-Event-ID",
+                )
+                replayed = [i for i in resumed.ids if i not in seen]
+            finally:
+                resumed.close()
+        assert set(seen) | set(replayed) == set(stored_ids)
+        assert len(seen) == len(set(seen)), f"{name}'s stream sent a notification twice"
+        ended = f" (it ended: {first.error})" if first.ended.is_set() else ""
+        lines.append(
+            f"{name}: {len(stored_ids)} stored, {len(seen)} live on the first stream{ended}, "
+            f"{len(replayed)} replayed"
+        )
+    latencies.sort()
+    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
+    report(
+        "streams",
+        f"{notifying.created} invitations created, {len(notifying.refused)} refused or failed "
+        f"{notifying.refused[:3]}; created-to-stream latency p50 {pick(0.5):.3f}s p99 {pick(0.99):.3f}s "
+        f"max {latencies[-1]:.3f}s; " + "; ".join(lines),
+    )
