@@ -181,5 +181,32 @@ def test_an_idle_stream_sends_heartbeats_and_ends_at_its_deadline() -> None:
     chunks, listener = run([], seconds=16.0)
     assert chunks.count(HEARTBEAT) == 3  # at 5, 10 and 15 seconds
     assert events(chunks) == []
-    assert max(listener.waits) <= 1.0  # wakes every second at least (draining, deadline)
+    assert max(listener.waits) <= 5.0  # asleep until the next heartbeat: nothing polls while idle
     assert listener.closed
+
+
+def test_draining_ends_every_open_stream_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from agenda.gateway import streams
+    from agenda.messaging.hub import Listener
+
+    monkeypatch.setattr(streams, "_draining", threading.Event())
+    listener = Listener("alice", lambda _: None)
+    hub = FakeHub(listener)  # type: ignore[arg-type]
+    body = notification_stream(
+        "alice", CURSOR, [], lambda cursor: [], hub, StreamSettings(heartbeat=300.0), float("inf")
+    )
+    assert next(body) == b"retry: 2000\n\n"
+    ended = threading.Event()
+
+    def drain_all() -> None:
+        list(body)  # the rest of the stream: nothing, then its end
+        ended.set()
+
+    reader = threading.Thread(target=drain_all, daemon=True)
+    reader.start()
+    assert not ended.wait(0.2)  # an idle stream stays open
+    streams.begin_draining()
+    assert ended.wait(5.0)  # woken by the drain, not by a timer (the heartbeat is 300 s away)
+    assert streams.draining()
