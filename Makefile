@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 PYTHON ?= python3
 
-.PHONY: help venv tools image lab lab-down dev lint unit integration interop molecule lab-test test bench-db bench-failover bench-agenda bench-vip bench-redis clean
+.PHONY: help venv tools image lab lab-down dev lint unit integration interop molecule lab-test test bench-db bench-failover bench-agenda bench-vip bench-redis bench-streams clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ bench-vip: venv image ## VIP failover time, agenda-vrrpd vs keepalived at advert
 
 bench-redis: venv ## Redis failover time, agenda-redis-supervisor vs Redis Sentinel (apt-get install -y redis-server redis-sentinel)
 	python bench/redis_failover.py $(BENCH_ARGS)
+
+bench-streams: venv ## 1,000 notification streams on the gunicorn+gevent gateway: create-event p99, notification latency (apt-get install -y hey redis-server)
+	python bench/notify_streams.py $(BENCH_ARGS)
 
 clean: lab-down ## remove the lab and the local caches (not the deployment CAs)
 	rm -rf .cache
