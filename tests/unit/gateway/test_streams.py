@@ -86,6 +86,7 @@ def run(
     live: bool = True,
     seconds: float = 10.0,
     settings: StreamSettings | None = None,
+    phase: float = 1.0,
 ) -> tuple[list[bytes], FakeListener]:
     clock = Clock()
     listener = FakeListener(clock, items)
@@ -99,6 +100,7 @@ def run(
         settings or StreamSettings(heartbeat=5.0, poll_interval=2.0),
         clock.now + seconds,
         clock=clock,
+        phase=lambda: phase,
     )
     return list(body), listener
 
@@ -183,6 +185,12 @@ def test_an_idle_stream_sends_heartbeats_and_ends_at_its_deadline() -> None:
     assert events(chunks) == []
     assert max(listener.waits) <= 5.0  # asleep until the next heartbeat: nothing polls while idle
     assert listener.closed
+
+
+def test_the_first_heartbeat_comes_after_a_random_half_to_whole_interval() -> None:
+    chunks, listener = run([], seconds=13.0, phase=0.0)
+    assert chunks.count(HEARTBEAT) == 3  # at 2.5, 7.5 and 12.5 seconds: the phase is kept
+    assert listener.waits[0] == 2.5
 
 
 def test_draining_ends_every_open_stream_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
