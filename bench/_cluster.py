@@ -136,7 +136,8 @@ def http_json(method: str, url: str, body: Any = None, timeout: float = 2.0) -> 
         return status, None
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def log_tail(path: Path, lines: int = 15) -> str:
+    """The last `lines` of a log, indented for an error message (or why it cannot be read)."""
     try:
         text = path.read_text(errors="replace")
     except OSError as exc:
@@ -343,7 +344,7 @@ class Cluster(ABC):
                 if time.monotonic() >= deadline:
                     raise BenchError(
                         f"{self.system} member {number} ({member.name}) did not become healthy in "
-                        f"{timeout:.0f} s; log tail:\n    {_tail(member.log_path)}"
+                        f"{timeout:.0f} s; log tail:\n    {log_tail(member.log_path)}"
                     )
                 time.sleep(0.1)
         leader = wait_until(self.find_leader, max(1.0, deadline - time.monotonic()))
@@ -356,7 +357,7 @@ class Cluster(ABC):
             code = None if member.proc is None else member.proc.returncode
             raise BenchError(
                 f"{self.system} member {member.name} exited (status {code}) before becoming healthy; "
-                f"log tail:\n    {_tail(member.log_path)}"
+                f"log tail:\n    {log_tail(member.log_path)}"
             )
         try:
             return self.is_healthy(member)

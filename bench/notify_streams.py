@@ -56,6 +56,7 @@ from bench._cluster import (
     agenda_importable,
     clean_env,
     free_ports,
+    log_tail,
     report_missing_tools,
     run_under_reaper,
     scrub_proxy_environment,
@@ -792,13 +793,6 @@ def ensure_fd_limit(needed: int) -> None:
             raise BenchError(f"open files limited to {hard}; {needed} are needed (ulimit -n)")
 
 
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n    ".join(path.read_text(errors="replace").splitlines()[-lines:]) or "(empty log)"
-    except OSError as exc:
-        return f"(no log: {exc})"
-
-
 # What the role's gunicorn settings (roles/agenda_service/templates/gunicorn.conf.py.j2) say for a gevent
 # worker, beyond the flags below: gevent patched before anything is imported, the application preloaded
 # in the master, and the service's post_worker_init hook (the gateway starts its hub and drain watcher).
@@ -866,6 +860,9 @@ class GunicornGateway:
         self.master: int | None = None
         self.worker: int | None = None
 
+    def log_tail(self) -> str:
+        return log_tail(self.log, 25)
+
     def argv(self, worker_connections: int) -> list[str]:
         settings = self.config_path.with_name("gunicorn.conf.py")
         settings.write_text(GUNICORN_SETTINGS)
@@ -885,7 +882,7 @@ class GunicornGateway:
         def healthy() -> bool:
             if proc.poll() is not None:
                 raise BenchError(
-                    f"gunicorn exited (status {proc.returncode}); log tail:\n    {_tail(self.log)}"
+                    f"gunicorn exited (status {proc.returncode}); log tail:\n    {self.log_tail()}"
                 )
             try:
                 return session.get(self.url + "/v1/health", timeout=2.0).status_code == 200
@@ -895,11 +892,11 @@ class GunicornGateway:
         with session:
             if wait_until(healthy, timeout, 0.2) is None:
                 raise BenchError(
-                    f"gunicorn's gateway not healthy in {timeout:.0f} s; log:\n    {_tail(self.log)}"
+                    f"gunicorn's gateway not healthy in {timeout:.0f} s; log:\n    {self.log_tail()}"
                 )
         workers = worker_pids(self.master)
         if len(workers) != 1:
-            raise BenchError(f"expected one gunicorn worker, found {workers}; log:\n    {_tail(self.log)}")
+            raise BenchError(f"expected one gunicorn worker, found {workers}; log:\n    {self.log_tail()}")
         self.worker = workers[0]
 
     def stop(self) -> None:

@@ -38,6 +38,7 @@ from bench._cluster import (
     clean_env,
     free_ports,
     http_json,
+    log_tail,
     report_missing_tools,
     run_under_reaper,
     wait_until,
@@ -373,14 +374,6 @@ def _pings(client: Any) -> bool:
     return False
 
 
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"(no log: {exc})"
-    return "\n    ".join(text.splitlines()[-lines:]) or "(empty log)"
-
-
 @dataclass
 class RedisNode:
     """One redis-server started from its own configuration file (restarted with the same file)."""
@@ -412,12 +405,12 @@ class RedisNode:
         self.client = self.client or _client(self.port)
         if wait_until(self._pings, 10.0, 0.02) is None:
             raise BenchError(
-                f"redis {self.label} ({self.name}) does not answer PING; log tail:\n    {_tail(self.log)}"
+                f"redis {self.label} ({self.name}) does not answer PING; log tail:\n    {log_tail(self.log)}"
             )
 
     def _pings(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:
-            raise BenchError(f"redis {self.label} ({self.name}) exited; log tail:\n    {_tail(self.log)}")
+            raise BenchError(f"redis {self.label} ({self.name}) exited; log tail:\n    {log_tail(self.log)}")
         return _pings(self.client)
 
     def role(self) -> RoleView | None:
@@ -495,7 +488,7 @@ class SentinelSystem(System):
         for i, client in enumerate(self.clients):
             if wait_until(lambda c=client: _pings(c), 10.0, 0.02) is None:
                 raise BenchError(
-                    f"sentinel s{i + 1} does not answer PING; log tail:\n    {_tail(self.logs()[i])}"
+                    f"sentinel s{i + 1} does not answer PING; log tail:\n    {log_tail(self.logs()[i])}"
                 )
 
     def _view(self, client: Any) -> SentinelView | None:
@@ -567,7 +560,7 @@ class OursSystem(System):
         for i, port in enumerate(self.status_ports):
             if wait_until(lambda p=port: self._status(p), 30.0, 0.05) is None:
                 raise BenchError(
-                    f"supervisor sup{i + 1} serves no status; log tail:\n    {_tail(self.logs()[i])}"
+                    f"supervisor sup{i + 1} serves no status; log tail:\n    {log_tail(self.logs()[i])}"
                 )
 
     @staticmethod
@@ -664,7 +657,7 @@ def _wait_steady(system: System, nodes: Sequence[RedisNode], timeout: float) -> 
 
     primary = wait_until(steady, timeout, 0.05)
     if primary is None:
-        tails = "".join(f"\n  {p.parent.name}/{p.name}:\n    {_tail(p, 8)}" for p in system.logs())
+        tails = "".join(f"\n  {p.parent.name}/{p.name}:\n    {log_tail(p, 8)}" for p in system.logs())
         raise BenchError(f"{system.name}: not steady within {timeout:.0f} s: {last[0]}{tails}")
     return primary, time.monotonic() - started
 
