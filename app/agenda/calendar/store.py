@@ -191,20 +191,32 @@ class EventStore:
                 ops.append(txn_put(booking_key(user), {"event": new.id, "sequence": new.sequence}))
         return ops
 
-    def create(self, build: Callable[[], Change]) -> Event:
-        """Store the event `build()` returns (called again after a lost race)."""
-        return self._commit(None, lambda _old: build())
+    def create(self, build: Callable[[], Change], *, event_id: str | None = None) -> Event:
+        """Store the event `build()` returns (called again after a lost race).
+
+        With `event_id` (the id `build` gives, derived from an Idempotency-Key) the create happens at
+        most once: when that event exists already, a repeat of the request, it is returned as is.
+        """
+        if event_id is None:
+            return self._commit(None, lambda _old: build())
+        return self._commit(event_id, lambda old: build() if old is None else None, missing_ok=True)
 
     def update(self, event_id: str, mutate: Callable[[Event], Change | None]) -> Event:
         """Apply `mutate` to the current event; None from it means "nothing to change"."""
         return self._commit(event_id, mutate)
 
-    def _commit(self, event_id: str | None, mutate: Callable[[Any], Change | None]) -> Event:
+    def _commit(
+        self, event_id: str | None, mutate: Callable[[Any], Change | None], *, missing_ok: bool = False
+    ) -> Event:
         def attempt() -> tuple[Event, Write | None]:
             old: Event | None = None
             revision = 0
             if event_id is not None:
-                old, revision = self.get_event(event_id)
+                try:
+                    old, revision = self.get_event(event_id)
+                except EventNotFound:
+                    if not missing_ok:
+                        raise
             change = mutate(old)
             if change is None:
                 assert old is not None  # noqa: S101 - only updates may change nothing

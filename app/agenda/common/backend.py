@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -34,7 +35,14 @@ from agenda.common.errors import (
     unauthorized,
     unavailable,
 )
-from agenda.common.web import IDENTITY_HEADER, MAX_BODY, SECRET_HEADER, install_request_id
+from agenda.common.web import (
+    IDENTITY_HEADER,
+    MAX_BODY,
+    SECRET_HEADER,
+    idempotency_key,
+    install_request_id,
+    keyed_id,
+)
 from agenda.db.client import DBError, DBUnavailable
 from agenda.domain.rules import RuleError
 from agenda.domain.validation import ValidationError, parse_query_range, validate_username
@@ -46,6 +54,7 @@ __all__ = [
     "current_user",
     "install_gateway_trust",
     "install_problem_handlers",
+    "new_record_id",
     "query_flag",
     "query_range",
 ]
@@ -71,6 +80,16 @@ def query_flag(name: str) -> bool:
     if value not in ("true", "false", "1", "0"):
         raise bad_request(f"{name} must be true or false", field=name)
     return value in ("true", "1")
+
+
+def new_record_id(kind: str, user: str) -> str:
+    """The id of the `kind` record this request creates for `user`.
+
+    With an Idempotency-Key it is derived from (kind, user, key), so repeating the request names the
+    same record (the create then finds it and answers with it); without one it is random.
+    """
+    key = idempotency_key()
+    return uuid.uuid4().hex if key is None else keyed_id(kind, user, key)
 
 
 def query_range() -> tuple[datetime, datetime]:

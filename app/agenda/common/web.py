@@ -4,19 +4,26 @@ header names between them, and how a request's id is bound for its log lines.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable
 from typing import Final
 
 import flask
 
+from agenda.common.errors import bad_request
 from agenda.common.logs import bind_request_id, new_request_id, sanitize_request_id
 
 __all__ = [
+    "IDEMPOTENCY_HEADER",
     "IDENTITY_HEADER",
     "MAX_BODY",
     "REQUEST_ID_HEADER",
     "SECRET_HEADER",
+    "check_idempotency_key",
+    "idempotency_key",
     "install_request_id",
+    "keyed_id",
 ]
 
 # Far above any calendar request, small enough that a flood of large bodies costs little.
@@ -25,6 +32,39 @@ MAX_BODY: Final = 256 * 1024
 IDENTITY_HEADER: Final = "X-Agenda-User"
 SECRET_HEADER: Final = "X-Agenda-Gateway-Secret"  # noqa: S105 - a header name, not a secret
 REQUEST_ID_HEADER: Final = "X-Request-ID"
+# A client's name for one create request (draft-ietf-httpapi-idempotency-key-header): the same key
+# twice creates once. The gateway also sends one of its own when the client did not, so that it may
+# resend a create whose answer it lost (a kept-alive connection closed under the request).
+IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
+IDEMPOTENCY_KEY_SCHEMA: Final = {"type": "string", "pattern": "^[!-~]{1,255}$"}
+_IDEMPOTENCY_KEY: Final = re.compile(IDEMPOTENCY_KEY_SCHEMA["pattern"])
+
+
+def check_idempotency_key(value: str) -> str:
+    """`value` when it is a valid Idempotency-Key (1-255 visible ASCII characters), else ValueError."""
+    if not _IDEMPOTENCY_KEY.fullmatch(value):
+        raise ValueError("must be 1 to 255 visible ASCII characters")
+    return value
+
+
+def idempotency_key() -> str | None:
+    """The request's Idempotency-Key, or None; 400 naming the header when it is malformed."""
+    value = flask.request.headers.get(IDEMPOTENCY_HEADER)
+    if value is None:
+        return None
+    try:
+        return check_idempotency_key(value)
+    except ValueError as exc:
+        raise bad_request(f"{IDEMPOTENCY_HEADER} {exc}", field=IDEMPOTENCY_HEADER) from None
+
+
+def keyed_id(kind: str, user: str, key: str) -> str:
+    """The id of the `kind` record that `user`'s request with Idempotency-Key `key` creates.
+
+    Derived, not random, so a resent request names the record the first one created and the store's
+    create-if-absent finds it instead of creating a second (32 hex digits, like a random id).
+    """
+    return hashlib.sha256(f"{kind}\0{user}\0{key}".encode()).hexdigest()[:32]
 
 
 def install_request_id(app: flask.Flask, *, new_id: Callable[[], str] = new_request_id) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,9 +34,16 @@ from agenda.common.errors import (
     too_many_requests,
     unauthorized,
 )
-from agenda.common.http import HttpClient, Unavailable
+from agenda.common.http import DEFAULT_IDEMPOTENT, HttpClient, Unavailable
 from agenda.common.tokens import InvalidToken, TokenVerifier
-from agenda.common.web import IDENTITY_HEADER, MAX_BODY, SECRET_HEADER, install_request_id
+from agenda.common.web import (
+    IDEMPOTENCY_HEADER,
+    IDENTITY_HEADER,
+    MAX_BODY,
+    SECRET_HEADER,
+    idempotency_key,
+    install_request_id,
+)
 from agenda.gateway.ratelimit import RateLimiter
 from agenda.gateway.routes import LOCAL_ROUTES, ROUTES, STREAM_PATH, Route, RouteTable, openapi_document
 from agenda.gateway.streams import (
@@ -153,20 +161,34 @@ def create_app(deps: GatewayDeps) -> flask.Flask:
         for name in _PASS_REQUEST_HEADERS:
             if name in request.headers:
                 headers[name] = request.headers[name]
+        client_key = idempotency_key() if route.keyed else None
+        if route.keyed:
+            # With a key, even of our own making, a resent create creates nothing new, so the client
+            # may resend it when a kept-alive connection to the backend closes under the request.
+            headers[IDEMPOTENCY_HEADER] = client_key or uuid.uuid4().hex
         params = {key: request.args.getlist(key) for key in request.args}
         client = deps.backends[route.service]
         try:
             response = client.request(
-                request.method, quote(request.path, safe="/"), json=body, params=params, headers=headers
+                request.method,
+                quote(request.path, safe="/"),
+                json=body,
+                params=params,
+                headers=headers,
+                idempotent=route.keyed or route.resendable or None,
             )
         except Unavailable as exc:
             log.warning("backend %s unavailable: %s", route.service, exc)
-            if request.method in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS"):
+            if request.method in DEFAULT_IDEMPOTENT or route.resendable or client_key is not None:
                 raise Problem(
                     503, detail=f"The {route.service} service is unavailable.", retry_after=1
                 ) from None
             raise Problem(
-                502, detail=f"The {route.service} service did not answer; the outcome is unknown."
+                502,
+                detail=f"The {route.service} service did not answer; the outcome is unknown."
+                f" Send {IDEMPOTENCY_HEADER} to make such a request safe to repeat."
+                if route.keyed
+                else f"The {route.service} service did not answer; the outcome is unknown.",
             ) from None
         if limit_key is not None and response.status_code == 200:
             deps.login_limiter.reset(limit_key)

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from agenda.calendar import MAX_INVITEES
+from agenda.common.web import IDEMPOTENCY_HEADER, IDEMPOTENCY_KEY_SCHEMA
 from agenda.domain.model import EventKind, EventStatus, MemberState, NotificationKind, PartStat, Visibility
 from agenda.domain.validation import (
     MAX_DESCRIPTION,
@@ -65,7 +66,15 @@ class Route:
     also: Sequence[int] = ()
     errors: Sequence[int] = ()
     links: dict[str, Any] = field(default_factory=dict)
+    # The backend makes repeating this request harmless (a login writes nothing), so the gateway may
+    # resend it when it cannot tell whether the backend received it. Keyed routes are also resendable.
+    resendable: bool = False
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    @property
+    def keyed(self) -> bool:
+        """The operation takes an Idempotency-Key: the same key twice creates once."""
+        return any(h.name == IDEMPOTENCY_HEADER for h in self.headers)
 
     def __post_init__(self) -> None:
         regex = _PARAM.sub(
@@ -234,6 +243,16 @@ _GROUP_LINKS: Final = {
 
 # ---------------------------------------------------------------------------------------- routes
 
+_KEYED: Final = (
+    Query(
+        IDEMPOTENCY_HEADER,
+        False,
+        "the client's name for this create: repeating the request with the same key (after a lost"
+        " answer, a 502 or a 503) creates nothing new and answers with what the first one created",
+        IDEMPOTENCY_KEY_SCHEMA,
+    ),
+)
+
 ROUTES: Final[tuple[Route, ...]] = (
     Route(
         "POST",
@@ -245,6 +264,7 @@ ROUTES: Final[tuple[Route, ...]] = (
             ["username", "password"],
             {**_CREDENTIALS, "display_name": _line(0, MAX_DISPLAY_NAME), "timezone": _S},
         ),
+        headers=_KEYED,
         success=201,
         response=_USER,
         errors=(409,),
@@ -260,6 +280,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         ),
         response=_TOKEN,
         errors=(401, 429),
+        resendable=True,
     ),
     Route("GET", "/v1/me", "users", "The caller's account", response=_USER, errors=(404,)),
     Route(
@@ -272,6 +293,7 @@ ROUTES: Final[tuple[Route, ...]] = (
             {**_EVENT_PROPS, "participants": _array(_USERNAME, max_items=MAX_INVITEES)},
         ),
         query=_ALLOW,
+        headers=_KEYED,
         success=201,
         response=_EVENT,
         errors=(409,),
@@ -354,6 +376,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         "groups",
         "Create a group (the caller owns it, level 0)",
         body=_obj(["name"], {"name": _line(1, MAX_GROUP_NAME), "hierarchical": {"type": "boolean"}}),
+        headers=_KEYED,
         success=201,
         response=_GROUP,
         links=_GROUP_LINKS,
@@ -416,6 +439,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         "Create a group event, fanned out to every active member",
         body=_obj(["title", "start", "end"], _EVENT_PROPS),
         query=_ALLOW,
+        headers=_KEYED,
         success=201,
         response=_EVENT,
         errors=(403, 409),
@@ -513,7 +537,7 @@ _REASONS: Final = {
 def _error_statuses(route: Route) -> set[int]:
     """What any route of this shape can answer besides its own ``errors``."""
     statuses = {400, 503, *route.errors}
-    if route.service != "gateway" and route.method != "GET":
+    if route.service != "gateway" and route.method != "GET" and not route.resendable:
         statuses.add(502)
     if route.body is not None:
         statuses |= {413, 415}

@@ -15,7 +15,6 @@ A group event is one transaction, so it may involve at most `MAX_INVITEES` other
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +25,14 @@ import flask
 from agenda.calendar import MAX_INVITEES
 from agenda.calendar.store import Change, EventStore
 from agenda.calendar.views import event_view
-from agenda.common.backend import backend_app, check_args, current_user, query_flag, query_range
+from agenda.common.backend import (
+    backend_app,
+    check_args,
+    current_user,
+    new_record_id,
+    query_flag,
+    query_range,
+)
 from agenda.common.errors import bad_request, conflict, forbidden, json_body, not_found, problem_type
 from agenda.domain.model import (
     Event,
@@ -124,15 +130,15 @@ def create_group() -> Any:
     body = json_body({"name": str}, {"hierarchical": bool})
     now = _deps().clock()
     group = Group(
-        id=uuid.uuid4().hex,
+        id=new_record_id("group", me),
         name=validate_group_name(body["name"]),
         owner=me,
         created=now,
         hierarchical=body.get("hierarchical", False),
         members={me: Membership(level=0, state=MemberState.ACTIVE)},
     )
-    _deps().groups.create(group)
-    return group.to_dict(), 201, {"Location": f"/v1/groups/{group.id}"}
+    stored = _deps().groups.create(group)
+    return stored.to_dict(), 201, {"Location": f"/v1/groups/{stored.id}"}
 
 
 @bp.get("/v1/groups")
@@ -251,8 +257,9 @@ def create_group_event(group_id: str) -> Any:
             type=problem_type("group-too-large"),
         )
     now = _deps().clock()
+    event_id = new_record_id(f"group-event {group.id}", me)
     event = Event(
-        id=uuid.uuid4().hex,
+        id=event_id,
         organizer=me,
         created=now,
         updated=now,
@@ -263,7 +270,7 @@ def create_group_event(group_id: str) -> Any:
         participants=fanout.participants,
     )
     change = Change(event, invitation_notifications(event, now), () if allow else (me,))
-    stored = _deps().events.create(lambda: change)
+    stored = _deps().events.create(lambda: change, event_id=event_id)
     return event_view(stored, me), 201, {"Location": f"/v1/events/{stored.id}"}
 
 

@@ -79,10 +79,18 @@ class GroupStore:
     def create(self, group: Group, notes: Sequence[Notification] = ()) -> Group:
         """Store a new group; an unknown outcome is settled like any other write's (by reading it back).
 
-        The id is a fresh random one, so a compare that keeps failing means a collision: `Contention`.
+        A group with this id already there is returned instead: the id is random, or derived from an
+        Idempotency-Key, in which case it exists only when a repeat of the same request created it.
         """
         write = self._write(0, None, group, notes)
-        return commit(self.db, lambda: (group, write), what="group", announce=self.announce)
+
+        def attempt() -> tuple[Group, Write | None]:
+            kv = self.db.get(group_key(group.id))
+            if kv is not None:
+                return Group.from_dict(kv["value"]), None
+            return group, write
+
+        return commit(self.db, attempt, what="group", announce=self.announce)
 
     def update(self, group_id: str, mutate: Mutation) -> Group | None:
         """Apply `mutate` (None: nothing to do; (None, notes): dissolve the group) with CAS retries."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,7 +19,14 @@ from agenda.calendar import MAX_INVITEES
 from agenda.calendar.layout import NOTIFICATION_CURSOR
 from agenda.calendar.store import Change, EventNotFound, EventStore, UsernameTaken
 from agenda.calendar.views import event_view
-from agenda.common.backend import backend_app, check_args, current_user, query_flag, query_range
+from agenda.common.backend import (
+    backend_app,
+    check_args,
+    current_user,
+    new_record_id,
+    query_flag,
+    query_range,
+)
 from agenda.common.errors import (
     bad_request,
     conflict,
@@ -31,6 +37,7 @@ from agenda.common.errors import (
     unauthorized,
 )
 from agenda.common.tokens import TokenIssuer
+from agenda.common.web import idempotency_key, keyed_id
 from agenda.domain.ical import to_ical
 from agenda.domain.model import (
     Event,
@@ -118,6 +125,7 @@ def register() -> Any:
     password = validate_password(body["password"])
     display_name = validate_display_name(body.get("display_name", ""))
     timezone = validate_timezone(body.get("timezone", "UTC"))
+    key = idempotency_key()
     now = _deps().clock()
     record = {
         "username": username,
@@ -126,9 +134,15 @@ def register() -> Any:
         "password": hash_password(password),
         "created": format_time(now),
     }
+    if key is not None:
+        # Kept with the account: a repeat of this request is then told from someone else's claim.
+        record["request"] = keyed_id("account", username, key)
     try:
         _deps().store.create_user(record)
     except UsernameTaken:
+        existing = _deps().store.get_user(username) if key is not None else None
+        if existing is not None and existing.get("request") == record["request"]:
+            return _public_user(existing), 201, {"Location": "/v1/me"}
         raise conflict(
             "That username is taken.", field="username", type=problem_type("username-taken")
         ) from None
@@ -190,8 +204,9 @@ def create_event() -> Any:
         if name in store.missing_users([name]):
             raise bad_request(f"participants[{index}] {name} has no account", field=f"participants[{index}]")
     now = _deps().clock()
+    event_id = new_record_id("event", me)
     event = Event(
-        id=uuid.uuid4().hex,
+        id=event_id,
         organizer=me,
         created=now,
         updated=now,
@@ -200,7 +215,7 @@ def create_event() -> Any:
         participants={name: Participation() for name in participants},
     )
     change = Change(event, invitation_notifications(event, now), () if allow else (me,))
-    stored = store.create(lambda: change)
+    stored = store.create(lambda: change, event_id=event_id)
     return event_view(stored, me), 201, {"Location": f"/v1/events/{stored.id}"}
 
 

@@ -349,3 +349,83 @@ def test_spread_still_fails_over_past_a_dead_instance(
         assert client.post(f"/{index}", json={}).status_code == 200  # refused: provably never sent
     assert [seen.path for seen in server.seen] == ["/0", "/1", "/2", "/3"]
     assert sleep.calls == []
+
+
+class ClosesIdleConnections:
+    """A keep-alive server that answers each connection's first request and then closes it while
+    the next request arrives: what a backend worker that stops does to a pooled idle connection.
+    Requests it answered and requests it dropped unanswered are counted."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.answered = 0
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _read_request(conn: socket.socket) -> bool:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return False
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(body) < length:
+            body += conn.recv(65536)
+        return True
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                if not self._read_request(conn):
+                    continue
+                self.answered += 1
+                body = b'{"ok": true}'
+                conn.sendall(
+                    b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\nConnection: keep-alive\r\n\r\n%s" % (len(body), body)
+                )
+                if self._read_request(conn):
+                    self.dropped += 1  # read, never answered: the client cannot tell it from a crash
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def closes_idle() -> Iterator[ClosesIdleConnections]:
+    server = ClosesIdleConnections()
+    yield server
+    server.close()
+
+
+def test_post_on_a_kept_alive_connection_closed_under_it_is_outcome_unknown(
+    closes_idle: ClosesIdleConnections, sleep: RecordingSleep
+) -> None:
+    client = make_client([closes_idle.url], sleep)
+    assert client.post("/events", json={}).status_code == 201
+    with pytest.raises(Unavailable, match="outcome unknown"):
+        client.post("/events", json={})
+    assert (closes_idle.answered, closes_idle.dropped) == (1, 1)
+
+
+def test_post_marked_idempotent_is_resent_when_its_kept_alive_connection_closes_under_it(
+    closes_idle: ClosesIdleConnections, sleep: RecordingSleep
+) -> None:
+    # What the gateway does for a create that carries an Idempotency-Key: the resend is harmless.
+    client = make_client([closes_idle.url], sleep)
+    assert client.post("/events", json={}).status_code == 201
+    assert client.post("/events", json={}, idempotent=True).status_code == 201
+    assert (closes_idle.answered, closes_idle.dropped) == (2, 1)

@@ -431,10 +431,15 @@ def test_an_account_created_with_an_unknown_outcome_is_recognised_by_its_salt(
         EventStore(db).create_user({"username": "bob", "password": {"salt": "mine"}})
 
 
-def test_a_group_create_that_always_collides_is_contention() -> None:
+def test_a_group_create_that_loses_to_its_own_repeat_returns_the_stored_group() -> None:
+    # A group id derived from an Idempotency-Key exists only when a repeat of the same request
+    # created it: the create that loses the race to it answers with that group, writing nothing.
     db = MemoryDBClient()
     group = Group(id="g" * 32, name="G", owner="alice", created=NOW, members={"alice": Membership(0)})
-    db.contend(ATTEMPTS, write=lambda other, keys: [other.put(k, {"squatter": True}) for k in keys])
-    with pytest.raises(Contention):
-        GroupStore(db).create(group)
-    assert db.get(group_key(group.id))["value"] == {"squatter": True}  # type: ignore[index]
+    first = Group(id=group.id, name="First", owner="alice", created=NOW, members={"alice": Membership(0)})
+    db.contend(1, write=lambda other, keys: [other.put(k, first.to_dict()) for k in keys])
+    assert GroupStore(db).create(group) == first
+    stored = db.get(group_key(group.id))
+    assert stored is not None
+    assert stored["value"] == first.to_dict()
+    assert GroupStore(db).create(group) == first  # and a later repeat finds it too

@@ -145,3 +145,41 @@ def test_openapi_and_health_are_served_locally(client: Any, backend: FakeBackend
     assert "/v1/groups" not in doc["paths"]  # no groups backend configured
     assert client.get("/v1/health").get_json()["status"] == "ok"
     assert backend.calls == []
+
+
+def test_a_create_carries_an_idempotency_key_so_the_gateway_may_resend_it(
+    client: Any, backend: FakeBackend
+) -> None:
+    body = {"title": "T", "start": "2031-01-01T10:00:00Z", "end": "2031-01-01T11:00:00Z"}
+    client.post("/v1/events", json=body, headers={**auth(token()), "Idempotency-Key": "mine-1"})
+    client.post("/v1/events", json=body, headers=auth(token()))
+    client.post("/v1/auth/login", json={"username": "alice", "password": "x" * 12})
+    client.post("/v1/events/" + "a" * 32 + "/respond", json={"status": "accepted"}, headers=auth(token()))
+    mine, made, login, respond = backend.calls
+    assert mine["headers"]["Idempotency-Key"] == "mine-1"
+    assert len(made["headers"]["Idempotency-Key"]) == 32  # the gateway's own, fresh for this request
+    assert (mine["idempotent"], made["idempotent"], login["idempotent"]) == (True, True, True)
+    # A response is not keyed: its outcome stays unknown when its answer is lost.
+    assert "Idempotency-Key" not in respond["headers"]
+    assert respond["idempotent"] is None
+
+
+def test_a_lost_create_is_503_with_the_clients_key_and_502_without(client: Any, backend: FakeBackend) -> None:
+    backend.fail = True
+    body = {"title": "T", "start": "2031-01-01T10:00:00Z", "end": "2031-01-01T11:00:00Z"}
+    keyed = client.post("/v1/events", json=body, headers={**auth(token()), "Idempotency-Key": "k"})
+    assert (keyed.status_code, keyed.headers["Retry-After"]) == (503, "1")
+    unkeyed = client.post("/v1/events", json=body, headers=auth(token()))
+    assert unkeyed.status_code == 502
+    assert "Idempotency-Key" in unkeyed.get_json()["detail"]
+    assert client.post("/v1/auth/login", json={"username": "a", "password": "b"}).status_code == 503
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "two words"])
+def test_a_malformed_idempotency_key_is_400_before_the_backend(
+    client: Any, backend: FakeBackend, key: str
+) -> None:
+    response = client.post("/v1/events", json={}, headers={**auth(token()), "Idempotency-Key": key})
+    assert response.status_code == 400
+    assert response.get_json()["field"] == "Idempotency-Key"
+    assert backend.calls == []

@@ -17,7 +17,6 @@ import pytest
 from flask.testing import FlaskClient
 
 from agenda.calendar import MAX_INVITEES
-from agenda.calendar.cas import ATTEMPTS
 from agenda.calendar.layout import group_key, membership_prefix
 from agenda.db.client import DBClient
 from agenda.db.memory import MemoryDBClient
@@ -187,10 +186,21 @@ def test_create_group_with_an_unknown_outcome_stores_it_once(
 
 
 @covers("POST /v1/groups")
-def test_create_group_whose_id_keeps_colliding_is_503(alice: Caller, db: MemoryDBClient) -> None:
-    db.contend(ATTEMPTS, write=lambda other, keys: [other.put(key, {"squatter": True}) for key in keys])
-    problem(alice.post("/v1/groups", json={"name": "Team"}), 503)
-    assert ok(alice.get("/v1/groups")) == {"groups": []}
+def test_create_group_with_an_idempotency_key_creates_once(
+    alice: Caller, bob: Caller, db: MemoryDBClient
+) -> None:
+    key = {"Idempotency-Key": "team-1"}
+    first = ok(alice.post("/v1/groups", json={"name": "Team"}, headers=key), 201)
+    txns = db.counts["txn"]
+    assert ok(alice.post("/v1/groups", json={"name": "Team"}, headers=key), 201) == first
+    assert db.counts["txn"] == txns
+    assert [g["group_id"] for g in ok(alice.get("/v1/groups"))["groups"]] == [first["id"]]
+    assert ok(bob.post("/v1/groups", json={"name": "Team"}, headers=key), 201)["id"] != first["id"]
+    problem(
+        alice.post("/v1/groups", json={"name": "Team"}, headers={"Idempotency-Key": ""}),
+        400,
+        field="Idempotency-Key",
+    )
 
 
 @covers("GET /v1/groups")
@@ -415,6 +425,37 @@ def test_a_hierarchical_group_event_commits_the_juniors(alice: Caller, bob: Call
         "alice": {"status": "needs-action", "level": 0},
         "carol": {"status": "accepted", "level": 2},
     }
+
+
+@covers("POST /v1/groups/<group_id>/events")
+def test_a_group_event_with_an_idempotency_key_is_created_once(
+    alice: Caller, bob: Caller, users: Users, db: MemoryDBClient
+) -> None:
+    group_id = team(alice, bob)
+    other_group = team(alice, bob)
+    key = {"Idempotency-Key": "sync"}
+    first = ok(
+        alice.post(
+            f"/v1/groups/{group_id}/events",
+            json={"title": "Sync", "start": at(10), "end": at(11)},
+            headers=key,
+        ),
+        201,
+    )
+    txns = db.counts["txn"]
+    again = alice.post(
+        f"/v1/groups/{group_id}/events", json={"title": "Sync", "start": at(10), "end": at(11)}, headers=key
+    )
+    assert ok(again, 201) == first
+    assert db.counts["txn"] == txns
+    assert [e["id"] for e in ok(users("bob").get("/v1/invitations"))["invitations"]] == [first["id"]]
+    # The same key in another group is another request.
+    elsewhere = alice.post(
+        f"/v1/groups/{other_group}/events?allow_conflict=true",
+        json={"title": "Sync", "start": at(10), "end": at(11)},
+        headers=key,
+    )
+    assert ok(elsewhere, 201)["id"] != first["id"]
 
 
 @covers("POST /v1/groups/<group_id>/events")

@@ -200,6 +200,22 @@ def test_register_refuses_a_taken_name_and_a_body_that_is_not_json(
 
 
 @covers("POST /v1/auth/register")
+def test_register_repeated_with_its_idempotency_key_answers_with_the_account(
+    client: FlaskClient, db: MemoryDBClient
+) -> None:
+    body = {"username": "erin", "password": PASSWORD}
+    first = ok(client.post("/v1/auth/register", json=body, headers={"Idempotency-Key": "k1"}), 201)
+    stored = db.get(user_key("erin"))
+    assert ok(client.post("/v1/auth/register", json=body, headers={"Idempotency-Key": "k1"}), 201) == first
+    assert db.get(user_key("erin")) == stored  # the first account, not overwritten
+    # Someone else's claim on the name (another key, or none) is still refused.
+    taken = client.post("/v1/auth/register", json=body, headers={"Idempotency-Key": "k2"})
+    problem(taken, 409, type="username-taken")
+    problem(client.post("/v1/auth/register", json=body), 409, type="username-taken")
+    problem(client.post("/v1/auth/register", json=body, headers={"Idempotency-Key": " "}), 400)
+
+
+@covers("POST /v1/auth/register")
 def test_register_losing_the_race_for_a_name_is_409(client: FlaskClient, db: MemoryDBClient) -> None:
     def register_first(other: DBClient, keys: tuple[str, ...]) -> None:
         assert keys == (user_key("erin"),)
@@ -335,6 +351,41 @@ def test_create_event_names_the_bad_field(
 ) -> None:
     assert MAX_INVITEES < 26
     problem(alice.post(f"/v1/events{query}", json=body), 400, field=field)
+
+
+@covers("POST /v1/events")
+def test_create_event_with_an_idempotency_key_creates_once(
+    alice: Caller, bob: Caller, db: MemoryDBClient
+) -> None:
+    body = {"title": "Sync", "start": at(10), "end": at(11), "participants": ["bob"]}
+    key = {"Idempotency-Key": "sync-2031-01-10"}
+    first = alice.post("/v1/events", json=body, headers=key)
+    event = ok(first, 201)
+    txns = db.counts["txn"]
+    # The repeat (the gateway resending after a lost answer) finds the event: no conflict with
+    # itself, no second invitation, no write; the same answer and Location.
+    again = alice.post("/v1/events", json=body, headers=key)
+    assert ok(again, 201) == event
+    assert again.headers["Location"] == first.headers["Location"]
+    assert db.counts["txn"] == txns
+    assert [e["id"] for e in ok(alice.get(f"/v1/events?{RANGE}"))["events"]] == [event["id"]]
+    assert [n["event_id"] for n in notifications(bob)] == [event["id"]]
+    # Keys belong to their user, and another key is another event.
+    assert (
+        ok(bob.post("/v1/events", json={**body, "participants": []}, headers=key), 201)["id"] != event["id"]
+    )
+    other = alice.post("/v1/events?allow_conflict=true", json=body, headers={"Idempotency-Key": "other"})
+    assert ok(other, 201)["id"] != event["id"]
+
+
+@covers("POST /v1/events")
+@pytest.mark.parametrize("key", ["", "x" * 256, "has space", "caf\u00e9"])
+def test_create_event_refuses_a_malformed_idempotency_key(alice: Caller, key: str) -> None:
+    body = {"title": "T", "start": at(10), "end": at(11)}
+    problem(
+        alice.post("/v1/events", json=body, headers={"Idempotency-Key": key}), 400, field="Idempotency-Key"
+    )
+    assert ok(alice.get(f"/v1/events?{RANGE}"))["events"] == []
 
 
 @covers("POST /v1/events")
