@@ -8,6 +8,7 @@ would do) and removed afterwards. Every wait is a bounded poll.
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from agenda.messaging import PRIMARY_KEY
 from sse_client import SseStream
 
 from ..conftest import RedisServer, free_ports, wait_until
+from ..messaging.pubsub import subscribe
 from .conftest import GATEWAY_SECRET, Stack
 
 REDIS_USER = "agenda"
@@ -292,20 +294,12 @@ def test_with_redis_down_the_stream_polls_and_after_a_new_primary_is_recorded_it
         assert bobs.ids == [n["id"] for n in listed(live, b_tok)]
         assert not bobs.ended.is_set()
         # The services publish on the new primary again: a message reaches a plain subscriber there.
-        probe = second.client(REDIS_USER, REDIS_PASSWORD).pubsub(ignore_subscribe_messages=True)
-        probe.subscribe(f"notifications:{bob}")
-        wait_until(
-            lambda: (
-                dict(second.client(REDIS_USER, REDIS_PASSWORD).pubsub_numsub(f"notifications:{bob}"))[
-                    f"notifications:{bob}".encode()
-                ]
-                >= 1
-            ),
-            5.0,
-        )
+        probe = subscribe(second, f"notifications:{bob}")
+        # A day of its own for each try: the next try must not conflict with the one before it.
+        days = itertools.count(32)
 
         def published_live() -> bool:
-            invite(live, a_tok, bob, day=32 + len(bobs.events))
+            invite(live, a_tok, bob, day=next(days))
             message = probe.get_message(timeout=2.0)
             return message is not None and json.loads(message["data"])["user"] == bob
 

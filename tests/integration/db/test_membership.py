@@ -166,8 +166,9 @@ def test_leadership_is_handed_over_before_a_restart(trio: Any, wait: Callable[..
     assert successor != leader
     for node_id in cluster.members:
         wait(
-            lambda n=node_id: cluster.request(n, "GET", "/v1/cluster", client_timeout=2.0).json()["leader"]
-            == successor,
+            lambda n=node_id: (
+                cluster.request(n, "GET", "/v1/cluster", client_timeout=2.0).json()["leader"] == successor
+            ),
             30,
             message=f"{node_id} to follow {successor}",
         )

@@ -18,10 +18,14 @@ def record(db: DBClient, key: str, server: RedisServer, epoch: int) -> None:
 
 
 def subscribe(server: RedisServer, channel: str) -> redis.client.PubSub:
-    pubsub = server.client().pubsub(ignore_subscribe_messages=True)
+    pubsub = server.client().pubsub()
     pubsub.subscribe(channel)
-    # Subscribed once the server counts it (SUBSCRIBE is sent on another connection than PUBLISH).
-    wait_until(lambda: dict(server.client().pubsub_numsub(channel))[channel.encode()] >= 1, 5.0)
+    # Subscribed once the server confirms it. Reading the confirmation here matters: with
+    # ignore_subscribe_messages set, a later get_message that reads it returns None at once, which
+    # looks like "nothing published" without having waited at all.
+    confirmation = wait_until(lambda: pubsub.get_message(timeout=0.1), 5.0, 0.0, "the subscription")
+    assert confirmation["type"] == "subscribe", confirmation
+    pubsub.ignore_subscribe_messages = True
     return pubsub
 
 
