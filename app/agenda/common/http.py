@@ -21,6 +21,16 @@ Retry rules:
   caller passes `raise_for_status=True`.
 - When retries are exhausted, `Unavailable` is raised with the last cause chained.
 
+Replicas come from a fixed list (`base_urls`) or, for service instances found by gossip, from a
+`discovery` (`agenda.common.discovery`) asked on every request; an empty answer falls back to
+`base_urls`. Since that list changes, the client remembers replicas by URL, not by position:
+- Sticky (the default, for replicated state such as DB members): each request starts at the URL that
+  last answered, while it is still listed; otherwise at the first listed URL.
+- Spread (`spread=True`, for stateless service instances): each request starts at the next URL of the
+  current list, round robin.
+- A request that runs out of attempts moves the sticky URL past the replica that refused it (unless
+  another request already found a working one), so the next request does not start there again.
+
 An X-Request-ID header is added from `agenda.common.logs` when a request id is bound, so logs of
 every service touched by one user request share an id.
 """
@@ -28,12 +38,13 @@ every service touched by one user request share an id.
 from __future__ import annotations
 
 import email.utils
+import logging
 import math
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 import requests
@@ -42,10 +53,15 @@ import urllib3.exceptions
 
 from agenda.common.logs import current_request_id
 
+if TYPE_CHECKING:
+    from agenda.common.discovery import Discovery
+
 __all__ = ["DEFAULT_IDEMPOTENT", "RETRY_STATUSES", "HttpClient", "HttpError", "Unavailable"]
 
 DEFAULT_IDEMPOTENT: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 RETRY_STATUSES: Final = frozenset({502, 503, 504})
+
+log = logging.getLogger(__name__)
 
 TimeoutSpec = float | tuple[float, float]  # seconds, or (connect, read)
 
@@ -129,6 +145,7 @@ class HttpClient:
         sleep: Callable[[float], None] = time.sleep,
         spread: bool = False,
         pool_size: int = 64,
+        discovery: Discovery | None = None,
     ) -> None:
         if isinstance(base_urls, str):
             raise TypeError("base_urls must be a list of URLs, not a single string")
@@ -148,7 +165,11 @@ class HttpClient:
         if session is None:
             # One kept-alive connection per concurrent caller: with fewer, callers beyond the pool's
             # size open (and then drop) a fresh connection each, a full TLS handshake every time.
-            adapter = requests.adapters.HTTPAdapter(pool_connections=len(base_urls), pool_maxsize=pool_size)
+            # pool_connections is how many hosts keep a pool: discovered instances come and go, so
+            # leave room beyond the static list.
+            adapter = requests.adapters.HTTPAdapter(
+                pool_connections=max(len(self.base_urls), 8), pool_maxsize=pool_size
+            )
             self._session.mount("http://", adapter)
             self._session.mount("https://", adapter)
         # Cluster-internal calls must never be routed through a proxy or a CA bundle from the environment.
@@ -156,7 +177,11 @@ class HttpClient:
         self._session.verify = verify
         self._session.cert = cert
         self._lock = threading.Lock()
-        self._active = 0
+        self._discovery = discovery
+        # (what discovery returned, its normalised form): re-parsed only when the list changes.
+        self._discovered: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        # The URL that last answered (None: none yet); by value, since the list can change under it.
+        self._active: str | None = None
         # Stateless replicas (service instances) share the load: each request starts at the next one.
         # Replicated state (DB members) keeps the default, sticking to the one that last answered.
         self._spread = spread
@@ -164,9 +189,39 @@ class HttpClient:
 
     @property
     def active_url(self) -> str:
-        """The base URL the next request starts with: the last one that answered."""
+        """The base URL the next (sticky) request starts with: the last one that answered, while listed."""
+        urls = self._current_urls()
         with self._lock:
-            return self.base_urls[self._active]
+            return urls[self._start_index(urls)]
+
+    def _current_urls(self) -> tuple[str, ...]:
+        """This request's replicas: the discovery's list when it has one, else the static `base_urls`."""
+        if self._discovery is None:
+            return self.base_urls
+        raw = tuple(self._discovery.urls())
+        if not raw:
+            return self.base_urls
+        cached = self._discovered  # one read of the attribute: another thread may replace it
+        if cached is None or cached[0] != raw:
+            normalised: list[str] = []
+            for url in raw:
+                try:
+                    normalised.append(_normalise_base_url(url))
+                except ValueError as exc:
+                    # Logged once per distinct list, thanks to the cache; the other URLs stay usable.
+                    log.warning("discovery returned an unusable URL, skipped: %s", exc)
+            cached = (raw, tuple(dict.fromkeys(normalised)))
+            self._discovered = cached
+        return cached[1] or self.base_urls
+
+    def _start_index(self, urls: tuple[str, ...]) -> int:
+        """Index of the sticky URL in `urls`, or 0 when it is not listed. Caller holds the lock."""
+        if self._active is not None:
+            try:
+                return urls.index(self._active)
+            except ValueError:
+                pass
+        return 0
 
     def close(self) -> None:
         self._session.close()
@@ -212,14 +267,14 @@ class HttpClient:
         # A server asking for an hour must not stall a user request for an hour.
         return min(max(seconds, 0.0), self.retry_after_cap)
 
-    def _advance_from(self, failed: int) -> int:
-        """The replica after ``failed``; later calls start there too, unless another call already
+    def _advance_from(self, urls: tuple[str, ...], failed: int) -> int:
+        """The replica after ``urls[failed]``; later calls start there too, unless another call already
         found a working replica (a call that runs out of attempts must not leave the next call
         starting at the replica that just refused it)."""
-        following = (failed + 1) % len(self.base_urls)
+        following = (failed + 1) % len(urls)
         with self._lock:
-            if self._active == failed:
-                self._active = following
+            if self._start_index(urls) == failed:
+                self._active = urls[following]
         return following
 
     def request(
@@ -246,12 +301,13 @@ class HttpClient:
         if request_id is not None and not any(name.lower() == "x-request-id" for name in send_headers):
             send_headers["X-Request-ID"] = request_id
 
+        urls = self._current_urls()  # one snapshot per call: `index` and `tried` refer to it
         with self._lock:
             if self._spread:
-                self._next = (self._next + 1) % len(self.base_urls)
+                self._next = (self._next + 1) % len(urls)
                 index = self._next
             else:
-                index = self._active
+                index = self._start_index(urls)
         tried: set[int] = set()
         sleeps = 0
         last_exc: BaseException | None = None
@@ -265,7 +321,7 @@ class HttpClient:
                 delay = self._retry_after(last_response) if last_response is not None else None
                 self._sleep(delay if delay is not None else self._backoff_delay(sleeps))
                 sleeps += 1
-            url = self.base_urls[index] + path
+            url = urls[index] + path
             tried.add(index)
             attempts += 1
             last_response = None
@@ -289,7 +345,7 @@ class HttpClient:
                     raise Unavailable(
                         f"{method} {url} failed after it was sent; outcome unknown: {exc}", attempts=attempts
                     ) from exc
-                index = self._advance_from(index)
+                index = self._advance_from(urls, index)
                 continue
 
             not_carried_out = (
@@ -300,11 +356,11 @@ class HttpClient:
                 last_exc = HttpError(method, url, response)
                 last_response = response
                 response.close()  # return the connection to the pool before the next attempt
-                index = self._advance_from(index)
+                index = self._advance_from(urls, index)
                 continue
 
             with self._lock:
-                self._active = index
+                self._active = urls[index]
             if raise_for_status and response.status_code >= 400:
                 raise HttpError(method, url, response)
             return response

@@ -18,6 +18,7 @@ internal ports stay the same from one run to the next (a DB member's Raft identi
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -73,6 +74,7 @@ MODULES: Final = {
     "users": "agenda.users.cli",
     "groups": "agenda.groups.cli",
     "gateway": "agenda.gateway.cli",
+    "gossip": "agenda.gossip.cli",
 }
 # A developer's shell may carry a deployment's AGENDA_USERS_* settings; they would override the
 # stack's config files, so children never see them.
@@ -159,6 +161,7 @@ class _Process:
     config: Path
     log: Path
     popen: subprocess.Popen[bytes] | None = None
+    ready_file: Path | None = None  # no HTTP: ready once this file exists (a gossip member's view)
 
     @property
     def argv(self) -> list[str]:
@@ -193,6 +196,7 @@ class DevStack:
         db_urls: Sequence[str] | None = None,
         users_instances: int = 2,
         groups_instances: int = 1,
+        gossip: bool = False,
         gateway_secret: str | None = None,
         settings: Mapping[str, Mapping[str, Any]] | None = None,
         fresh: bool = False,
@@ -215,7 +219,7 @@ class DevStack:
         self._env["PYTHONUNBUFFERED"] = "1"  # log lines reach the file when written, not when flushed
         self._lock_fd: int | None = _claim_directory(self.directory, fresh=fresh)
         try:
-            self._prepare(gateway_port, db_urls, users_instances, groups_instances, gateway_secret)
+            self._prepare(gateway_port, db_urls, users_instances, groups_instances, gateway_secret, gossip)
         except OSError as exc:
             self._release()
             raise SetupError(f"cannot prepare {self.directory}: {exc}") from exc
@@ -232,12 +236,16 @@ class DevStack:
         users_instances: int,
         groups_instances: int,
         gateway_secret: str | None,
+        gossip: bool,
     ) -> None:
         db_names = [f"db{index + 1}" for index in range(DB_MEMBERS)] if db_urls is None else []
         users_names = [f"users{index + 1}" for index in range(users_instances)]
         groups_names = [f"groups{index + 1}" for index in range(groups_instances)]
         port_names = [f"{name}.{role}" for name in db_names for role in ("raft", "api")]
-        ports = self._internal_ports([*port_names, *users_names, *groups_names])
+        gossip_names = (
+            [f"{name}-gossip" for name in (*users_names, *groups_names, "gateway")] if gossip else []
+        )
+        ports = self._internal_ports([*port_names, *users_names, *groups_names, *gossip_names])
         if gateway_port == 0:
             (gateway_port,) = free_ports(1)
         check_port(gateway_port, "the gateway")
@@ -291,6 +299,11 @@ class DevStack:
         ):
             for name, url in zip(names, urls, strict=True):
                 self._add(name, kind, url, listen=url.partition("://")[2], **backend, **extra)
+        self.gossip_view: Path | None = None
+        if gossip:
+            instances = [*zip(users_names, self.users_urls, strict=True)]
+            instances += zip(groups_names, self.groups_urls, strict=True)
+            self.gossip_view = self._add_gossip(gossip_names, ports, dict(instances))
         self._add(
             "gateway",
             "gateway",
@@ -298,11 +311,45 @@ class DevStack:
             listen=f"{LOOPBACK}:{gateway_port}",
             users_urls=self.users_urls,
             groups_urls=self.groups_urls,
+            **({"gossip_view": str(self.gossip_view)} if self.gossip_view else {}),
             public_keys=[f"{SIGNING_KEY_ID}={self.public_key_path}"],
             gateway_secret=self.gateway_secret,
             tls=self._tls_section(with_ca=False),  # the public listener asks for no client certificate
             backend_tls=self._tls_section(),
         )
+
+    def _add_gossip(self, names: list[str], ports: Mapping[str, int], urls: Mapping[str, str]) -> Path:
+        """A gossip member beside every service instance and the gateway; the gateway's view's path.
+
+        Each member's seeds are all the others (any one that is up lets it join); an instance's member
+        watches its instance's /v1/health and carries its URL. The key ring is generated once and kept."""
+        keys = self.directory / "gossip.keys"
+        if not keys.is_file():
+            write_private(keys, base64.b64encode(os.urandom(32)) + b"\n")
+        addresses = {name: f"{LOOPBACK}:{ports[name]}" for name in names}
+        views = self.directory / "gossip"
+        views.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            instance = name.removesuffix("-gossip")
+            service = instance.rstrip("0123456789")
+            settings: dict[str, Any] = {
+                "name": instance,
+                "bind": addresses[name],
+                "seeds": [address for other, address in addresses.items() if other != name],
+                "keys_file": str(keys),
+                "label": "agenda-dev",
+                "service": service,
+                "view_file": str(views / f"{instance}.json"),
+            }
+            if instance in urls:
+                settings |= {
+                    "api_url": urls[instance],
+                    "health_url": urls[instance] + "/v1/health",
+                    "health_tls": self._tls_section(),
+                }
+            self._add(name, "gossip", "", **settings)
+            self._processes[name].ready_file = views / f"{instance}.json"
+        return views / "gateway.json"
 
     def _internal_ports(self, names: list[str]) -> dict[str, int]:
         """The ports of the last run when it had the same processes (and they are free), else new ones."""
@@ -329,8 +376,9 @@ class DevStack:
             section["ca"] = str(self.tls_files.ca)
         return section
 
-    def _add(self, name: str, kind: str, url: str, **settings: Any) -> None:
+    def _add(self, process_name: str, kind: str, url: str, **settings: Any) -> None:
         """Write the process's config file (the caller's `settings` for its kind win) and record it."""
+        name = process_name
         config = {**settings, "log_format": "plain", **self._settings.get(kind, {})}
         path = self.directory / "config" / f"{name}.yaml"
         write_private(path, yaml.safe_dump(config, sort_keys=False).encode())
@@ -397,6 +445,8 @@ class DevStack:
             )
 
     def _healthy(self, process: _Process) -> bool:
+        if process.ready_file is not None:
+            return process.ready_file.is_file()
         try:
             return self._http.get(process.url + "/v1/health", timeout=2.0).status_code == 200
         except requests.RequestException:

@@ -73,6 +73,12 @@ SCHEMA: Final = [
         validator=urls_validator,
         help="base URL of every Group Service instance",
     ),
+    Field(
+        "gossip_view",
+        str,
+        default="",
+        help="the host's gossip view file: route to the instances alive in it (the *_urls: fallback)",
+    ),
     Field("public_keys", list[str], validator=parse_key_ring, help="KID=PATH of each token verification key"),
     Field("issuer", str, default="agenda-users"),
     Field("audience", str, default="agenda"),
@@ -232,6 +238,16 @@ class LazyHub:
         return None if built is None else built.stats()
 
 
+def discovered(cfg: Config, service: str) -> dict[str, Any]:
+    """HttpClient's ``discovery`` for `service`: the instances alive and serving in the gossip view,
+    re-read when the file changes; the configured URLs stay the fallback while the view has none."""
+    if not cfg.gossip_view:
+        return {}
+    from agenda.common.discovery import ViewFileDiscovery
+
+    return {"discovery": ViewFileDiscovery(cfg.gossip_view, service, fallback=cfg[f"{service}_urls"])}
+
+
 def build_app(cfg: Config) -> flask.Flask:
     from agenda.common.http import HttpClient
     from agenda.common.tokens import TokenVerifier, load_public_key
@@ -244,9 +260,11 @@ def build_app(cfg: Config) -> flask.Flask:
     # The instances are stateless: spread requests over them (each starts at the next instance).
     # The connect timeout also bounds the TLS handshake, which a loaded backend may be slow to finish.
     options: dict[str, Any] = {"timeout": (3.05, cfg.backend_timeout), "verify": verify, "cert": cert}
-    backends = {"users": HttpClient(list(cfg.users_urls), spread=True, **options)}
+    backends = {"users": HttpClient(list(cfg.users_urls), spread=True, **discovered(cfg, "users"), **options)}
     if cfg.groups_urls:
-        backends["groups"] = HttpClient(list(cfg.groups_urls), spread=True, **options)
+        backends["groups"] = HttpClient(
+            list(cfg.groups_urls), spread=True, **discovered(cfg, "groups"), **options
+        )
     deps = GatewayDeps(
         verifier=TokenVerifier(keys, cfg.issuer, cfg.audience),
         backends=backends,

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
+from agenda.common import http as http_module
+from agenda.common.discovery import StaticDiscovery
 from agenda.common.http import HttpClient, HttpError, Unavailable
 from agenda.common.logs import bind_request_id
 
@@ -429,3 +431,167 @@ def test_post_marked_idempotent_is_resent_when_its_kept_alive_connection_closes_
     assert client.post("/events", json={}).status_code == 201
     assert client.post("/events", json={}, idempotent=True).status_code == 201
     assert (closes_idle.answered, closes_idle.dropped) == (2, 1)
+
+
+# --- a changing list of instances (discovery) --------------------------------------------------------
+
+
+class ChangingDiscovery:
+    """A discovery whose list the test changes between calls, as a gossip view would."""
+
+    def __init__(self, *urls: str) -> None:
+        self.current: tuple[str, ...] = urls
+
+    def urls(self) -> tuple[str, ...]:
+        return self.current
+
+
+class RecordingSession(requests.Session):
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def request(self, method: str, url: str, **kwargs: object) -> requests.Response:  # type: ignore[override]
+        self.urls.append(url)
+        return super().request(method, url, **kwargs)
+
+
+def test_a_changed_discovery_list_is_used_by_the_next_call(dead_url: str, sleep: RecordingSleep) -> None:
+    with ScriptedServer() as first, ScriptedServer() as second:
+        discovery = ChangingDiscovery(first.url)
+        client = make_client([dead_url], sleep, discovery=discovery)
+        assert client.get("/a").status_code == 200
+        discovery.current = (second.url + "/",)
+        assert client.get("/b").status_code == 200
+        assert client.active_url == second.url
+        assert [seen.path for seen in first.seen] == ["/a"]
+        assert [seen.path for seen in second.seen] == ["/b"]
+
+
+def test_spread_goes_round_robin_over_the_discovery_list(sleep: RecordingSleep) -> None:
+    with ScriptedServer() as static, ScriptedServer() as first, ScriptedServer() as second:
+        discovery = ChangingDiscovery(first.url, second.url)
+        client = make_client([static.url], sleep, spread=True, discovery=discovery)
+        for index in range(6):
+            assert client.get(f"/{index}").status_code == 200
+        assert len(first.seen) == len(second.seen) == 3
+        assert static.seen == []
+
+
+def test_an_instance_removed_from_the_list_is_no_longer_tried(dead_url: str, sleep: RecordingSleep) -> None:
+    with ScriptedServer() as first, ScriptedServer() as second:
+        session = RecordingSession()
+        discovery = ChangingDiscovery(dead_url, first.url, second.url)
+        client = make_client([first.url], sleep, discovery=discovery, session=session)
+        assert client.get("/0").status_code == 200  # the dead one first, then first (now sticky)
+        discovery.current = (dead_url, second.url)  # first left; the dead one is listed first again
+        session.urls.clear()
+        for index in range(1, 4):
+            assert client.get(f"/{index}").status_code == 200
+        assert session.urls == [f"{dead_url}/1", f"{second.url}/1", f"{second.url}/2", f"{second.url}/3"]
+        assert [seen.path for seen in first.seen] == ["/0"]
+
+
+def test_spread_skips_an_instance_removed_from_the_list(sleep: RecordingSleep) -> None:
+    with ScriptedServer() as first, ScriptedServer() as second:
+        discovery = ChangingDiscovery(first.url, second.url)
+        client = make_client([first.url], sleep, spread=True, discovery=discovery)
+        client.get("/0")
+        client.get("/1")
+        discovery.current = (second.url,)
+        for index in range(2, 6):
+            client.get(f"/{index}")
+        assert len(first.seen) == 1
+        assert len(second.seen) == 5
+
+
+def test_an_empty_discovery_list_falls_back_to_base_urls(sleep: RecordingSleep) -> None:
+    with ScriptedServer() as static, ScriptedServer() as found:
+        discovery = ChangingDiscovery()
+        client = make_client([static.url], sleep, discovery=discovery)
+        assert client.get("/none-found").status_code == 200
+        assert client.active_url == static.url
+        discovery.current = (found.url,)
+        assert client.get("/found").status_code == 200
+        discovery.current = ()
+        assert client.get("/gone").status_code == 200
+        assert [seen.path for seen in static.seen] == ["/none-found", "/gone"]
+        assert [seen.path for seen in found.seen] == ["/found"]
+
+
+def test_stickiness_by_url_survives_a_reordering_of_the_list(dead_url: str, sleep: RecordingSleep) -> None:
+    with ScriptedServer() as first, ScriptedServer() as second:
+        discovery = ChangingDiscovery(dead_url, first.url, second.url)
+        client = make_client([second.url], sleep, discovery=discovery)
+        assert client.get("/a").status_code == 200
+        assert client.active_url == first.url
+        # By position the sticky replica (index 1) would now be `second`; by value it is still `first`.
+        discovery.current = (first.url, second.url, dead_url)
+        assert client.active_url == first.url
+        assert client.get("/b").status_code == 200
+        assert [seen.path for seen in first.seen] == ["/a", "/b"]
+        assert second.seen == []
+
+
+def test_a_sticky_url_that_left_the_list_is_not_used(sleep: RecordingSleep) -> None:
+    with ScriptedServer() as first, ScriptedServer() as second, ScriptedServer() as third:
+        discovery = ChangingDiscovery(first.url)
+        client = make_client([first.url], sleep, discovery=discovery)
+        client.get("/a")
+        discovery.current = (second.url, third.url)
+        assert client.active_url == second.url
+        client.get("/b")
+        assert [seen.path for seen in first.seen] == ["/a"]
+        assert [seen.path for seen in second.seen] == ["/b"]
+
+
+def test_a_call_that_runs_out_of_attempts_moves_past_the_dead_discovered_instance(
+    server: ScriptedServer, dead_url: str, sleep: RecordingSleep
+) -> None:
+    discovery = ChangingDiscovery(dead_url, server.url)
+    client = make_client([server.url], sleep, retries=0, discovery=discovery)
+    with pytest.raises(Unavailable):
+        client.get("/first")
+    assert client.active_url == server.url
+    assert client.get("/second").status_code == 200
+    assert [seen.path for seen in server.seen] == ["/second"]
+
+
+def test_discovered_urls_are_normalised_once_per_distinct_list(
+    server: ScriptedServer, sleep: RecordingSleep, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed: list[str] = []
+    original = http_module._normalise_base_url
+
+    def counting(url: str) -> str:
+        parsed.append(url)
+        return original(url)
+
+    discovery = ChangingDiscovery(server.url + "/api/")
+    client = make_client([server.url], sleep, discovery=discovery)
+    monkeypatch.setattr(http_module, "_normalise_base_url", counting)
+    for _ in range(3):
+        client.get("/v1/ping")
+    assert parsed == [server.url + "/api/"]
+    discovery.current = (server.url + "/v2/",)
+    client.get("/ping")
+    client.get("/ping")
+    assert len(parsed) == 2
+    assert [seen.path for seen in server.seen] == ["/api/v1/ping"] * 3 + ["/v2/ping"] * 2
+
+
+def test_unusable_discovered_urls_are_skipped(sleep: RecordingSleep) -> None:
+    with ScriptedServer() as static, ScriptedServer() as found:
+        discovery = ChangingDiscovery("ftp://nope", found.url)
+        client = make_client([static.url], sleep, discovery=discovery)
+        assert client.get("/a").status_code == 200
+        discovery.current = ("users-1:8080",)  # nothing usable: as good as an empty list
+        assert client.get("/b").status_code == 200
+        assert [seen.path for seen in found.seen] == ["/a"]
+        assert [seen.path for seen in static.seen] == ["/b"]
+
+
+def test_static_discovery_is_accepted(server: ScriptedServer, dead_url: str, sleep: RecordingSleep) -> None:
+    client = make_client([dead_url], sleep, retries=0, discovery=StaticDiscovery([server.url]))
+    assert client.get("/x").status_code == 200
+    assert [seen.path for seen in server.seen] == ["/x"]

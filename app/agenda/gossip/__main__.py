@@ -1,0 +1,5 @@
+import sys
+
+from agenda.gossip.cli import main
+
+sys.exit(main())
