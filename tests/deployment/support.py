@@ -126,3 +126,13 @@ def db_client(urls: list[str] | None = None, *, retries: int = 3) -> DBClient:
     settings = tls_settings()
     return DBClient(urls or [m["url"] for m in db_members()], timeout=(2.0, 5.0), retries=retries,
                     verify=settings["verify"], cert=settings["cert"])
+
+
+# Each HTTP service, the inventory group whose hosts run it.
+SERVICES = {"users": "services", "groups": "services", "gateway": "gateways"}
+
+
+def services_on(target: Any) -> list[str]:
+    """The services `target` (testinfra's host) runs, by its inventory groups."""
+    groups = target.ansible.get_variables()["group_names"]
+    return [service for service, group in SERVICES.items() if group in groups]

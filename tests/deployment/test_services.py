@@ -16,12 +16,19 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from deployment.support import PKI_DIR, SPECS, gateway_urls, group_hosts, host, public_tls, tls_settings
+from deployment.support import (
+    PKI_DIR,
+    SPECS,
+    gateway_urls,
+    group_hosts,
+    host,
+    public_tls,
+    services_on,
+    tls_settings,
+)
 
 testinfra_hosts = SPECS
 
-# Each service, the inventory group whose hosts run it.
-SERVICES = {"users": "services", "groups": "services", "gateway": "gateways"}
 BACKENDS = ("users", "groups")
 TIMEOUT = 30  # password hashing on a busy 2-core host is slow; nothing here measures time
 HARDENING = {
@@ -40,11 +47,6 @@ def config_path(service: str) -> str:
 def read_config(target: Any, service: str) -> dict[str, Any]:
     with target.sudo():
         return yaml.safe_load(target.file(config_path(service)).content_string)
-
-
-def services_on(target: Any) -> list[str]:
-    groups = target.ansible.get_variables()["group_names"]
-    return [service for service, group in SERVICES.items() if group in groups]
 
 
 def unit_properties(target: Any, service: str, *names: str) -> dict[str, str]:

@@ -179,9 +179,9 @@ def run_site(source: Path, cache: Path) -> subprocess.CompletedProcess[str]:
 def units(name: str) -> list[str]:
     found = [f"agenda-db@{m['id']}" for m in db_members() if m["host"] == name]
     if name in group_hosts("services"):
-        found += ["agenda-users", "agenda-groups"]
+        found += ["agenda-users", "agenda-groups", "agenda-users-gossip", "agenda-groups-gossip"]
     if name in group_hosts("gateways"):
-        found += ["agenda-gateway", "agenda-vrrpd"]
+        found += ["agenda-gateway", "agenda-vrrpd", "agenda-gateway-gossip"]
     return found
 
 

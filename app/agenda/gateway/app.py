@@ -13,6 +13,8 @@ listed here are.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import time
 import uuid
@@ -25,6 +27,7 @@ from urllib.parse import quote
 import flask
 import requests
 
+from agenda.common.discovery import read_view
 from agenda.common.errors import (
     Problem,
     install_error_handlers,
@@ -80,6 +83,10 @@ class GatewayDeps:
     # process); None: no Redis, the streams poll the DB.
     hub: Any = None
     streams: StreamSettings = field(default_factory=StreamSettings)
+    # The operator's bearer token for the /v1/cluster/ routes, as its SHA-256 (hex); empty: refused.
+    admin_token_sha256: str = ""
+    # The host's gossip view file (agenda.common.discovery), shown by GET /v1/cluster/services.
+    gossip_view: str = ""
 
 
 def _json_payload() -> dict[str, Any] | None:
@@ -131,6 +138,9 @@ def create_app(deps: GatewayDeps) -> flask.Flask:
                 )
             raise not_found("No such route.")
         claims: dict[str, Any] | None = None
+        if route.admin:
+            _check_admin(deps)
+            return _cluster_services(deps)
         if not route.public:
             try:
                 claims = deps.verifier.verify(_bearer())
@@ -195,6 +205,41 @@ def create_app(deps: GatewayDeps) -> flask.Flask:
         return _relay(response)
 
     return app
+
+
+def _check_admin(deps: GatewayDeps) -> None:
+    """The operator's token, compared as its SHA-256 in constant time; users' tokens do not open it."""
+    offered = hashlib.sha256(_bearer().encode()).hexdigest()
+    if not deps.admin_token_sha256 or not hmac.compare_digest(offered, deps.admin_token_sha256):
+        raise unauthorized("This route needs the operator's token.", type=problem_type("operator-only"))
+
+
+def _cluster_services(deps: GatewayDeps) -> dict[str, Any]:
+    """GET /v1/cluster/services: the members of the gossip view this gateway routes by."""
+    if not deps.gossip_view:
+        raise Problem(503, detail="This gateway routes by its configured URLs: it has no gossip view.")
+    try:
+        member, written, members = read_view(deps.gossip_view)
+    except (OSError, ValueError) as exc:
+        log.warning("gossip view %s unreadable: %s", deps.gossip_view, exc)
+        raise Problem(503, detail="The gossip view cannot be read right now.", retry_after=2) from None
+    return {
+        "member": member,
+        "age_s": round(max(0.0, time.time() - written), 3),
+        "members": [
+            {
+                "name": m.name,
+                "service": m.service,
+                "status": m.status,
+                "state": m.state,
+                "incarnation": m.incarnation,
+                "version": m.version,
+                "api_url": m.api_url,
+                "addr": m.addr,
+            }
+            for m in members
+        ],
+    }
 
 
 def _backend_headers(deps: GatewayDeps, user: str) -> dict[str, str]:

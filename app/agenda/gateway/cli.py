@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, Final
@@ -63,6 +64,11 @@ def parse_key_ring(value: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     return tuple(ring)
 
 
+def _sha256_or_empty(value: str) -> None:
+    if value and not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise ValueError("must be 64 lowercase hex digits (sha256sum of the token), or empty")
+
+
 SCHEMA: Final = [
     Field("listen", str, default="127.0.0.1:8080", validator=hostport_validator),
     Field("users_urls", list[str], validator=urls_validator, help="base URL of every User Service instance"),
@@ -78,6 +84,13 @@ SCHEMA: Final = [
         str,
         default="",
         help="the host's gossip view file: route to the instances alive in it (the *_urls: fallback)",
+    ),
+    Field(
+        "admin_token_sha256",
+        str,
+        default="",
+        validator=_sha256_or_empty,
+        help="sha256sum of the operator's bearer token for /v1/cluster/* (empty: refuse all)",
     ),
     Field("public_keys", list[str], validator=parse_key_ring, help="KID=PATH of each token verification key"),
     Field("issuer", str, default="agenda-users"),
@@ -271,6 +284,8 @@ def build_app(cfg: Config) -> flask.Flask:
         gateway_secret=cfg.gateway_secret,
         login_limiter=RateLimiter(cfg.login_limit, cfg.login_window),
         hub=LazyHub(cfg) if cfg.redis.enabled else None,
+        admin_token_sha256=cfg.admin_token_sha256,
+        gossip_view=cfg.gossip_view,
         streams=StreamSettings(
             heartbeat=cfg.streams.heartbeat,
             poll_interval=cfg.streams.poll_interval,

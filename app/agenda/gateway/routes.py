@@ -69,6 +69,8 @@ class Route:
     # The backend makes repeating this request harmless (a login writes nothing), so the gateway may
     # resend it when it cannot tell whether the backend received it. Keyed routes are also resendable.
     resendable: bool = False
+    # Opened by the operator's token (not a user's): the gateway answers it from its own state.
+    admin: bool = False
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     @property
@@ -483,8 +485,30 @@ ROUTES: Final[tuple[Route, ...]] = (
 STREAM_PATH: Final = "/v1/notifications/stream"
 _CURSOR_SCHEMA: Final = {"type": "string", "pattern": r"^\d{20}\.[A-Za-z0-9:._-]{1,200}$"}
 
+_MEMBER: Final = _out(
+    {
+        "name": _S,
+        "service": _S,
+        "status": {"type": "string", "enum": ["alive", "suspect", "dead", "left"]},
+        "state": _S,
+        "incarnation": {"type": "integer", "minimum": 0},
+        "version": _S,
+        "api_url": _S,
+        "addr": _S,
+    }
+)
+
 LOCAL_ROUTES: Final[tuple[Route, ...]] = (
     Route("GET", "/v1/health", "gateway", "Gateway liveness", public=True, response=_out({"status": _S})),
+    Route(
+        "GET",
+        "/v1/cluster/services",
+        "gateway",
+        "The service instances in this gateway's gossip view, with state and incarnation (operator's token)",
+        admin=True,
+        response=_out({"member": _S, "age_s": {"type": "number"}, "members": _array(_MEMBER)}),
+        errors=(503,),
+    ),
     Route("GET", "/v1/openapi.json", "gateway", "This document", public=True, response={"type": "object"}),
     Route(
         "GET",

@@ -74,7 +74,7 @@ class GossipDaemon:
             settings.advertised(cfg),
             Keyring(settings.read_keys(cfg.keys_file), label=cfg.label),
             wall=lambda _now: time.time(),
-            meta=Meta(service=cfg.service, api_url=cfg.api_url, version=cfg.version, state=SERVING),
+            meta=Meta(service=cfg.service, api_url=cfg.api_url, version=settings.version(cfg), state=SERVING),
             config=settings.timers(cfg),
             incarnation=int(time.time()),
         )

@@ -59,7 +59,7 @@ SCHEMA: Final = [
     Field("label", str, default="agenda", help="the cluster's name, authenticated with every packet"),
     Field("service", str, help="what this member is: gateway, users, groups"),
     Field("api_url", str, default="", validator=_url_or_empty, help="where the service answers"),
-    Field("version", str, default="", help="the service's version, shown in every view"),
+    Field("version", str, default="", help="the service's version (default: the agenda package's)"),
     Field("view_file", str, default="", help="where the view is written for the host's routers"),
     Field("view_refresh_ms", int, default=1000, min=100, max=60_000, help="rewrite the view this often"),
     Field("health_url", str, default="", validator=_url_or_empty, help="the service's health check"),
@@ -130,6 +130,16 @@ def member_name(cfg: Config) -> str:
 
 def advertised(cfg: Config) -> str:
     return cfg.advertise or cfg.bind
+
+
+def version(cfg: Config) -> str:
+    """The version announced: the configured one, else the installed agenda package's (the daemon runs
+    from the same installation as the service, and restarts with it)."""
+    if cfg.version:
+        return cfg.version
+    from agenda import __version__
+
+    return __version__
 
 
 def timers(cfg: Config) -> Timers:

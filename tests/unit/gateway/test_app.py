@@ -183,3 +183,76 @@ def test_a_malformed_idempotency_key_is_400_before_the_backend(
     assert response.status_code == 400
     assert response.get_json()["field"] == "Idempotency-Key"
     assert backend.calls == []
+
+
+def test_cluster_services_shows_the_gossip_view_to_the_operator_only(
+    backend: FakeBackend, tmp_path: Any
+) -> None:
+    import hashlib
+
+    from agenda.common.discovery import ViewMember, write_view
+
+    view = tmp_path / "view.json"
+    write_view(
+        view,
+        "agenda1-gateway",
+        [
+            ViewMember(
+                "agenda1-users",
+                "10.0.0.1:7947",
+                17,
+                "alive",
+                "users",
+                "https://10.0.0.1:8100",
+                "1.2",
+                "serving",
+            ),
+            ViewMember(
+                "agenda2-users",
+                "10.0.0.2:7947",
+                9,
+                "suspect",
+                "users",
+                "https://10.0.0.2:8100",
+                "1.2",
+                "draining",
+            ),
+        ],
+    )
+    operator = "operator-token-0123456789"
+
+    def app_with(admin: str, gossip_view: str) -> Any:
+        deps = GatewayDeps(
+            verifier=TokenVerifier({"k1": KEY.public_key()}, "agenda-users", "agenda"),
+            backends={"users": backend},  # type: ignore[dict-item]
+            gateway_secret=SECRET,
+            login_limiter=RateLimiter(2, 60),
+            admin_token_sha256=admin,
+            gossip_view=gossip_view,
+        )
+        return create_app(deps).test_client()
+
+    client = app_with(hashlib.sha256(operator.encode()).hexdigest(), str(view))
+    shown = client.get("/v1/cluster/services", headers=auth(operator))
+    assert shown.status_code == 200
+    body = shown.get_json()
+    assert body["member"] == "agenda1-gateway"
+    assert [(m["name"], m["status"], m["state"], m["incarnation"]) for m in body["members"]] == [
+        ("agenda1-users", "alive", "serving", 17),
+        ("agenda2-users", "suspect", "draining", 9),
+    ]
+    # A user's token, a wrong one, none: 401, and the view is never shown.
+    for headers in (auth(token()), auth("operator-token-guess"), {}):
+        refused = client.get("/v1/cluster/services", headers=headers)
+        assert refused.status_code == 401
+        assert refused.mimetype == "application/problem+json"
+    # No operator token configured: nothing opens it.
+    assert app_with("", str(view)).get("/v1/cluster/services", headers=auth(operator)).status_code == 401
+    # No view, or one that cannot be read: 503, never a stack trace.
+    admin = hashlib.sha256(operator.encode()).hexdigest()
+    assert app_with(admin, "").get("/v1/cluster/services", headers=auth(operator)).status_code == 503
+    view.write_text("{not json")
+    broken = client.get("/v1/cluster/services", headers=auth(operator))
+    assert broken.status_code == 503
+    assert broken.mimetype == "application/problem+json"
+    assert backend.calls == []
