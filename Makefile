@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 PYTHON ?= python3
 
-.PHONY: help venv tools image lab lab-down dev lint unit integration interop molecule lab-test test bench-db bench-failover bench-agenda bench-vip bench-redis bench-streams clean
+.PHONY: help venv tools image lab lab-down dev lint unit integration interop molecule lab-test test bench-db bench-failover bench-agenda bench-vip bench-redis bench-streams bench-gossip clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -75,6 +75,10 @@ bench-redis: venv ## Redis failover time, agenda-redis-supervisor vs Redis Senti
 
 bench-streams: venv ## 1,000 notification streams on the gunicorn+gevent gateway: create-event p99, notification latency (apt-get install -y hey redis-server)
 	python bench/notify_streams.py $(BENCH_ARGS)
+
+bench-gossip: venv ## SWIM failure detection and false positives: simulated 5/50/500 members at 0 and 5% loss, then real agenda-gossip daemons on loopback, beside memberlist's formulas
+	python bench/gossip_sim.py $(BENCH_ARGS)
+	python bench/gossip_live.py
 
 clean: lab-down ## remove the lab and the local caches (not the deployment CAs)
 	rm -rf .cache
