@@ -200,6 +200,11 @@ class Agent:
     # Access from other threads -----------------------------------------------------------------------
 
     @property
+    def running(self) -> bool:
+        """The loop thread is alive: False after :meth:`stop`, or when it died of an error (logged)."""
+        return bool(self._threads) and self._threads[0].is_alive()
+
+    @property
     def members(self) -> Mapping[str, Member]:
         """The node's view as of its last change (an immutable snapshot; safe from any thread)."""
         return self._members
@@ -209,7 +214,7 @@ class Agent:
 
         ``fn`` must carry out what it gets from the node: pass its outputs to ``self._carry_out``, as
         :meth:`update` does."""
-        if self._stopping.is_set():
+        if self._stopping.is_set() or not self.running:
             raise RuntimeError("the agent is stopped")
         command = _Command(fn)
         self._inbox.put(command)
@@ -227,6 +232,14 @@ class Agent:
             self._wake_w.send(b"\0")
 
     def _loop(self) -> None:
+        try:
+            self._run_loop()
+        except Exception:
+            # A bug in the core: the thread ends (`running` turns False) rather than spin on it; the
+            # daemon sees that and exits, so that systemd starts a fresh member.
+            log.exception("the gossip loop stopped on an error")
+
+    def _run_loop(self) -> None:
         node = self._node
         assert node is not None  # noqa: S101 - start() sets it before the thread runs
         with selectors.DefaultSelector() as selector:

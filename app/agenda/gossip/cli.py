@@ -13,6 +13,7 @@ import argparse
 import base64
 import dataclasses
 import json
+import logging
 import os
 import sys
 import time
@@ -40,7 +41,11 @@ def _run(cfg: Config) -> int:
     except OSError as exc:
         return _fail(f"cannot bind {cfg.bind}: {exc.strerror or exc}")
     daemon.install_signal_handlers()
-    daemon.run()
+    try:
+        daemon.run()
+    except RuntimeError as exc:
+        logging.getLogger("agenda.gossip").error("exiting: %s", exc)
+        return 1
     return 0
 
 

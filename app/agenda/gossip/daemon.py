@@ -121,6 +121,9 @@ class GossipDaemon:
         next_view = next_health = time.monotonic()
         try:
             while not self._stop.is_set():
+                if not self.agent.running:
+                    # Its view would go on being rewritten, fresh-looking and frozen: exit instead.
+                    raise RuntimeError("the gossip loop is not running")
                 now = time.monotonic()
                 if self._reload.is_set():
                     self._reload.clear()

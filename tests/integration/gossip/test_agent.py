@@ -140,3 +140,21 @@ def test_garbage_and_a_foreign_key_are_dropped_and_counted(cluster: list[Running
         conn.sendall(b"\x00\x00\x10\x00partial")
     wait_until(lambda: a.agent.io.stream_errors >= 1, 8, message="the truncated stream counted")
     assert set(a.statuses()) == {"a", "b", "c"}
+
+
+def test_a_loop_that_dies_of_an_error_says_so_instead_of_freezing_the_view() -> None:
+    class Broken(Node):
+        def tick(self, now: float) -> list:  # type: ignore[type-arg]
+            raise ValueError("a bug in the core")
+
+    agent = Agent("127.0.0.1:0")
+    node = Broken(
+        "x", agent.address, Keyring([KEY], label="test"), wall=lambda _now: time.time(), config=FAST
+    )
+    try:
+        agent.start(node, [])
+        wait_until(lambda: not agent.running, 5, message="the loop to end")
+        with pytest.raises(RuntimeError, match="stopped"):
+            agent.update(state="draining")
+    finally:
+        agent.stop()
