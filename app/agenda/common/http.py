@@ -146,6 +146,8 @@ class HttpClient:
         spread: bool = False,
         pool_size: int = 64,
         discovery: Discovery | None = None,
+        unreachable_for: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(base_urls, str):
             raise TypeError("base_urls must be a list of URLs, not a single string")
@@ -186,6 +188,13 @@ class HttpClient:
         # Replicated state (DB members) keeps the default, sticking to the one that last answered.
         self._spread = spread
         self._next = 0
+        # A replica whose connection failed (refused, or no answer to the connect within the timeout:
+        # a crashed host) is passed over by the next requests' first choice for `unreachable_for`
+        # seconds, so that only the request that found it down pays the connect timeout, not one in
+        # n of every request until discovery drops it. It is still tried when every replica is.
+        self.unreachable_for = unreachable_for
+        self._clock = clock
+        self._unreachable: dict[str, float] = {}
 
     @property
     def active_url(self) -> str:
@@ -213,6 +222,20 @@ class HttpClient:
             cached = (raw, tuple(dict.fromkeys(normalised)))
             self._discovered = cached
         return cached[1] or self.base_urls
+
+    def _skip_unreachable(self, urls: tuple[str, ...], index: int) -> int:
+        """`index`, or the first replica after it not recently unreachable. Caller holds the lock."""
+        if not self._unreachable:
+            return index
+        now = self._clock()
+        for url, until in list(self._unreachable.items()):
+            if until <= now:
+                del self._unreachable[url]
+        for step in range(len(urls)):
+            candidate = (index + step) % len(urls)
+            if urls[candidate] not in self._unreachable:
+                return candidate
+        return index  # every one is: try them anyway, in the usual order
 
     def _start_index(self, urls: tuple[str, ...]) -> int:
         """Index of the sticky URL in `urls`, or 0 when it is not listed. Caller holds the lock."""
@@ -308,6 +331,7 @@ class HttpClient:
                 index = self._next
             else:
                 index = self._start_index(urls)
+            index = self._skip_unreachable(urls, index)
         tried: set[int] = set()
         sleeps = 0
         last_exc: BaseException | None = None
@@ -341,7 +365,11 @@ class HttpClient:
                 requests.exceptions.ChunkedEncodingError,
             ) as exc:
                 last_exc = exc
-                if not (idempotent or _never_sent(exc)):
+                never_sent = _never_sent(exc)
+                if never_sent and not isinstance(exc, requests.exceptions.SSLError):
+                    with self._lock:
+                        self._unreachable[urls[index]] = self._clock() + self.unreachable_for
+                if not (idempotent or never_sent):
                     raise Unavailable(
                         f"{method} {url} failed after it was sent; outcome unknown: {exc}", attempts=attempts
                     ) from exc

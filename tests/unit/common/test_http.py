@@ -488,7 +488,8 @@ def test_an_instance_removed_from_the_list_is_no_longer_tried(dead_url: str, sle
         session.urls.clear()
         for index in range(1, 4):
             assert client.get(f"/{index}").status_code == 200
-        assert session.urls == [f"{dead_url}/1", f"{second.url}/1", f"{second.url}/2", f"{second.url}/3"]
+        # The dead one refused /0 moments ago: it is passed over (see the unreachable tests below).
+        assert session.urls == [f"{second.url}/1", f"{second.url}/2", f"{second.url}/3"]
         assert [seen.path for seen in first.seen] == ["/0"]
 
 
@@ -595,3 +596,40 @@ def test_static_discovery_is_accepted(server: ScriptedServer, dead_url: str, sle
     client = make_client([dead_url], sleep, retries=0, discovery=StaticDiscovery([server.url]))
     assert client.get("/x").status_code == 200
     assert [seen.path for seen in server.seen] == ["/x"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_unreachable_instance_is_passed_over_for_a_while_then_tried_again(
+    dead_url: str, sleep: RecordingSleep
+) -> None:
+    clock = Clock()
+    with ScriptedServer() as live:
+        session = RecordingSession()
+        client = make_client([dead_url, live.url], sleep, spread=True, session=session, clock=clock)
+        for index in range(6):
+            assert client.get(f"/{index}").status_code == 200
+        # Only the first request that met the dead instance paid for it; the others went straight on.
+        assert [url for url in session.urls if url.startswith(dead_url)] == [f"{dead_url}/1"]
+        clock.now += client.unreachable_for + 0.1
+        session.urls.clear()
+        client.get("/6")
+        client.get("/7")
+        assert f"{dead_url}/6" in session.urls or f"{dead_url}/7" in session.urls  # tried again
+        assert sleep.calls == []
+
+
+def test_when_every_instance_is_unreachable_they_are_still_tried(
+    dead_url: str, sleep: RecordingSleep
+) -> None:
+    client = make_client([dead_url], sleep, retries=1)
+    for _ in range(2):
+        with pytest.raises(Unavailable) as info:
+            client.get("/")
+        assert info.value.attempts == 2  # not given up on without a try
