@@ -34,7 +34,7 @@ from agenda.gossip import settings
 from agenda.gossip.agent import Agent
 from agenda.gossip.keyring import Keyring
 from agenda.gossip.member import Member, Meta
-from agenda.gossip.protocol import Node
+from agenda.gossip.protocol import Node, NodeStatus
 
 __all__ = ["GossipDaemon", "view_members"]
 
@@ -86,6 +86,7 @@ class GossipDaemon:
         self._failures = 0
         self._state = SERVING
         self._seen: dict[str, Member] = {}
+        self._status: NodeStatus | None = None
 
     # Signals ----------------------------------------------------------------------------------------
 
@@ -134,11 +135,27 @@ class GossipDaemon:
                 if now >= next_view:
                     next_view = now + cfg.view_refresh_ms / 1000
                     self._write_view(self.agent.members)
+                    self._note_status()
                 wait = min(next_view, next_health if cfg.health_url else next_view) - time.monotonic()
                 self._wake.wait(max(0.01, wait))
                 self._wake.clear()
         finally:
             self.shutdown()
+
+    def _note_status(self) -> None:
+        """Say when the member is alone (no seed answers: it keeps trying them) and when it joins."""
+        status = self.agent.call(lambda node, _now: node.status)
+        if status is self._status:
+            return
+        if status is NodeStatus.ALONE:
+            seeds = ", ".join(self.cfg.seeds) or "none configured"
+            log.warning("alone: no other member answers; retrying the seeds (%s)", seeds)
+        elif status is NodeStatus.JOINED:
+            log.info(
+                "joined: %d live member(s) in the view",
+                len([m for m in self.agent.members.values() if m.live]),
+            )
+        self._status = status
 
     def shutdown(self) -> None:
         left = False

@@ -75,6 +75,7 @@ SCHEMA: Final = [
     Field("gossip_nodes", int, default=3, min=1, max=64),
     Field("push_pull_interval_s", float, default=30.0, min=0.1, max=3600.0),
     Field("leave_timeout_s", float, default=5.0, min=0.1, max=60.0),
+    Field("seed_retry_interval_s", float, default=5.0, min=0.1, max=600.0, help="while alone"),
     *log_fields(),
 ]
 
@@ -152,4 +153,5 @@ def timers(cfg: Config) -> Timers:
         gossip_nodes=cfg.gossip_nodes,
         push_pull_interval=cfg.push_pull_interval_s,
         leave_timeout=cfg.leave_timeout_s,
+        seed_retry_interval=cfg.seed_retry_interval_s,
     )

@@ -158,3 +158,27 @@ def test_a_loop_that_dies_of_an_error_says_so_instead_of_freezing_the_view() -> 
             agent.update(state="draining")
     finally:
         agent.stop()
+
+
+def test_a_replayed_packet_and_a_stale_one_are_dropped_and_counted_and_change_nothing(
+    cluster: list[Running],
+) -> None:
+    from agenda.gossip.messages import Ping, encode_message, join_packet
+
+    a, _b, _c = cluster
+    ring = Keyring([KEY], label="test")
+    # A well-formed ping "from c", sealed under the cluster's key: what an eavesdropper could capture.
+    sealed = ring.seal(join_packet("c", [encode_message(Ping(999_999, "a"))]), time.time())
+    stale = ring.seal(join_packet("c", [encode_message(Ping(999_998, "a"))]), time.time() - 3600)
+    counters = a.node.counters
+    replays, stales = counters.dropped_replay, counters.dropped_stale
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for packet in (sealed, sealed, sealed, stale):
+            sender.sendto(packet, parse_addr(a.agent.address))
+    wait_until(
+        lambda: counters.dropped_replay >= replays + 2 and counters.dropped_stale >= stales + 1,
+        5,
+        message="two replays and a stale packet counted",
+    )
+    assert set(a.statuses()) == {"a", "b", "c"}
+    assert a.agent.running

@@ -33,6 +33,7 @@ FAST = {
     "gossip_interval_ms": 40,
     "push_pull_interval_s": 2.0,
     "leave_timeout_s": 1.0,
+    "seed_retry_interval_s": 0.5,
     "view_refresh_ms": 200,
     "health_interval_ms": 100,
     "health_failures": 2,
@@ -252,3 +253,25 @@ def test_a_bad_configuration_fails_at_start_naming_the_key(tmp_path: Path) -> No
     result = members_command("--config", str(daemon.config), "run")
     assert result.returncode == 2
     assert "probe_timeout_ms" in result.stderr
+
+
+def test_a_member_whose_seeds_answer_nothing_starts_alone_says_so_and_joins_when_one_appears(
+    tmp_path: Path,
+) -> None:
+    early_port, seed_port = free_ports(2)
+    key = new_key()
+    early, seed = Daemon("early", early_port, tmp_path), Daemon("seed", seed_port, tmp_path)
+    early.write([seed_port], [key])
+    seed.write([], [key])
+    try:
+        early.start()
+        wait_until(lambda: "alone: no other member answers" in early.log.read_text(), 10, message="alone")
+        assert early.statuses() == {"early": "alive"}
+        seed.start()
+        wait_until(lambda: early.statuses() == {"early": "alive", "seed": "alive"}, 10, message="joined")
+        wait_until(lambda: "joined: 2 live member(s)" in early.log.read_text(), 5, message="says it joined")
+    finally:
+        for daemon in (early, seed):
+            if daemon.process is not None:
+                daemon.process.kill()
+                daemon.process.wait(timeout=5)
