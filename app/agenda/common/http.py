@@ -223,6 +223,20 @@ class HttpClient:
             self._discovered = cached
         return cached[1] or self.base_urls
 
+    def _mark_unreachable(self, urls: tuple[str, ...], index: int, *, whole_host: bool) -> None:
+        """Pass over ``urls[index]`` for a while; with `whole_host`, every URL on its host too.
+
+        A refused connection says the host is up and that port closed: only that replica is out. An
+        unanswered connect says nothing answers at that address: every replica there (the DB members
+        of one machine) is as unreachable, and trying each in turn would pay the timeout again.
+        """
+        failed_host = urlsplit(urls[index]).hostname
+        until = self._clock() + self.unreachable_for
+        with self._lock:
+            for url in urls if whole_host else (urls[index],):
+                if url == urls[index] or urlsplit(url).hostname == failed_host:
+                    self._unreachable[url] = until
+
     def _skip_unreachable(self, urls: tuple[str, ...], index: int) -> int:
         """`index`, or the first replica after it not recently unreachable. Caller holds the lock."""
         if not self._unreachable:
@@ -367,13 +381,16 @@ class HttpClient:
                 last_exc = exc
                 never_sent = _never_sent(exc)
                 if never_sent and not isinstance(exc, requests.exceptions.SSLError):
-                    with self._lock:
-                        self._unreachable[urls[index]] = self._clock() + self.unreachable_for
+                    self._mark_unreachable(
+                        urls, index, whole_host=isinstance(exc, requests.exceptions.ConnectTimeout)
+                    )
                 if not (idempotent or never_sent):
                     raise Unavailable(
                         f"{method} {url} failed after it was sent; outcome unknown: {exc}", attempts=attempts
                     ) from exc
                 index = self._advance_from(urls, index)
+                with self._lock:
+                    index = self._skip_unreachable(urls, index)
                 continue
 
             not_carried_out = (

@@ -633,3 +633,28 @@ def test_when_every_instance_is_unreachable_they_are_still_tried(
         with pytest.raises(Unavailable) as info:
             client.get("/")
         assert info.value.attempts == 2  # not given up on without a try
+
+
+@pytest.fixture
+def unanswered_url() -> Iterator[str]:
+    """A loopback port whose accept queue is full: a connect gets no answer, as from a crashed host."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=2):  # takes the one queue slot
+            yield f"http://127.0.0.1:{port}"
+
+
+def test_an_unanswered_connect_passes_over_every_replica_on_that_host(
+    unanswered_url: str, dead_url: str, sleep: RecordingSleep
+) -> None:
+    with ScriptedServer() as live:
+        # The live server is reached by name, so that it is another host than 127.0.0.1.
+        live_url = live.url.replace("127.0.0.1", "localhost")
+        session = RecordingSession()
+        client = make_client([unanswered_url, dead_url, live_url], sleep, session=session, timeout=(0.3, 5.0))
+        assert client.get("/1").status_code == 200
+        assert client.get("/2").status_code == 200
+    # One connect timeout paid; the other replica on the same host was never tried.
+    assert session.urls == [f"{unanswered_url}/1", f"{live_url}/1", f"{live_url}/2"]
