@@ -312,7 +312,8 @@ class HttpClient:
         with self._lock:
             if self._start_index(urls) == failed:
                 self._active = urls[following]
-        return following
+            # Past a replica found unreachable meanwhile (it would cost its connect timeout again).
+            return self._skip_unreachable(urls, following)
 
     def request(
         self,
@@ -389,8 +390,6 @@ class HttpClient:
                         f"{method} {url} failed after it was sent; outcome unknown: {exc}", attempts=attempts
                     ) from exc
                 index = self._advance_from(urls, index)
-                with self._lock:
-                    index = self._skip_unreachable(urls, index)
                 continue
 
             not_carried_out = (

@@ -658,3 +658,19 @@ def test_an_unanswered_connect_passes_over_every_replica_on_that_host(
         assert client.get("/2").status_code == 200
     # One connect timeout paid; the other replica on the same host was never tried.
     assert session.urls == [f"{unanswered_url}/1", f"{live_url}/1", f"{live_url}/2"]
+
+
+def test_after_a_503_the_next_attempt_passes_over_a_replica_found_unreachable(
+    unanswered_url: str, sleep: RecordingSleep
+) -> None:
+    # The crash of a machine during an election: one replica does not answer the connect, the other
+    # answers 503 (no leader yet). The retry after the 503 must not go back to the dead one.
+    with ScriptedServer() as live:
+        live.script = [Reply(503), Reply(503), Reply(200)]
+        live_url = live.url.replace("127.0.0.1", "localhost")
+        session = RecordingSession()
+        client = make_client(
+            [unanswered_url, live_url], sleep, session=session, timeout=(0.3, 5.0), retries=3
+        )
+        assert client.get("/x").status_code == 200
+    assert session.urls == [f"{unanswered_url}/x", f"{live_url}/x", f"{live_url}/x", f"{live_url}/x"]
