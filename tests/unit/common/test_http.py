@@ -239,16 +239,7 @@ def test_a_call_that_runs_out_of_attempts_moves_the_next_call_past_the_dead_repl
 
 
 def test_sticky_url_is_tried_first(server: ScriptedServer, dead_url: str, sleep: RecordingSleep) -> None:
-    class RecordingSession(requests.Session):
-        def __init__(self) -> None:
-            super().__init__()
-            self.urls: list[str] = []
-
-        def request(self, method: str, url: str, **kwargs: object) -> requests.Response:  # type: ignore[override]
-            self.urls.append(url)
-            return super().request(method, url, **kwargs)
-
-    session = RecordingSession()
+    session = RecordingSession()  # defined below, with the discovery tests
     client = make_client([dead_url, server.url], sleep, session=session)
     client.get("/1")
     client.get("/2")
