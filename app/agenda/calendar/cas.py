@@ -67,6 +67,12 @@ class Write:
     witness: str
     written: Any
     notes: Sequence[Notification] = ()
+    # Reads (``txn_get``, ``txn_range``) the transaction runs instead of `ops` when its compare fails:
+    # what the next attempt needs to decide again, read at the revision that beat this one, in the
+    # same round trip (a separate linearizable read would cost the DB another log entry). `commit`
+    # hands their results to `on_lost` before it calls the attempt again.
+    failure: Sequence[Mapping[str, Any]] = ()
+    on_lost: Callable[[Sequence[Mapping[str, Any]]], None] | None = None
 
     def txn_ops(self) -> list[Mapping[str, Any]]:
         """Every operation of the transaction: `ops`, then the puts of `notes`."""
@@ -83,7 +89,8 @@ def commit(
     """Run `attempt` and its transaction until the compare holds; return what `attempt` returned.
 
     `attempt` reads, decides and returns (result, Write), or (result, None) when there is nothing to
-    write; it is called again after every lost race, so it must read afresh. Exceptions it raises (a
+    write; it is called again after every lost race, so it must read afresh (or use what the lost
+    transaction's `Write.failure` reads found, handed to `Write.on_lost`). Exceptions it raises (a
     rule broken, a conflict found) end the loop. `what` names the record for the log and `Contention`.
 
     Once the transaction committed, `announce` gets the notes of the Write that committed (the last
@@ -95,7 +102,10 @@ def commit(
         if write is None:
             return result
         try:
-            answer = db.txn(write.compare, write.txn_ops())
+            if write.failure:
+                answer = db.txn(write.compare, write.txn_ops(), write.failure)
+            else:
+                answer = db.txn(write.compare, write.txn_ops())
         except DBUnavailable as exc:
             if not exc.outcome_unknown:
                 raise
@@ -107,6 +117,8 @@ def commit(
         if answer["succeeded"]:
             _announce(announce, write, what)
             return result
+        if write.on_lost is not None:
+            write.on_lost(answer.get("results") or [])
         log.info("%s txn lost a race; retrying", what, extra={"key": write.witness})
     raise Contention(f"too many concurrent changes to the {what}; try again")
 

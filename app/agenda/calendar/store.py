@@ -13,7 +13,7 @@ worst case: two index ops, a notification and a guard).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -28,7 +28,7 @@ from agenda.calendar.layout import (
     user_key,
 )
 from agenda.db.client import DBClient, DBUnavailable, RevisionMismatch
-from agenda.db.txn import txn_compare, txn_delete, txn_put
+from agenda.db.txn import txn_compare, txn_delete, txn_get, txn_put
 from agenda.domain.model import Event, Notification, format_time
 from agenda.domain.rules import blocks, conflicts_for
 from agenda.domain.validation import MAX_EVENT_DURATION
@@ -119,11 +119,17 @@ class EventStore:
             raise EventNotFound(event_id)
         return Event.from_dict(kv["value"]), int(kv["mod_revision"])
 
-    def _iter_agenda(self, username: str, start_key: str | None) -> Iterator[dict[str, Any]]:
+    def _iter_agenda(
+        self, username: str, start_key: str | None, revisions: list[int] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The kvs of `username`'s agenda from `start_key` on, page by page; each page's revision (the
+        store's revision it was read at) is appended to `revisions` when given."""
         prefix = agenda_prefix(username)
         start = start_key
         while True:
             page = self.db.range(prefix, start=start, limit=_PAGE)
+            if revisions is not None:
+                revisions.append(int(page["revision"]))
             yield from page["items"]
             if not page["more"] or not page["items"]:
                 return
@@ -133,20 +139,28 @@ class EventStore:
         self, username: str, range_start: datetime | None = None, range_end: datetime | None = None
     ) -> list[Event]:
         """`username`'s indexed events overlapping [range_start, range_end) (everything when unbounded)."""
+        return self._agenda(username, range_start, range_end)[0]
+
+    def _agenda(
+        self, username: str, range_start: datetime | None, range_end: datetime | None
+    ) -> tuple[list[Event], int]:
+        """`agenda`, and the revision its first page was read at: no change of the agenda committed at
+        or before that revision is missing from the list."""
         prefix = agenda_prefix(username)
         start_key = None
         if range_start is not None:
             start_key = prefix + format_time(range_start - MAX_EVENT_DURATION)
         stop = None if range_end is None else prefix + format_time(range_end)
         events = []
-        for kv in self._iter_agenda(username, start_key):
+        revisions: list[int] = []
+        for kv in self._iter_agenda(username, start_key, revisions):
             if stop is not None and kv["key"] >= stop:
                 break
             event = Event.from_dict(kv["value"])
             if range_start is not None and event.end <= range_start:
                 continue
             events.append(event)
-        return events
+        return events, revisions[0]
 
     def notifications(self, username: str, since: str | None, limit: int) -> list[dict[str, Any]]:
         prefix = notifications_prefix(username)
@@ -156,20 +170,26 @@ class EventStore:
 
     # ----------------------------------------------------------------------------------- writes
 
-    def _booking_revision(self, username: str) -> int:
-        kv = self.db.get(booking_key(username))
-        return 0 if kv is None else int(kv["mod_revision"])
-
     def _check(self, change: Change) -> dict[str, int]:
-        """Read each checked user's guard, THEN their agenda; raise EventConflict; return the guards."""
+        """Read each checked user's agenda; raise EventConflict; return, per user, the revision the
+        agenda was read at.
+
+        The transaction then requires each user's booking guard to be unchanged since that revision
+        (``mod_revision < revision + 1``): every write that can change what blocks a user's time puts
+        the guard in the same transaction as the agenda entries, so a guard last written at or before
+        the read means the read saw that write, and a later one makes the compare fail. (Guards are
+        never deleted, so a missing guard, read as 0, has never been written.) This is the same
+        guarantee as reading the guard before the agenda and comparing it for equality, without the
+        guard's own linearizable read.
+        """
         guards: dict[str, int] = {}
         new = change.event
         for user in change.check_conflicts:
-            guards[user] = self._booking_revision(user)
-            existing = self.agenda(user, new.start, new.end)
+            existing, revision = self._agenda(user, new.start, new.end)
             hits = conflicts_for(user, new, existing)
             if hits:
                 raise EventConflict(user, hits)
+            guards[user] = revision
         return guards
 
     @staticmethod
@@ -199,33 +219,84 @@ class EventStore:
         """
         if event_id is None:
             return self._commit(None, lambda _old: build())
-        return self._commit(event_id, lambda old: build() if old is None else None, missing_ok=True)
+        # A repeat is rare: the first attempt assumes the event is absent instead of reading it, and
+        # its transaction's compare (the event's mod_revision is 0) finds out otherwise.
+        return self._commit(
+            event_id, lambda old: build() if old is None else None, missing_ok=True, assume_absent=True
+        )
 
     def update(self, event_id: str, mutate: Callable[[Event], Change | None]) -> Event:
         """Apply `mutate` to the current event; None from it means "nothing to change"."""
         return self._commit(event_id, mutate)
 
+    def _read_event(self, event_id: str) -> tuple[Event | None, int]:
+        try:
+            return self.get_event(event_id)
+        except EventNotFound:
+            return None, 0
+
     def _commit(
-        self, event_id: str | None, mutate: Callable[[Any], Change | None], *, missing_ok: bool = False
+        self,
+        event_id: str | None,
+        mutate: Callable[[Any], Change | None],
+        *,
+        missing_ok: bool = False,
+        assume_absent: bool = False,
     ) -> Event:
+        # The event as the last lost transaction found it (its failure branch reads it): the next
+        # attempt decides from that instead of reading it again.
+        found: list[tuple[Event | None, int]] = []
+
+        def lost(results: Sequence[Mapping[str, Any]]) -> None:
+            kv = results[0]["get"]["kv"] if results else None
+            found.append((None, 0) if kv is None else (Event.from_dict(kv["value"]), int(kv["mod_revision"])))
+
         def attempt() -> tuple[Event, Write | None]:
             old: Event | None = None
             revision = 0
+            assumed = False
             if event_id is not None:
-                try:
-                    old, revision = self.get_event(event_id)
-                except EventNotFound:
-                    if not missing_ok:
-                        raise
+                if found:
+                    old, revision = found.pop()
+                elif assume_absent:
+                    assumed = True
+                else:
+                    old, revision = self._read_event(event_id)
+                if old is None and not missing_ok:
+                    raise EventNotFound(event_id)
             change = mutate(old)
             if change is None:
                 assert old is not None  # noqa: S101 - only updates may change nothing
                 return old, None
-            guards = self._check(change)
+            try:
+                guards = self._check(change)
+            except EventConflict:
+                if not assumed:
+                    raise
+                # Not read, only assumed absent: if the event exists (a repeat of this request),
+                # `mutate` answers with it, as when it was read first; otherwise the conflict stands.
+                old, revision = self._read_event(event_id)  # type: ignore[arg-type]
+                if old is None:
+                    raise
+                change = mutate(old)
+                if change is None:
+                    return old, None
+                guards = self._check(change)
             key = event_key(change.event.id)
             compare = [txn_compare(key, "mod_revision", "eq", revision)]
-            compare += [txn_compare(booking_key(u), "mod_revision", "eq", r) for u, r in guards.items()]
+            compare += [txn_compare(booking_key(u), "mod_revision", "lt", r + 1) for u, r in guards.items()]
             ops = self._ops(old, change)
-            return change.event, Write(compare, ops, key, change.event.to_dict(), change.notifications)
+            if event_id is None:
+                return change.event, Write(compare, ops, key, change.event.to_dict(), change.notifications)
+            write = Write(
+                compare,
+                ops,
+                key,
+                change.event.to_dict(),
+                change.notifications,
+                failure=[txn_get(event_key(event_id))],
+                on_lost=lost,
+            )
+            return change.event, write
 
         return commit(self.db, attempt, what="event", announce=self.announce)
