@@ -33,23 +33,35 @@ Replicas come from a fixed list (`base_urls`) or, for service instances found by
 
 An X-Request-ID header is added from `agenda.common.logs` when a request id is bound, so logs of
 every service touched by one user request share an id.
+
+Transport: by default one urllib3 pool manager per client (`_PoolTransport`), sending what a
+`requests.Session` would send (its default headers, the same JSON and query encoding, the same
+urllib3 retry object, TLS settings and exception types) without its per-call work (request
+preparation and merging, environment and proxy lookups, hooks, cookie jars, a CA-path check per
+request); redirects are not followed (no service answers one, and following it would carry the
+gateway's secret along). Answers are `requests.Response` objects. A `session` given to the
+constructor is used as it is instead (tests record calls through one).
 """
 
 from __future__ import annotations
 
 import email.utils
+import json as _json
 import logging
 import math
+import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import requests
-import requests.adapters
+import urllib3
 import urllib3.exceptions
+from requests.structures import CaseInsensitiveDict
+from requests.utils import DEFAULT_CA_BUNDLE_PATH, default_headers, get_encoding_from_headers
 
 from agenda.common.logs import current_request_id
 
@@ -126,6 +138,126 @@ def _normalise_base_url(url: str) -> str:
     return url.rstrip("/")
 
 
+Params = Mapping[str, Any] | Iterable[tuple[str, Any]]
+
+
+def encode_query(params: Params | None) -> str:
+    """`params` as a query string, exactly as ``requests`` encodes them: a list value repeats its key,
+    None values are left out, everything else is ``str()``-ed and form-encoded."""
+    if not params:
+        return ""
+    items = params.items() if isinstance(params, Mapping) else params
+    pairs: list[tuple[Any, Any]] = []
+    for key, values in items:
+        if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
+            values = [values]
+        for value in values:
+            if value is not None:
+                pairs.append(
+                    (
+                        key.encode() if isinstance(key, str) else key,
+                        value.encode() if isinstance(value, str) else value,
+                    )
+                )
+    return urlencode(pairs, doseq=True)
+
+
+def encode_json(value: Any) -> bytes:
+    """A JSON request body as ``requests`` encodes one (NaN and infinities are refused with its error)."""
+    try:
+        return _json.dumps(value, allow_nan=False).encode()
+    except ValueError as exc:
+        raise requests.exceptions.InvalidJSONError(exc) from None
+
+
+_SESSION_HEADERS: Final = dict(default_headers())  # what a requests.Session sends unless told otherwise
+_BODY_METHODS_WITHOUT_BODY: Final = frozenset({"GET", "HEAD"})
+
+
+class _PoolTransport:
+    """One request over urllib3's pools: what ``Session.request`` + ``HTTPAdapter.send`` do for our
+    calls (same headers, retry object, timeouts, TLS settings and exception types), minus their
+    per-call work. The whole answer is read before returning, which returns the connection."""
+
+    def __init__(
+        self, verify: bool | str, cert: tuple[str, str] | None, num_pools: int, maxsize: int
+    ) -> None:
+        pool_kwargs: dict[str, Any] = {"cert_reqs": "CERT_NONE" if verify is False else "CERT_REQUIRED"}
+        if verify is not False:
+            location = DEFAULT_CA_BUNDLE_PATH if verify is True else verify
+            # Decided once, not on every request (requests checks os.path.isdir per call).
+            pool_kwargs["ca_cert_dir" if os.path.isdir(location) else "ca_certs"] = location
+        if cert is not None:
+            pool_kwargs["cert_file"], pool_kwargs["key_file"] = cert
+        self._manager = urllib3.PoolManager(num_pools=num_pools, maxsize=maxsize, block=False, **pool_kwargs)
+        self._retries = urllib3.Retry(0, read=False)  # HTTPAdapter's default: never retry by itself
+        # base URL -> (its pool, its path prefix)
+        self._pools: dict[str, tuple[urllib3.HTTPConnectionPool, str]] = {}
+
+    def send(
+        self,
+        method: str,
+        base_url: str,
+        target: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        timeout: TimeoutSpec,
+    ) -> requests.Response:
+        known = self._pools.get(base_url)
+        if known is None:
+            known = (self._manager.connection_from_url(base_url), urlsplit(base_url).path)
+            self._pools[base_url] = known
+        pool, prefix = known
+        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        url = base_url + target
+        try:
+            raw = pool.urlopen(
+                method,
+                prefix + target,
+                body=body,
+                headers=headers,
+                redirect=False,
+                assert_same_host=False,
+                preload_content=True,
+                retries=self._retries,
+                timeout=urllib3.Timeout(connect=connect, read=read),
+            )
+        except (urllib3.exceptions.ProtocolError, OSError) as exc:
+            raise requests.exceptions.ConnectionError(exc) from exc
+        except urllib3.exceptions.MaxRetryError as exc:
+            reason = exc.reason
+            if isinstance(reason, urllib3.exceptions.ConnectTimeoutError) and not isinstance(
+                reason, urllib3.exceptions.NewConnectionError
+            ):
+                raise requests.exceptions.ConnectTimeout(exc) from exc
+            if isinstance(reason, urllib3.exceptions.SSLError):
+                raise requests.exceptions.SSLError(exc) from exc
+            raise requests.exceptions.ConnectionError(exc) from exc
+        except urllib3.exceptions.ClosedPoolError as exc:
+            raise requests.exceptions.ConnectionError(exc) from exc
+        except urllib3.exceptions.SSLError as exc:
+            raise requests.exceptions.SSLError(exc) from exc
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise requests.exceptions.ReadTimeout(exc) from exc
+        except urllib3.exceptions.DecodeError as exc:
+            raise requests.exceptions.ContentDecodingError(exc) from exc
+        except urllib3.exceptions.InvalidHeader as exc:
+            raise requests.exceptions.InvalidHeader(exc) from exc
+        response = requests.Response()
+        response.status_code = raw.status
+        response.headers = CaseInsensitiveDict(raw.headers)
+        response.raw = raw
+        response.reason = raw.reason or ""
+        response.url = url
+        response.encoding = get_encoding_from_headers(response.headers)
+        response._content = raw.data
+        response._content_consumed = True
+        return response
+
+    def close(self) -> None:
+        self._manager.clear()
+
+
 class HttpClient:
     """Client for one replicated service; thread-safe, one connection pool per instance."""
 
@@ -163,21 +295,20 @@ class HttpClient:
         self.retry_after_cap = retry_after_cap
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not crypto
         self._sleep = sleep
-        self._session = session if session is not None else requests.Session()
+        # One kept-alive connection per concurrent caller: with fewer, callers beyond the pool's size
+        # open (and then drop) a fresh connection each, a full TLS handshake every time. num_pools is
+        # how many hosts keep a pool: discovered instances come and go, so leave room beyond the
+        # static list. Never a proxy or a CA bundle from the environment: neither is looked up.
+        self._session = session
+        self._pool: _PoolTransport | None = None
         if session is None:
-            # One kept-alive connection per concurrent caller: with fewer, callers beyond the pool's
-            # size open (and then drop) a fresh connection each, a full TLS handshake every time.
-            # pool_connections is how many hosts keep a pool: discovered instances come and go, so
-            # leave room beyond the static list.
-            adapter = requests.adapters.HTTPAdapter(
-                pool_connections=max(len(self.base_urls), 8), pool_maxsize=pool_size
-            )
-            self._session.mount("http://", adapter)
-            self._session.mount("https://", adapter)
-        # Cluster-internal calls must never be routed through a proxy or a CA bundle from the environment.
-        self._session.trust_env = False
-        self._session.verify = verify
-        self._session.cert = cert
+            self._pool = _PoolTransport(verify, cert, max(len(self.base_urls), 8), pool_size)
+        else:
+            # Cluster-internal calls must never be routed through a proxy or a CA bundle from the
+            # environment.
+            session.trust_env = False
+            session.verify = verify
+            session.cert = cert
         self._lock = threading.Lock()
         self._discovery = discovery
         # (what discovery returned, its normalised form): re-parsed only when the list changes.
@@ -261,7 +392,10 @@ class HttpClient:
         return 0
 
     def close(self) -> None:
-        self._session.close()
+        if self._pool is not None:
+            self._pool.close()
+        if self._session is not None:
+            self._session.close()
 
     def __enter__(self) -> HttpClient:
         return self
@@ -321,23 +455,50 @@ class HttpClient:
         path: str,
         *,
         json: Any = None,
-        params: Mapping[str, Any] | None = None,
+        data: bytes | None = None,
+        params: Params | None = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
         raise_for_status: bool = False,
         timeout: TimeoutSpec | None = None,
         resend_if: Callable[[requests.Response], bool] | None = None,
     ) -> requests.Response:
-        """Send `method path` to the active replica, failing over and retrying per the module rules."""
+        """Send `method path` to the active replica, failing over and retrying per the module rules.
+
+        The body is `json` (encoded here), or `data`, bytes sent as they are (a body passed on
+        unchanged; the caller sets its Content-Type), not both.
+        """
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
+        if json is not None and data is not None:
+            raise ValueError("pass json or data, not both")
         method = method.upper()
         if idempotent is None:
             idempotent = method in DEFAULT_IDEMPOTENT
         send_headers = dict(headers or {})
+        lower_names = {name.lower() for name in send_headers}
         request_id = current_request_id()
-        if request_id is not None and not any(name.lower() == "x-request-id" for name in send_headers):
+        if request_id is not None and "x-request-id" not in lower_names:
             send_headers["X-Request-ID"] = request_id
+        target = path
+        body = data
+        if self._pool is not None:
+            # Encoded once for every attempt, as requests would encode it for each.
+            query = encode_query(params)
+            if query:
+                target += ("&" if "?" in path else "?") + query
+            if json is not None:
+                body = encode_json(json)
+                if "content-type" not in lower_names:
+                    send_headers["Content-Type"] = "application/json"
+            if body is not None:
+                send_headers["Content-Length"] = str(len(body))
+            elif method not in _BODY_METHODS_WITHOUT_BODY:
+                send_headers["Content-Length"] = "0"
+            send_headers = {
+                **{k: v for k, v in _SESSION_HEADERS.items() if k.lower() not in lower_names},
+                **send_headers,
+            }
 
         urls = self._current_urls()  # one snapshot per call: `index` and `tried` refer to it
         with self._lock:
@@ -366,14 +527,26 @@ class HttpClient:
             last_response = None
             wait_before_next = False
             try:
-                response = self._session.request(
-                    method,
-                    url,
-                    json=json,
-                    params=params,
-                    headers=send_headers,
-                    timeout=timeout if timeout is not None else self.timeout,
-                )
+                if self._pool is not None:
+                    response = self._pool.send(
+                        method,
+                        urls[index],
+                        target,
+                        body,
+                        send_headers,
+                        timeout if timeout is not None else self.timeout,
+                    )
+                else:
+                    assert self._session is not None  # noqa: S101 - one of the two is set
+                    response = self._session.request(
+                        method,
+                        url,
+                        json=json,
+                        data=data,
+                        params=params,
+                        headers=send_headers,
+                        timeout=timeout if timeout is not None else self.timeout,
+                    )
             except (
                 requests.exceptions.ConnectionError,
                 requests.exceptions.Timeout,

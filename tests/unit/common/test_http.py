@@ -665,3 +665,58 @@ def test_after_a_503_the_next_attempt_passes_over_a_replica_found_unreachable(
         )
         assert client.get("/x").status_code == 200
     assert session.urls == [f"{unanswered_url}/x", f"{live_url}/x", f"{live_url}/x", f"{live_url}/x"]
+
+
+# --- the default transport sends what a requests.Session sends ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs"),
+    [
+        ("GET", {"params": {"prefix": "a b/ü", "limit": 5, "none": None, "many": ["1", "2"]}}),
+        ("GET", {"params": [("since", "0001.x"), ("limit", "100")], "headers": {"Accept": "text/calendar"}}),
+        ("POST", {"json": {"title": "Plan", "n": 1.5, "ü": [True, None]}}),
+        ("PUT", {"json": [1, 2], "headers": {"content-type": "application/merge-patch+json"}}),
+        ("POST", {"data": b'{"raw": "bytes, as they are"}', "headers": {"Content-Type": "application/json"}}),
+        ("POST", {}),
+        ("DELETE", {"params": {"prev_revision": 3}}),
+    ],
+)
+def test_the_default_transport_sends_what_a_requests_session_sends(
+    server: ScriptedServer, sleep: RecordingSleep, method: str, kwargs: dict
+) -> None:
+    with bind_request_id("req-1"):
+        make_client([server.url + "/prefix"], sleep).request(method, "/p/a%20b?x=1", **kwargs)
+        make_client([server.url + "/prefix"], sleep, session=requests.Session()).request(
+            method, "/p/a%20b?x=1", **kwargs
+        )
+    pooled, session = server.seen
+    assert (pooled.method, pooled.path, pooled.body) == (session.method, session.path, session.body)
+    assert pooled.headers == session.headers
+
+
+def test_the_default_transport_answers_a_requests_response(
+    server: ScriptedServer, sleep: RecordingSleep
+) -> None:
+    server.script = [Reply(201, {"id": "e1"}, {"Location": "/v1/events/e1", "Retry-After": "3"})]
+    response = make_client([server.url], sleep).post("/v1/events", json={})
+    assert isinstance(response, requests.Response)
+    assert (response.status_code, response.reason, response.json()) == (201, "Created", {"id": "e1"})
+    assert response.headers["location"] == "/v1/events/e1"
+    assert response.content == b'{"id": "e1"}'
+    assert response.text == '{"id": "e1"}'
+    assert response.url == f"{server.url}/v1/events"
+    response.close()  # the connection is back in the pool already; closing is harmless
+
+
+def test_a_body_that_is_not_json_is_refused_before_anything_is_sent(
+    server: ScriptedServer, sleep: RecordingSleep
+) -> None:
+    with pytest.raises(requests.exceptions.InvalidJSONError):
+        make_client([server.url], sleep).post("/x", json={"n": float("nan")})
+    assert server.seen == []
+
+
+def test_json_and_data_together_are_refused(sleep: RecordingSleep) -> None:
+    with pytest.raises(ValueError, match="json or data"):
+        make_client(["http://127.0.0.1:9"], sleep).post("/x", json={}, data=b"{}")
