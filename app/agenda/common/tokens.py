@@ -9,10 +9,11 @@ can be rotated without logging everybody out. Both sides use this module, which 
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import jwt
@@ -91,17 +92,72 @@ class TokenIssuer:
         return token, self.ttl
 
 
+class _VerifiedTokens:
+    """Tokens that passed every check, with their claims: at most `size`, the oldest dropped first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._claims: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> dict[str, Any] | None:
+        return self._claims.get(token)
+
+    def add(self, token: str, claims: dict[str, Any]) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            while len(self._claims) >= self.size:
+                del self._claims[next(iter(self._claims))]
+            self._claims[token] = claims
+
+    def drop(self, token: str) -> None:
+        with self._lock:
+            self._claims.pop(token, None)
+
+    def __len__(self) -> int:
+        return len(self._claims)
+
+
 @dataclass(frozen=True)
 class TokenVerifier:
-    """Verifies access tokens against public keys by `kid`; everything but EdDSA is refused."""
+    """Verifies access tokens against public keys by `kid`; everything but EdDSA is refused.
+
+    A client presents the same token on every request until it expires, and a full check (base64
+    and JSON decoding, PyJWT's per-character checks, an Ed25519 signature) costs the gateway more
+    than forwarding the request does. So the claims of up to `cache_size` tokens that passed are
+    kept, by the token's exact text: such a token is signed, and its iss, aud, kid, alg, iat, nbf and
+    required claims cannot change; only its expiry is checked again, as PyJWT checks it (expired
+    once ``exp <= now - leeway``), with `clock`. Refused tokens are never kept. The keys are fixed
+    for the verifier's life, so a kept token's signature stays valid.
+    """
 
     public_keys: Mapping[str, Ed25519PublicKey]
     issuer: str
     audience: str
     leeway: float = 5.0
+    cache_size: int = 4096
+    clock: Callable[[], float] = time.time
+    _verified: _VerifiedTokens = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_verified", _VerifiedTokens(self.cache_size))
 
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims, or InvalidToken saying why it is refused."""
+        known = self._verified.get(token)
+        if known is not None:
+            if known["exp"] <= self.clock() - self.leeway:
+                self._verified.drop(token)
+                raise InvalidToken("token expired")
+            return dict(known)  # a copy: the caller may change its claims
+        claims = self._check(token)
+        if isinstance(claims.get("exp"), int):
+            self._verified.add(token, dict(claims))
+        return claims
+
+    def _check(self, token: str) -> dict[str, Any]:
+        """Every check, in full (`verify` without its memory of tokens that passed)."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:

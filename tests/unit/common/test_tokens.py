@@ -156,3 +156,83 @@ def test_key_files_load_and_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_public_key(str(tmp_path / "missing.pem"), "public_keys")
     assert info.value.key == "public_keys"
+
+
+# --- tokens that passed are remembered until they expire ----------------------------------------------
+
+
+def counting_decode(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every full check (PyJWT's decode) the verifier makes."""
+    import agenda.common.tokens as tokens_module
+
+    calls: list[str] = []
+    real = tokens_module.jwt.decode
+
+    def decode(token: str, *args: object, **kwargs: object) -> object:
+        calls.append(token)
+        return real(token, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tokens_module.jwt, "decode", decode)
+    return calls
+
+
+def test_a_token_that_passed_is_not_checked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = counting_decode(monkeypatch)
+    check = verifier()
+    token = fresh()
+    first = check.verify(token)
+    assert check.verify(token) == first
+    assert calls == [token]
+
+
+def test_the_claims_handed_out_are_copies() -> None:
+    check = verifier()
+    token = fresh()
+    check.verify(token)["sub"] = "mallory"
+    assert check.verify(token)["sub"] == "alice"
+
+
+def test_a_remembered_token_is_refused_once_it_expires() -> None:
+    now = [time.time()]
+    check = verifier(clock=lambda: now[0])
+    token = fresh()
+    exp = check.verify(token)["exp"]
+    now[0] = exp + 5.0 - 0.001  # within the leeway, as PyJWT would accept it
+    assert check.verify(token)["sub"] == "alice"
+    now[0] = exp + 5.0  # exp <= now - leeway: expired, as PyJWT decides
+    with pytest.raises(InvalidToken, match="expired"):
+        check.verify(token)
+    now[0] = time.time()  # forgotten, and checked in full again (PyJWT's clock: still valid)
+    assert check.verify(token)["sub"] == "alice"
+
+
+def test_refused_tokens_are_not_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = counting_decode(monkeypatch)
+    check = verifier()
+    forged = fresh(key=OTHER)
+    for _ in range(2):
+        with pytest.raises(InvalidToken, match="invalid token"):
+            check.verify(forged)
+    assert len(calls) == 2
+    assert len(check._verified) == 0
+
+
+def test_at_most_cache_size_tokens_are_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    check = verifier(cache_size=2)
+    tokens = [fresh() for _ in range(3)]
+    for token in tokens:
+        check.verify(token)
+    assert len(check._verified) == 2
+    calls = counting_decode(monkeypatch)
+    check.verify(tokens[0])  # the oldest was dropped: checked in full again
+    check.verify(tokens[2])
+    assert calls == [tokens[0]]
+
+
+def test_cache_size_zero_checks_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = counting_decode(monkeypatch)
+    check = verifier(cache_size=0)
+    token = fresh()
+    check.verify(token)
+    check.verify(token)
+    assert calls == [token, token]
