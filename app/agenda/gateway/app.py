@@ -90,6 +90,7 @@ class GatewayDeps:
 
 
 def _json_payload() -> dict[str, Any] | None:
+    """The body as a checked JSON object (400/415 here, never at a backend), or None without one."""
     if not flask.request.get_data(cache=True):
         return None  # GET, DELETE and bare POSTs are forwarded without a body
     return json_object()
@@ -166,6 +167,10 @@ def create_app(deps: GatewayDeps) -> flask.Flask:
             if wait is not None:
                 raise too_many_requests(wait, "Too many login attempts; wait before trying again.")
         headers = {SECRET_HEADER: deps.gateway_secret}
+        if body is not None:
+            # Checked above; passed on as the client sent it (the backend parses it with the same
+            # parser), not encoded again.
+            headers["Content-Type"] = "application/json"
         if user is not None:
             headers[IDENTITY_HEADER] = user
         for name in _PASS_REQUEST_HEADERS:
@@ -182,7 +187,7 @@ def create_app(deps: GatewayDeps) -> flask.Flask:
             response = client.request(
                 request.method,
                 quote(request.path, safe="/"),
-                json=body,
+                data=None if body is None else request.get_data(cache=True),
                 params=params,
                 headers=headers,
                 idempotent=route.keyed or route.resendable or None,

@@ -256,3 +256,20 @@ def test_cluster_services_shows_the_gossip_view_to_the_operator_only(
     assert broken.status_code == 503
     assert broken.mimetype == "application/problem+json"
     assert backend.calls == []
+
+
+def test_a_checked_body_is_passed_on_as_the_client_sent_it(client: Any, backend: FakeBackend) -> None:
+    raw = b'{"title": "Plan",\n "start":"2031-01-01T10:00:00Z", "end": "2031-01-01T11:00:00Z"}'
+    headers = {**auth(token()), "Content-Type": "application/json; charset=utf-8"}
+    assert client.post("/v1/events", data=raw, headers=headers).status_code == 200
+    (call,) = backend.calls
+    assert call["data"] == raw  # not decoded and encoded again
+    assert call["headers"]["Content-Type"] == "application/json"
+    assert "json" not in call
+
+
+def test_a_request_without_a_body_is_passed_on_without_one(client: Any, backend: FakeBackend) -> None:
+    client.get("/v1/me", headers=auth(token()))
+    (call,) = backend.calls
+    assert call["data"] is None
+    assert "Content-Type" not in call["headers"]
