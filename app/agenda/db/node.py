@@ -97,7 +97,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from agenda.db.commands import MEMBERSHIP_OPS, validate_command
+from agenda.db.commands import MEMBERSHIP_OPS, CheckedCommand, validate_command
 from agenda.db.dump import decode_dump, encode_dump
 from agenda.db.durability import DurableFileJournal
 from agenda.db.errors import (
@@ -550,6 +550,8 @@ class Node:
         :class:`NodeError` when the outcome is a failure or unknown.
         """
         validate_command(command)
+        if type(command) is CheckedCommand:
+            command = dict(command)  # the log holds plain dicts
         if command["op"] in MEMBERSHIP_OPS:
             # The directory must only change together with pysyncobj's configuration (add_member).
             raise InvalidArgument("op", "membership commands come from Raft membership entries only")

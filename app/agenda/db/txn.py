@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agenda.db.commands import (
+    CheckedCommand,
     parse_compare,
     parse_delete,
     parse_lease_expire,
@@ -50,14 +51,14 @@ def put_command(key: str, value: Any, *, lease: int = 0, prev_revision: int | No
     """``put``: set ``key`` to ``value`` (attached to ``lease`` unless 0), optionally CAS on mod_revision."""
     cmd = {"op": "put", "key": key, "value": value, "lease": lease, "prev_revision": prev_revision}
     parse_put(cmd)
-    return cmd
+    return CheckedCommand(cmd)
 
 
 def delete_command(key: str, *, prev_revision: int | None = None) -> dict[str, Any]:
     """``delete``: remove ``key``, optionally only if its mod_revision equals ``prev_revision``."""
     cmd = {"op": "delete", "key": key, "prev_revision": prev_revision}
     parse_delete(cmd)
-    return cmd
+    return CheckedCommand(cmd)
 
 
 def txn_compare(key: str, target: str, op: str, value: Any) -> dict[str, Any]:
@@ -124,35 +125,35 @@ def txn_command(
         "failure": [dict(o) for o in failure],
     }
     parse_txn(cmd)
-    return cmd
+    return CheckedCommand(cmd)
 
 
 def lease_grant_command(lease_id: int, ttl: int, now: float) -> dict[str, Any]:
     """``lease_grant``: create lease ``lease_id`` (chosen by the proposer) expiring at ``now + ttl``."""
     cmd = {"op": "lease_grant", "id": lease_id, "ttl": ttl, "now": now}
     parse_lease_grant(cmd)
-    return cmd
+    return CheckedCommand(cmd)
 
 
 def lease_keepalive_command(lease_id: int, now: float) -> dict[str, Any]:
     """``lease_keepalive``: push the lease's deadline to ``now + ttl``."""
     cmd = {"op": "lease_keepalive", "id": lease_id, "now": now}
     parse_lease_keepalive(cmd)
-    return cmd
+    return CheckedCommand(cmd)
 
 
 def lease_revoke_command(lease_id: int) -> dict[str, Any]:
     """``lease_revoke``: drop the lease and delete its keys in one revision."""
     cmd = {"op": "lease_revoke", "id": lease_id}
     parse_lease_revoke(cmd)
-    return cmd
+    return CheckedCommand(cmd)
 
 
 def lease_expire_command(now: float) -> dict[str, Any]:
     """``lease_expire``: revoke every lease whose deadline is <= ``now`` (the leader's clock)."""
     cmd = {"op": "lease_expire", "now": now}
     parse_lease_expire(cmd)
-    return cmd
+    return CheckedCommand(cmd)
 
 
 def noop_command() -> dict[str, Any]:
@@ -168,7 +169,7 @@ def member_add_command(node_id: str, raft: str, api: str) -> dict[str, Any]:
     """
     cmd = {"op": "member_add", "id": node_id, "raft": raft, "api": api}
     parse_member_add(cmd)
-    return cmd
+    return CheckedCommand(cmd)
 
 
 def member_remove_command(raft: str) -> dict[str, Any]:
@@ -178,4 +179,4 @@ def member_remove_command(raft: str) -> dict[str, Any]:
     """
     cmd = {"op": "member_remove", "raft": raft}
     parse_member_remove(cmd)
-    return cmd
+    return CheckedCommand(cmd)
