@@ -1,8 +1,10 @@
-"""The PUT fast path: a plainly well-formed ``PUT /v1/kv/<key>`` on the leader, answered without Flask.
+"""The write fast paths: a plainly well-formed ``PUT /v1/kv/<key>`` or ``POST /v1/txn`` on the leader,
+answered without Flask.
 
-It is the hot path of every service's writes. Flask's per-request machinery (request context, routing,
-hooks) costs more than the rest of such a request on the leader, so a WSGI wrapper answers it directly
-with the same bytes and headers as the view; anything else is Flask's.
+They are the hot paths of every service's writes (a calendar change is one txn). Flask's per-request
+machinery (request context, routing, hooks) costs more than the rest of such a request on the leader,
+so a WSGI wrapper answers it directly with the same bytes and headers as the view; anything else is
+Flask's.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ from agenda.common.logs import bind_request_id, sanitize_request_id
 from agenda.db.api.context import MAX_BODY_BYTES, NODE_HEADER, REVISION_HEADER, DBContext, new_request_id
 from agenda.db.api.problems import problem_for_result
 from agenda.db.errors import StateMachineError
-from agenda.db.txn import put_command
+from agenda.db.txn import put_command, txn_command
 
-__all__ = ["PUT_RULE", "fast_put_middleware"]
+__all__ = ["PUT_RULE", "TXN_RULE", "fast_put_middleware"]
 
 _KV_PREFIX: Final = "/v1/kv/"
 PUT_RULE: Final = "/v1/kv/<key:key>"
+TXN_RULE: Final = "/v1/txn"
 _PUT_FIELDS: Final = frozenset({"value", "lease", "prev_revision"})
+_TXN_FIELDS: Final = frozenset({"compare", "success", "failure"})
 
 
 def fast_put_middleware(app: flask.Flask, ctx: DBContext) -> Callable[..., Any]:
@@ -60,27 +64,100 @@ def fast_put_middleware(app: flask.Flask, ctx: DBContext) -> Callable[..., Any]:
             response = app.finalize_request(rv)
         return response(environ, start_response)
 
-    def middleware(environ: dict[str, Any], start_response: Any) -> Any:
-        path = environ.get("PATH_INFO", "")
+    def plain_json_request(environ: dict[str, Any]) -> int | None:
+        """The body's length when the request is a candidate (no query string, a JSON body within
+        the limit, this member leading), else None: Flask's."""
         if (
-            environ.get("REQUEST_METHOD") != "PUT"
-            or not path.startswith(_KV_PREFIX)
-            or len(path) == len(_KV_PREFIX)
-            or environ.get("QUERY_STRING")
+            environ.get("QUERY_STRING")
             or environ.get("SCRIPT_NAME")
-            or not path.isascii()
             or environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower() != "application/json"
         ):
-            return flask_wsgi(environ, start_response)
+            return None
         length_text = environ.get("CONTENT_LENGTH", "")
         if (
             not (length_text.isascii() and length_text.isdigit())
             or not 0 < int(length_text) <= MAX_BODY_BYTES
         ):
-            return flask_wsgi(environ, start_response)
+            return None
         if not node.is_leader():
+            return None
+        return int(length_text)
+
+    def answer(
+        start_response: Any, text: str, revision: Any, request_id: str, metric: tuple[str, str, int]
+    ) -> list[bytes]:
+        data = text.encode()
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(data))),
+                (REVISION_HEADER, str(revision)),
+                (NODE_HEADER, node_id),
+                ("X-Request-ID", request_id),
+            ],
+        )
+        with metrics.lock:
+            metrics.requests[metric] += 1
+        return [data]
+
+    def txn(environ: dict[str, Any], start_response: Any) -> Any:
+        """``POST /v1/txn``: the view's checks (``json_body`` types, ``txn_command``), then propose."""
+        length = plain_json_request(environ)
+        if length is None:
             return flask_wsgi(environ, start_response)
-        raw = environ["wsgi.input"].read(int(length_text))
+        raw = environ["wsgi.input"].read(length)
+        try:
+            body = loads(raw)
+        except JSONBodyError:
+            return fallback(environ, start_response, raw)
+        if (
+            type(body) is not dict
+            or not _TXN_FIELDS.issuperset(body)
+            or any(type(branch) is not list for branch in body.values())
+        ):
+            return fallback(environ, start_response, raw)
+        try:
+            command = txn_command(body.get("compare", []), body.get("success", []), body.get("failure", []))
+        except StateMachineError:
+            return fallback(environ, start_response, raw)
+
+        request_id = sanitize_request_id(environ.get("HTTP_X_REQUEST_ID")) or new_request_id()
+        binding = bind_request_id(request_id)
+        try:
+            result = node.propose(command)
+            problem = problem_for_result(result)
+            if problem is not None:
+                raise problem
+            payload = {
+                "succeeded": result["succeeded"],
+                "results": result["results"],
+                "revision": result["revision"],
+            }
+            # What jsonify produces for the view's payload (compact, key order kept, ASCII, newline).
+            text = json.dumps(payload, separators=(",", ":")) + "\n"
+        except Exception as exc:
+            return failure(environ, start_response, request_id, exc)
+        finally:
+            binding.reset()
+        return answer(start_response, text, payload["revision"], request_id, ("POST", TXN_RULE, 200))
+
+    def middleware(environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD")
+        if method == "POST" and path == TXN_RULE:
+            return txn(environ, start_response)
+        if (
+            method != "PUT"
+            or not path.startswith(_KV_PREFIX)
+            or len(path) == len(_KV_PREFIX)
+            or not path.isascii()
+        ):
+            return flask_wsgi(environ, start_response)
+        length = plain_json_request(environ)
+        if length is None:
+            return flask_wsgi(environ, start_response)
+        raw = environ["wsgi.input"].read(length)
         try:  # the services' one strict parser: a 200 KB `[[[[...` is a JSONBodyError, not a 500
             body = loads(raw)
         except JSONBodyError:
@@ -118,19 +195,6 @@ def fast_put_middleware(app: flask.Flask, ctx: DBContext) -> Callable[..., Any]:
         else:  # pragma: no cover - the state machine always returns integers
             payload = {"revision": revision, "create_revision": create_revision, "version": version}
             text = json.dumps(payload, separators=(",", ":")) + "\n"
-        data = text.encode()
-        start_response(
-            "200 OK",
-            [
-                ("Content-Type", "application/json"),
-                ("Content-Length", str(len(data))),
-                (REVISION_HEADER, str(revision)),
-                (NODE_HEADER, node_id),
-                ("X-Request-ID", request_id),
-            ],
-        )
-        with metrics.lock:
-            metrics.requests[("PUT", PUT_RULE, 200)] += 1
-        return [data]
+        return answer(start_response, text, revision, request_id, ("PUT", PUT_RULE, 200))
 
     return middleware
