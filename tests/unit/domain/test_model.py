@@ -4,6 +4,8 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agenda.domain.model import (
     Event,
@@ -19,6 +21,7 @@ from agenda.domain.model import (
     Visibility,
     format_time,
     parse_stored_time,
+    to_utc,
 )
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -154,3 +157,25 @@ def test_notification_round_trip_and_needs_a_subject() -> None:
     assert Notification.from_dict(json.loads(json.dumps(note.to_dict()))) == note
     with pytest.raises(ValueError, match="event or a group"):
         Notification(id="n2", user="bob", kind=NotificationKind.MEMBERSHIP, created=T0)
+
+
+def _format_time_by_fields(value: datetime) -> str:
+    """format_time as it was written before (field by field), to check the faster one against."""
+    utc = value.astimezone(UTC)
+    text = f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}"
+    if utc.microsecond:
+        text += f".{utc.microsecond:06d}"
+    return text + "Z"
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(2, 1, 1),
+        max_value=datetime(9998, 12, 31),
+        timezones=st.sampled_from([UTC, HAVANA, timezone(timedelta(hours=5, minutes=45))]),
+    )
+)
+def test_format_time_matches_the_field_by_field_format(value: datetime) -> None:
+    assert format_time(value) == _format_time_by_fields(value)
+    assert parse_stored_time(format_time(value)) == value
+    assert to_utc(value) == value
