@@ -97,6 +97,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from agenda.db.barrier import SharedBarrier
 from agenda.db.commands import MEMBERSHIP_OPS, CheckedCommand, validate_command
 from agenda.db.dump import decode_dump, encode_dump
 from agenda.db.durability import DurableFileJournal
@@ -270,6 +271,9 @@ class Node:
             "raft_links_refused": 0,
         }
         self._counters_lock = threading.Lock()
+        self._barrier = SharedBarrier(
+            lambda timeout: self.propose(noop_command(), timeout), lambda: map_failure("Timeout")
+        )
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -685,10 +689,14 @@ class Node:
         raise ProposalFailed("no follower took over the leadership in time; retry")
 
     def read_barrier(self, timeout: float | None = None) -> None:
-        """Commit a no-op through the log: afterwards local state reflects every write acked before."""
+        """Commit a no-op through the log: afterwards local state reflects every write acked before.
+
+        Concurrent readers share no-ops (:class:`~agenda.db.barrier.SharedBarrier`): each waits for
+        one proposed after it arrived.
+        """
         with self._counters_lock:
             self.counters["read_barriers"] += 1
-        self.propose(noop_command(), timeout)
+        self._barrier.wait(timeout or self.proposal_timeout)
 
     def new_lease_id(self) -> int:
         """A fresh random positive int64 lease id (chosen by the proposer, as the state machine requires)."""
