@@ -155,6 +155,25 @@ def _check_json_tree(value: Any, field: str) -> None:
         node, depth = stack.pop()
         if depth > MAX_VALUE_DEPTH:
             raise InvalidArgument(field, f"nested deeper than {MAX_VALUE_DEPTH} levels")
+        kind = type(node)
+        if kind is dict or kind is list:
+            # The common case (what a JSON parser makes), walked without pushing the leaves: a str,
+            # int, bool or None can only fail the depth check, and every child of a non-empty
+            # container is one level deeper, so that check is made once for all of them. The
+            # others are pushed in the order the general case below pushes them, so a value with
+            # several faults is refused for the same one.
+            child = depth + 1
+            items = node.items() if kind is dict else enumerate(node)
+            for name, item in items:
+                if kind is dict and not isinstance(name, str):
+                    raise InvalidArgument(field, "object keys must be strings")
+                leaf = type(item)
+                if leaf is str or leaf is int or leaf is bool or item is None:
+                    continue
+                stack.append((item, child))
+            if node and child > MAX_VALUE_DEPTH:
+                raise InvalidArgument(field, f"nested deeper than {MAX_VALUE_DEPTH} levels")
+            continue
         if node is None or isinstance(node, (bool, int, str)):
             continue
         if isinstance(node, float):
@@ -215,7 +234,7 @@ def check_lease_id(value: Any, field: str = "id", *, allow_zero: bool = False) -
 
 def check_mapping(value: Any, field: str) -> Mapping[str, Any]:
     """Commands and their parts must be JSON objects."""
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):  # an exact dict: no ABC check
         raise InvalidArgument(field, "must be an object")
     return value
 
