@@ -1,10 +1,10 @@
-"""The write fast paths: a plainly well-formed ``PUT /v1/kv/<key>`` or ``POST /v1/txn`` on the leader,
-answered without Flask.
+"""The fast paths: a plainly well-formed ``PUT /v1/kv/<key>``, ``POST /v1/txn`` or range read
+``GET /v1/kv`` on the leader, answered without Flask.
 
-They are the hot paths of every service's writes (a calendar change is one txn). Flask's per-request
-machinery (request context, routing, hooks) costs more than the rest of such a request on the leader,
-so a WSGI wrapper answers it directly with the same bytes and headers as the view; anything else is
-Flask's.
+They are the hot paths of every service (a calendar change is one txn, an agenda one range read).
+Flask's per-request machinery (request context, routing, hooks) costs more than the rest of such a
+request on the leader, so a WSGI wrapper answers it directly with the same bytes and headers as the
+view; anything else is Flask's.
 """
 
 from __future__ import annotations
@@ -13,19 +13,29 @@ import io
 import json
 from collections.abc import Callable
 from typing import Any, Final
+from urllib.parse import parse_qsl
 
 import flask
 
 from agenda.common.jsonbody import JSONBodyError, loads
 from agenda.common.logs import bind_request_id, sanitize_request_id
-from agenda.db.api.context import MAX_BODY_BYTES, NODE_HEADER, REVISION_HEADER, DBContext, new_request_id
+from agenda.db.api.context import (
+    EMPTY,
+    MAX_BODY_BYTES,
+    NODE_HEADER,
+    REVISION_HEADER,
+    DBContext,
+    new_request_id,
+)
 from agenda.db.api.problems import problem_for_result
 from agenda.db.errors import StateMachineError
 from agenda.db.txn import put_command, txn_command
 
-__all__ = ["PUT_RULE", "TXN_RULE", "fast_put_middleware"]
+__all__ = ["PUT_RULE", "RANGE_RULE", "TXN_RULE", "fast_put_middleware"]
 
 _KV_PREFIX: Final = "/v1/kv/"
+RANGE_RULE: Final = "/v1/kv"
+_RANGE_ARGS: Final = frozenset({"consistency", "prefix", "start", "limit"})
 PUT_RULE: Final = "/v1/kv/<key:key>"
 TXN_RULE: Final = "/v1/txn"
 _PUT_FIELDS: Final = frozenset({"value", "lease", "prev_revision"})
@@ -142,11 +152,53 @@ def fast_put_middleware(app: flask.Flask, ctx: DBContext) -> Callable[..., Any]:
             binding.reset()
         return answer(start_response, text, payload["revision"], request_id, ("POST", TXN_RULE, 200))
 
+    def range_read(environ: dict[str, Any], start_response: Any) -> Any:
+        """``GET /v1/kv``: the view's argument checks, the read barrier (unless stale), the read."""
+        query = environ.get("QUERY_STRING", "")
+        if environ.get("SCRIPT_NAME") or not query.isascii() or not node.is_leader():
+            return flask_wsgi(environ, start_response)
+        # Parsed as Flask parses request.args; anything unusual (a repeated or unknown argument,
+        # redirect, a bad value) is left to the view, which answers it.
+        pairs = parse_qsl(query, keep_blank_values=True, errors="werkzeug.url_quote")
+        args = dict(pairs)
+        if len(args) != len(pairs) or not _RANGE_ARGS.issuperset(args):
+            return flask_wsgi(environ, start_response)
+        consistency = args.get("consistency", "linearizable")
+        limit_text = args.get("limit")
+        if consistency not in ("linearizable", "stale") or (
+            limit_text is not None
+            and not (limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 19)
+        ):
+            return flask_wsgi(environ, start_response)
+        prefix = args.get("prefix", "")
+        start = args.get("start")
+        limit = None if limit_text is None else int(limit_text)
+        try:
+            EMPTY.range(prefix, start, limit)  # the view's validation of the arguments
+        except StateMachineError:
+            return flask_wsgi(environ, start_response)
+
+        request_id = sanitize_request_id(environ.get("HTTP_X_REQUEST_ID")) or new_request_id()
+        binding = bind_request_id(request_id)
+        try:
+            if consistency == "linearizable":
+                node.read_barrier()
+            items, more, revision = node.read(lambda sm: (*sm.range(prefix, start, limit), sm.revision))
+            # What jsonify produces for the view's payload (compact, key order kept, ASCII, newline).
+            text = json.dumps({"items": items, "revision": revision, "more": more}, separators=(",", ":"))
+        except Exception as exc:
+            return failure(environ, start_response, request_id, exc)
+        finally:
+            binding.reset()
+        return answer(start_response, text + "\n", revision, request_id, ("GET", RANGE_RULE, 200))
+
     def middleware(environ: dict[str, Any], start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD")
         if method == "POST" and path == TXN_RULE:
             return txn(environ, start_response)
+        if method == "GET" and path == RANGE_RULE:
+            return range_read(environ, start_response)
         if (
             method != "PUT"
             or not path.startswith(_KV_PREFIX)
