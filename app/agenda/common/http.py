@@ -34,13 +34,14 @@ Replicas come from a fixed list (`base_urls`) or, for service instances found by
 An X-Request-ID header is added from `agenda.common.logs` when a request id is bound, so logs of
 every service touched by one user request share an id.
 
-Transport: by default one urllib3 pool manager per client (`_PoolTransport`), sending what a
-`requests.Session` would send (its default headers, the same JSON and query encoding, the same
-urllib3 retry object, TLS settings and exception types) without its per-call work (request
-preparation and merging, environment and proxy lookups, hooks, cookie jars, a CA-path check per
-request); redirects are not followed (no service answers one, and following it would carry the
-gateway's secret along). Answers are `requests.Response` objects. A `session` given to the
-constructor is used as it is instead (tests record calls through one).
+Transport: by default `agenda.common.http11.Http11Transport`, kept-alive connections per base URL,
+sending what a `requests.Session` would send (its default headers, the same JSON and query
+encoding, TLS settings) and raising the exceptions requests/urllib3 raise, without their per-call
+work (request preparation and merging, environment and proxy lookups, hooks, cookie jars, pool
+bookkeeping, http.client's header handling); redirects are not followed (no service answers one,
+and following it would carry the gateway's secret along). Answers are `requests.Response`
+objects. A `session` given to the constructor is used as it is instead (tests record calls
+through one).
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ import email.utils
 import json as _json
 import logging
 import math
-import os
 import random
 import threading
 import time
@@ -60,9 +60,9 @@ from urllib.parse import urlencode, urlsplit
 import requests
 import urllib3
 import urllib3.exceptions
-from requests.structures import CaseInsensitiveDict
-from requests.utils import DEFAULT_CA_BUNDLE_PATH, default_headers, get_encoding_from_headers
+from requests.utils import default_headers
 
+from agenda.common.http11 import Http11Transport
 from agenda.common.logs import current_request_id
 
 if TYPE_CHECKING:
@@ -174,90 +174,6 @@ _SESSION_HEADERS: Final = dict(default_headers())  # what a requests.Session sen
 _BODY_METHODS_WITHOUT_BODY: Final = frozenset({"GET", "HEAD"})
 
 
-class _PoolTransport:
-    """One request over urllib3's pools: what ``Session.request`` + ``HTTPAdapter.send`` do for our
-    calls (same headers, retry object, timeouts, TLS settings and exception types), minus their
-    per-call work. The whole answer is read before returning, which returns the connection."""
-
-    def __init__(
-        self, verify: bool | str, cert: tuple[str, str] | None, num_pools: int, maxsize: int
-    ) -> None:
-        pool_kwargs: dict[str, Any] = {"cert_reqs": "CERT_NONE" if verify is False else "CERT_REQUIRED"}
-        if verify is not False:
-            location = DEFAULT_CA_BUNDLE_PATH if verify is True else verify
-            # Decided once, not on every request (requests checks os.path.isdir per call).
-            pool_kwargs["ca_cert_dir" if os.path.isdir(location) else "ca_certs"] = location
-        if cert is not None:
-            pool_kwargs["cert_file"], pool_kwargs["key_file"] = cert
-        self._manager = urllib3.PoolManager(num_pools=num_pools, maxsize=maxsize, block=False, **pool_kwargs)
-        self._retries = urllib3.Retry(0, read=False)  # HTTPAdapter's default: never retry by itself
-        # base URL -> (its pool, its path prefix)
-        self._pools: dict[str, tuple[urllib3.HTTPConnectionPool, str]] = {}
-
-    def send(
-        self,
-        method: str,
-        base_url: str,
-        target: str,
-        body: bytes | None,
-        headers: dict[str, str],
-        timeout: TimeoutSpec,
-    ) -> requests.Response:
-        known = self._pools.get(base_url)
-        if known is None:
-            known = (self._manager.connection_from_url(base_url), urlsplit(base_url).path)
-            self._pools[base_url] = known
-        pool, prefix = known
-        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
-        url = base_url + target
-        try:
-            raw = pool.urlopen(
-                method,
-                prefix + target,
-                body=body,
-                headers=headers,
-                redirect=False,
-                assert_same_host=False,
-                preload_content=True,
-                retries=self._retries,
-                timeout=urllib3.Timeout(connect=connect, read=read),
-            )
-        except (urllib3.exceptions.ProtocolError, OSError) as exc:
-            raise requests.exceptions.ConnectionError(exc) from exc
-        except urllib3.exceptions.MaxRetryError as exc:
-            reason = exc.reason
-            if isinstance(reason, urllib3.exceptions.ConnectTimeoutError) and not isinstance(
-                reason, urllib3.exceptions.NewConnectionError
-            ):
-                raise requests.exceptions.ConnectTimeout(exc) from exc
-            if isinstance(reason, urllib3.exceptions.SSLError):
-                raise requests.exceptions.SSLError(exc) from exc
-            raise requests.exceptions.ConnectionError(exc) from exc
-        except urllib3.exceptions.ClosedPoolError as exc:
-            raise requests.exceptions.ConnectionError(exc) from exc
-        except urllib3.exceptions.SSLError as exc:
-            raise requests.exceptions.SSLError(exc) from exc
-        except urllib3.exceptions.ReadTimeoutError as exc:
-            raise requests.exceptions.ReadTimeout(exc) from exc
-        except urllib3.exceptions.DecodeError as exc:
-            raise requests.exceptions.ContentDecodingError(exc) from exc
-        except urllib3.exceptions.InvalidHeader as exc:
-            raise requests.exceptions.InvalidHeader(exc) from exc
-        response = requests.Response()
-        response.status_code = raw.status
-        response.headers = CaseInsensitiveDict(raw.headers)
-        response.raw = raw
-        response.reason = raw.reason or ""
-        response.url = url
-        response.encoding = get_encoding_from_headers(response.headers)
-        response._content = raw.data
-        response._content_consumed = True
-        return response
-
-    def close(self) -> None:
-        self._manager.clear()
-
-
 class HttpClient:
     """Client for one replicated service; thread-safe, one connection pool per instance."""
 
@@ -300,9 +216,9 @@ class HttpClient:
         # how many hosts keep a pool: discovered instances come and go, so leave room beyond the
         # static list. Never a proxy or a CA bundle from the environment: neither is looked up.
         self._session = session
-        self._pool: _PoolTransport | None = None
+        self._pool: Http11Transport | None = None
         if session is None:
-            self._pool = _PoolTransport(verify, cert, max(len(self.base_urls), 8), pool_size)
+            self._pool = Http11Transport(verify, cert, max(len(self.base_urls), 8), pool_size)
         else:
             # Cluster-internal calls must never be routed through a proxy or a CA bundle from the
             # environment.
