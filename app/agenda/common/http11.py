@@ -9,9 +9,10 @@ and an ``email`` parser for every response's headers). This transport writes a r
 * the same exceptions, shaped as requests/urllib3 shape them (``_never_sent`` in
   `agenda.common.http` reads them): a connection refused or unreachable is a
   ``requests.ConnectionError`` around ``MaxRetryError(NewConnectionError)``; no answer to the connect
-  (or the TLS handshake) within the connect timeout is ``ConnectTimeout``; a TLS failure is
-  ``SSLError``; once the request may have been sent, a timeout is ``ReadTimeout`` and a closed or
-  reset connection a ``ConnectionError`` around ``ProtocolError``;
+  within the connect timeout is ``ConnectTimeout``; a TLS failure is ``SSLError`` (a handshake that
+  times out, bounded by the connect timeout, is a ``ReadTimeout``, as urllib3 reported it); once the
+  request may have been sent, a timeout is ``ReadTimeout`` and a closed or reset connection a
+  ``ConnectionError`` around ``ProtocolError``;
 * connections per base URL kept for reuse up to ``maxsize`` (more are closed after their request), and
   an idle one that the server closed meanwhile is noticed before it is used (as urllib3 does);
 * TLS as urllib3 sets it up: the CA file or directory (certifi's bundle for ``verify=True``), the
@@ -126,21 +127,22 @@ class _Pool:
                 sock = self.context.wrap_socket(sock, server_hostname=self.host)
             sock.settimeout(read_timeout)
         except TimeoutError as exc:
+            # As urllib3 reported it: a read timeout (so a POST is not resent elsewhere, and the host
+            # is not passed over: a loaded backend may just be slow to finish handshakes).
             sock.close()
-            reason = urllib3.exceptions.ConnectTimeoutError(
-                None, f"TLS handshake with {self.host} timed out. (connect timeout={connect_timeout})"
-            )
-            raise requests.exceptions.ConnectTimeout(_max_retry(where, reason)) from exc
+            raise requests.exceptions.ReadTimeout(
+                urllib3.exceptions.ReadTimeoutError(
+                    None,  # type: ignore[arg-type]
+                    where,
+                    f"Read timed out. (read timeout={connect_timeout})",
+                )
+            ) from exc
         except (ssl.SSLError, ssl.CertificateError) as exc:
             sock.close()
             raise requests.exceptions.SSLError(_max_retry(where, urllib3.exceptions.SSLError(exc))) from exc
         except OSError as exc:
-            sock.close()
-            reason = urllib3.exceptions.NewConnectionError(
-                where,  # type: ignore[arg-type]
-                f"Failed to establish a new connection: {exc}",
-            )
-            raise requests.exceptions.ConnectionError(_max_retry(where, reason)) from exc
+            sock.close()  # reset during the handshake: urllib3 called it an aborted connection
+            raise _aborted(exc) from exc
         return _Connection(sock)
 
     def close(self) -> None:

@@ -233,3 +233,10 @@ def test_http_client_over_it_fails_over_and_keeps_its_rules(serve: Callable[[Rep
     assert info.value.last_response.status_code == 503
     client.close()
     assert server.connections == 1
+
+
+def test_a_tls_handshake_without_an_answer_is_a_read_timeout_as_urllib3_said() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never speaks TLS
+        url = f"https://127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            Http11Transport(False, None, 8, 2).send("POST", url, "/x", b"{}", {}, (0.2, 5.0))
