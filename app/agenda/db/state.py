@@ -433,15 +433,34 @@ class KVStateMachine:
         return self._range(check_range_prefix(prefix), check_range_start(start), check_range_limit(limit))
 
     def _range(self, prefix: str, start: str | None, limit: int | None) -> tuple[list[dict[str, Any]], bool]:
+        records, more = self._range_records(prefix, start, limit)
+        return [record.as_kv(key) for key, record in records], more
+
+    def range_records(
+        self, prefix: str = "", start: str | None = None, limit: int | None = None
+    ) -> tuple[list[tuple[str, Record]], bool]:
+        """:meth:`range` as ``(key, record)`` pairs, values left as their stored JSON text.
+
+        For a caller that writes the page out as JSON itself (the API's range fast path): decoding
+        every value only to encode it again was most of a range read's cost. Records are immutable
+        (a write replaces them), so they may be used after the lock is released.
+        """
+        return self._range_records(
+            check_range_prefix(prefix), check_range_start(start), check_range_limit(limit)
+        )
+
+    def _range_records(
+        self, prefix: str, start: str | None, limit: int | None
+    ) -> tuple[list[tuple[str, Record]], bool]:
         lower = prefix if start is None or start < prefix else start
         index = bisect.bisect_left(self._keys, lower)
-        out: list[dict[str, Any]] = []
+        out: list[tuple[str, Record]] = []
         keys = self._keys
         while index < len(keys) and keys[index].startswith(prefix):
             if limit is not None and len(out) == limit:
                 return out, True
             key = keys[index]
-            out.append(self._kvs[key].as_kv(key))
+            out.append((key, self._kvs[key]))
             index += 1
         return out, False
 

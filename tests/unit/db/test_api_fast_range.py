@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agenda.db.api import create_app
+from agenda.db.api.fastput import ascii_json, page_text
+from agenda.db.commands import canonical_json
 from agenda.db.errors import LeaderUnknown, OutcomeUnknown
+from agenda.db.state import KVStateMachine
 from unit.db.test_api_errors import FakeNode
 
 VOLATILE = {"Date", "X-Request-ID"}
@@ -84,3 +90,29 @@ def test_a_plain_range_read_on_the_leader_never_reaches_the_flask_view() -> None
     assert [item["key"] for item in body["items"]] == ["agenda/alice/2030-01-07/e1"]
     assert body["more"] is True
     assert app.test_client().get("/v1/kv?prefix=a&prefix=b").status_code == 500  # the view's
+
+
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3),
+        max_leaves=12,
+    )
+)
+def test_ascii_json_is_what_decoding_and_encoding_again_writes(value: Any) -> None:
+    stored = canonical_json(value)
+    assert ascii_json(stored) == json.dumps(json.loads(stored), separators=(",", ":"))
+
+
+def test_a_page_is_written_as_jsonify_writes_it() -> None:
+    machine = KVStateMachine()
+    for key, value in [("p/a", {"ü": '\x7f😀\n"\\'}), ("p/b", [1.5, -0.0, 10**30]), ("p/ä", None)]:
+        machine.apply({"op": "put", "key": key, "value": value, "lease": 0, "prev_revision": None})
+    records, more = machine.range_records("p/", None, 2)
+    items, _ = machine.range("p/", None, 2)
+    expected = json.dumps({"items": items, "revision": 3, "more": more}, separators=(",", ":"))
+    assert page_text(records, 3, more) == expected

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
@@ -29,6 +30,7 @@ from agenda.db.api.context import (
 )
 from agenda.db.api.problems import problem_for_result
 from agenda.db.errors import StateMachineError
+from agenda.db.records import Record
 from agenda.db.txn import put_command, txn_command
 
 __all__ = ["PUT_RULE", "RANGE_RULE", "TXN_RULE", "fast_put_middleware"]
@@ -40,6 +42,39 @@ PUT_RULE: Final = "/v1/kv/<key:key>"
 TXN_RULE: Final = "/v1/txn"
 _PUT_FIELDS: Final = frozenset({"value", "lease", "prev_revision"})
 _TXN_FIELDS: Final = frozenset({"compare", "success", "failure"})
+
+
+_NOT_ASCII_JSON: Final = re.compile("[\x7f-\U0010ffff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 | (code >> 10):04x}\\u{0xDC00 | (code & 0x3FF):04x}"
+
+
+def ascii_json(text: str) -> str:
+    """Canonical JSON text (``ensure_ascii=False``) as ``json.dumps`` writes it with ``ensure_ascii=True``:
+    the same text but DEL and every non-ASCII character escaped as ``\\uXXXX`` (a surrogate pair
+    beyond the BMP), lowercase hex. Both forms escape quotes, backslashes and control characters alike.
+    """
+    return _NOT_ASCII_JSON.sub(_escape, text)
+
+
+def page_text(records: Sequence[tuple[str, Record]], revision: int, more: bool) -> str:
+    """What jsonify writes for the range view's ``{"items", "revision", "more"}`` (``Record.as_kv`` for
+    each item), without decoding the stored values only to encode them again: a stored value is
+    canonical JSON (compact, keys sorted), which is exactly what decoding it and encoding it again,
+    key order kept, produces, but for ``ensure_ascii`` (see :func:`ascii_json`)."""
+    items = ",".join(
+        f'{{"key":{json.dumps(key)},"value":{ascii_json(record.value_json)},'
+        f'"create_revision":{record.create_revision},"mod_revision":{record.mod_revision},'
+        f'"version":{record.version},"lease":{record.lease}}}'
+        for key, record in records
+    )
+    return f'{{"items":[{items}],"revision":{revision},"more":{"true" if more else "false"}}}'
 
 
 def fast_put_middleware(app: flask.Flask, ctx: DBContext) -> Callable[..., Any]:
@@ -183,9 +218,10 @@ def fast_put_middleware(app: flask.Flask, ctx: DBContext) -> Callable[..., Any]:
         try:
             if consistency == "linearizable":
                 node.read_barrier()
-            items, more, revision = node.read(lambda sm: (*sm.range(prefix, start, limit), sm.revision))
-            # What jsonify produces for the view's payload (compact, key order kept, ASCII, newline).
-            text = json.dumps({"items": items, "revision": revision, "more": more}, separators=(",", ":"))
+            records, more, revision = node.read(
+                lambda sm: (*sm.range_records(prefix, start, limit), sm.revision)
+            )
+            text = page_text(records, revision, more)
         except Exception as exc:
             return failure(environ, start_response, request_id, exc)
         finally:
