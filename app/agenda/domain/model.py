@@ -108,7 +108,10 @@ def parse_stored_time(text: str) -> datetime:
     """
     if not isinstance(text, str):
         raise TypeError(f"stored time must be a string, got {type(text).__name__}")
-    return to_utc(datetime.fromisoformat(text), f"stored time {text!r}")
+    value = datetime.fromisoformat(text)
+    # Stored times are UTC: skip building the error's description for them (a listed agenda parses
+    # a hundred times per request).
+    return value if value.tzinfo is UTC else to_utc(value, f"stored time {text!r}")
 
 
 def _require(data: Mapping[str, Any], key: str, record: str) -> Any:
@@ -166,12 +169,19 @@ class Event:
     sequence: int = 0
 
     def __post_init__(self) -> None:
-        # Normalise here so every Event, however built, holds UTC times and plain enum values.
+        # Normalise here so every Event, however built, holds UTC times and plain enum values. What is
+        # already normalised (every Event read back from the store) is left as it is: converting it
+        # would return the same object.
         for name in ("start", "end", "created", "updated"):
-            object.__setattr__(self, name, to_utc(getattr(self, name), f"event {name}"))
-        object.__setattr__(self, "visibility", Visibility(self.visibility))
-        object.__setattr__(self, "kind", EventKind(self.kind))
-        object.__setattr__(self, "status", EventStatus(self.status))
+            value = getattr(self, name)
+            if value.tzinfo is not UTC:
+                object.__setattr__(self, name, to_utc(value, f"event {name}"))
+        if type(self.visibility) is not Visibility:
+            object.__setattr__(self, "visibility", Visibility(self.visibility))
+        if type(self.kind) is not EventKind:
+            object.__setattr__(self, "kind", EventKind(self.kind))
+        if type(self.status) is not EventStatus:
+            object.__setattr__(self, "status", EventStatus(self.status))
         object.__setattr__(self, "participants", dict(self.participants))
         if self.organizer in self.participants:
             raise ValueError(f"organizer {self.organizer!r} must not also be a participant")
