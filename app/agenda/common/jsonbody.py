@@ -33,18 +33,24 @@ _DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
 
 def depth(value: Any) -> int:
     """Nesting depth of a parsed JSON value (a scalar is 0, `[]` is 1), without recursion."""
+    # Only containers are walked: a scalar adds no level to the container it sits in. (A DB txn body
+    # is mostly scalars; pushing each of them cost more than parsing the body.)
+    if not isinstance(value, dict | list):
+        return 0
     deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, level = stack.pop()
-        if isinstance(node, dict):
-            level += 1
-            stack.extend((child, level) for child in node.values())
-        elif isinstance(node, list):
-            level += 1
-            stack.extend((child, level) for child in node)
-        deepest = max(deepest, level)
+        if level > deepest:
+            deepest = level
+        for child in node.values() if isinstance(node, dict) else node:
+            kind = type(child)
+            if kind is dict or kind is list or (kind not in _SCALARS and isinstance(child, dict | list)):
+                stack.append((child, level + 1))
     return deepest
+
+
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 
 
 def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
