@@ -117,7 +117,9 @@ def deps_of(app: flask.Flask) -> GatewayDeps:
     return app.extensions[_EXT]
 
 
-def create_app(deps: GatewayDeps) -> flask.Flask:
+def create_app(deps: GatewayDeps, *, fast_forward: bool = True) -> flask.Flask:
+    """The gateway. `fast_forward` (default) forwards a plainly well-formed request of a signed-in
+    user without Flask's request machinery (`agenda.gateway.fastpath`); the answer is the same."""
     app = flask.Flask("agenda.gateway")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.extensions[_EXT] = deps
@@ -193,23 +195,30 @@ def create_app(deps: GatewayDeps) -> flask.Flask:
                 idempotent=route.keyed or route.resendable or None,
             )
         except Unavailable as exc:
-            log.warning("backend %s unavailable: %s", route.service, exc)
-            if request.method in DEFAULT_IDEMPOTENT or route.resendable or client_key is not None:
-                raise Problem(
-                    503, detail=f"The {route.service} service is unavailable.", retry_after=1
-                ) from None
-            raise Problem(
-                502,
-                detail=f"The {route.service} service did not answer; the outcome is unknown."
-                f" Send {IDEMPOTENCY_HEADER} to make such a request safe to repeat."
-                if route.keyed
-                else f"The {route.service} service did not answer; the outcome is unknown.",
-            ) from None
+            raise unavailable_problem(route, request.method, client_key, exc) from None
         if limit_key is not None and response.status_code == 200:
             deps.login_limiter.reset(limit_key)
         return _relay(response)
 
+    if fast_forward:
+        from agenda.gateway.fastpath import fast_forward_middleware
+
+        app.wsgi_app = fast_forward_middleware(app, deps, table)  # type: ignore[method-assign]
     return app
+
+
+def unavailable_problem(route: Route, method: str, client_key: str | None, exc: Unavailable) -> Problem:
+    """What the client is told when no instance of the route's backend answered (and it is logged)."""
+    log.warning("backend %s unavailable: %s", route.service, exc)
+    if method in DEFAULT_IDEMPOTENT or route.resendable or client_key is not None:
+        return Problem(503, detail=f"The {route.service} service is unavailable.", retry_after=1)
+    return Problem(
+        502,
+        detail=f"The {route.service} service did not answer; the outcome is unknown."
+        f" Send {IDEMPOTENCY_HEADER} to make such a request safe to repeat."
+        if route.keyed
+        else f"The {route.service} service did not answer; the outcome is unknown.",
+    )
 
 
 def _check_admin(deps: GatewayDeps) -> None:
