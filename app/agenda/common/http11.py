@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import select
 import socket
 import ssl
 import threading
@@ -40,6 +39,7 @@ import requests
 import urllib3.exceptions
 from requests.structures import CaseInsensitiveDict
 from requests.utils import DEFAULT_CA_BUNDLE_PATH, get_encoding_from_headers, requote_uri
+from urllib3.util.wait import wait_for_read
 
 __all__ = ["Http11Transport"]
 
@@ -58,12 +58,14 @@ class _Connection:
         self.file = sock.makefile("rb")
 
     def dropped(self) -> bool:
-        """The server closed (or wrote to) this idle connection: it cannot carry a request."""
+        """The server closed (or wrote to) this idle connection: it cannot carry a request.
+
+        urllib3's own check (poll where it works, so descriptors above 1024 are fine; select where
+        gevent's monkey-patching took poll away)."""
         try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
-        except (OSError, ValueError):
+            return wait_for_read(self.sock, timeout=0.0)
+        except OSError:
             return True
-        return bool(readable)
 
     def close(self) -> None:
         for closer in (self.file.close, self.sock.close):
