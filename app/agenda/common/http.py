@@ -38,9 +38,11 @@ every service touched by one user request share an id.
 from __future__ import annotations
 
 import email.utils
+import errno
 import logging
 import math
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -49,6 +51,7 @@ from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
+import urllib3.connection
 import urllib3.exceptions
 
 from agenda.common.logs import current_request_id
@@ -119,6 +122,61 @@ def _never_sent(exc: requests.RequestException) -> bool:
     return False
 
 
+def _dead_peer(exc: requests.RequestException) -> bool:
+    """True when the kernel gave up on an established connection: nothing acknowledged it (ETIMEDOUT)."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, OSError) and item.errno == errno.ETIMEDOUT:
+            return True
+        if isinstance(item, BaseException):
+            todo.extend(arg for arg in item.args if isinstance(arg, BaseException))
+            todo.extend(e for e in (item.__cause__, item.__context__) if e is not None)
+            if isinstance(item, urllib3.exceptions.MaxRetryError) and item.reason is not None:
+                todo.append(item.reason)
+    return False
+
+
+def dead_peer_socket_options(timeout: float) -> list[tuple[int, int, int]]:
+    """Socket options that end a connection whose peer stopped answering within about `timeout` s.
+
+    A crashed machine sends no reset: a request already sent to it would wait out the whole read
+    timeout. TCP_USER_TIMEOUT aborts the connection when sent data stays unacknowledged that long;
+    keepalive probes (after 1 s idle, the kernel's smallest) make that apply to a connection waiting
+    for an answer too, so a dead peer is found within about 2 s, while a live but slow one (its kernel
+    acknowledges the probes) keeps its connection for as long as the read timeout allows.
+    """
+    options = [
+        *urllib3.connection.HTTPConnection.default_socket_options,
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    ]
+    for name, value in (
+        ("TCP_KEEPIDLE", 1),
+        ("TCP_KEEPINTVL", 1),
+        ("TCP_KEEPCNT", 1),
+        ("TCP_USER_TIMEOUT", max(1, int(timeout * 1000))),
+    ):
+        if hasattr(socket, name):  # Linux; elsewhere the read timeout alone bounds the wait
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    return options
+
+
+class _DeadPeerAdapter(requests.adapters.HTTPAdapter):
+    """An adapter whose connections carry `dead_peer_socket_options`."""
+
+    def __init__(self, socket_options: list[tuple[int, int, int]], **kwargs: Any) -> None:
+        self._socket_options = socket_options
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["socket_options"] = self._socket_options
+        super().init_poolmanager(*args, **kwargs)
+
+
 def _normalise_base_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -146,8 +204,9 @@ class HttpClient:
         spread: bool = False,
         pool_size: int = 64,
         discovery: Discovery | None = None,
-        unreachable_for: float = 2.0,
+        unreachable_for: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        dead_peer_timeout: float | None = 1.0,
     ) -> None:
         if isinstance(base_urls, str):
             raise TypeError("base_urls must be a list of URLs, not a single string")
@@ -169,8 +228,12 @@ class HttpClient:
             # size open (and then drop) a fresh connection each, a full TLS handshake every time.
             # pool_connections is how many hosts keep a pool: discovered instances come and go, so
             # leave room beyond the static list.
-            adapter = requests.adapters.HTTPAdapter(
-                pool_connections=max(len(self.base_urls), 8), pool_maxsize=pool_size
+            # dead_peer_timeout: see dead_peer_socket_options (None: the read timeout alone).
+            pools = {"pool_connections": max(len(self.base_urls), 8), "pool_maxsize": pool_size}
+            adapter = (
+                requests.adapters.HTTPAdapter(**pools)
+                if dead_peer_timeout is None
+                else _DeadPeerAdapter(dead_peer_socket_options(dead_peer_timeout), **pools)
             )
             self._session.mount("http://", adapter)
             self._session.mount("https://", adapter)
@@ -191,7 +254,9 @@ class HttpClient:
         # A replica whose connection failed (refused, or no answer to the connect within the timeout:
         # a crashed host) is passed over by the next requests' first choice for `unreachable_for`
         # seconds, so that only the request that found it down pays the connect timeout, not one in
-        # n of every request until discovery drops it. It is still tried when every replica is.
+        # n of every request until discovery drops it. It is still tried when every replica is. 5 s:
+        # about gossip's time to declare a crashed instance dead, after which it is no longer listed;
+        # a static list (the DB members) pays one connect timeout per dead host every 5 s.
         self.unreachable_for = unreachable_for
         self._clock = clock
         self._unreachable: dict[str, float] = {}
@@ -381,9 +446,13 @@ class HttpClient:
             ) as exc:
                 last_exc = exc
                 never_sent = _never_sent(exc)
-                if never_sent and not isinstance(exc, requests.exceptions.SSLError):
+                dead_peer = not never_sent and _dead_peer(exc)
+                if (never_sent and not isinstance(exc, requests.exceptions.SSLError)) or dead_peer:
+                    # Unanswered (a connect, or the dead-peer probes): nothing answers at that host.
                     self._mark_unreachable(
-                        urls, index, whole_host=isinstance(exc, requests.exceptions.ConnectTimeout)
+                        urls,
+                        index,
+                        whole_host=dead_peer or isinstance(exc, requests.exceptions.ConnectTimeout),
                     )
                 if not (idempotent or never_sent):
                     raise Unavailable(

@@ -1,5 +1,6 @@
 """HttpClient against real local HTTP servers: retries, failover, idempotency, Retry-After."""
 
+import errno
 import http.server
 import json
 import random
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import requests
+import urllib3.exceptions
 
 from agenda.common import http as http_module
 from agenda.common.discovery import StaticDiscovery
@@ -665,3 +667,56 @@ def test_after_a_503_the_next_attempt_passes_over_a_replica_found_unreachable(
         )
         assert client.get("/x").status_code == 200
     assert session.urls == [f"{unanswered_url}/x", f"{live_url}/x", f"{live_url}/x", f"{live_url}/x"]
+
+
+def test_pooled_connections_carry_the_dead_peer_options() -> None:
+    options = http_module.dead_peer_socket_options(1.5)
+    assert (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1) in options  # urllib3's default kept
+    assert (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1) in options
+    assert (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 1500) in options
+    assert (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1) in options
+    client = HttpClient(["https://db-1:2379"])
+    pool_kw = client._session.get_adapter("https://db-1:2379").poolmanager.connection_pool_kw
+    assert pool_kw["socket_options"] == http_module.dead_peer_socket_options(1.0)
+    plain = HttpClient(["https://db-1:2379"], dead_peer_timeout=None)
+    assert (
+        "socket_options" not in plain._session.get_adapter("https://db-1:2379").poolmanager.connection_pool_kw
+    )
+
+
+class DeadPeerSession(RecordingSession):
+    """The first URL's host crashed after the request was sent: the kernel gives up (ETIMEDOUT)."""
+
+    def __init__(self, dead: str) -> None:
+        super().__init__()
+        self.dead = dead
+
+    def request(self, method: str, url: str, **kwargs: object) -> requests.Response:  # type: ignore[override]
+        if url.startswith(self.dead):
+            self.urls.append(url)
+            aborted = urllib3.exceptions.ProtocolError(
+                "Connection aborted.", TimeoutError(errno.ETIMEDOUT, "Connection timed out")
+            )
+            raise requests.exceptions.ConnectionError(aborted)
+        return super().request(method, url, **kwargs)
+
+
+def test_a_peer_found_dead_mid_request_passes_over_its_whole_host(sleep: RecordingSleep) -> None:
+    with ScriptedServer() as live:
+        dead = live.url.replace("127.0.0.1", "localhost")  # another host name, same server behind it
+        other_on_dead_host = dead.rsplit(":", 1)[0] + ":1"
+        session = DeadPeerSession(dead)
+        client = make_client([dead, other_on_dead_host, live.url], sleep, session=session)
+        assert client.get("/1").status_code == 200
+        assert client.get("/2").status_code == 200
+    # The dead host's other replica is never tried; the next request starts past both.
+    assert session.urls == [f"{dead}/1", f"{live.url}/1", f"{live.url}/2"]
+    # A write whose connection died after it was sent: its outcome is unknown, so it is not re-sent.
+    with pytest.raises(Unavailable, match="outcome unknown"):
+        make_client([dead, live.url], sleep, session=DeadPeerSession(dead)).post("/w", json={})
+
+
+def test_a_read_timeout_is_not_a_dead_peer() -> None:
+    assert not http_module._dead_peer(requests.exceptions.ReadTimeout("read timed out"))
+    aborted = urllib3.exceptions.ProtocolError("Connection aborted.", TimeoutError(errno.ETIMEDOUT, "x"))
+    assert http_module._dead_peer(requests.exceptions.ConnectionError(aborted))
