@@ -93,8 +93,8 @@ def test_the_instance_is_on_the_interface_of_the_host_address_with_the_subnet_pr
     assert instance["preempt"] is True
     [track] = read_config(host)["track_scripts"]
     assert track["name"] in instance["track_scripts"]
-    assert f"check-http https://{variables['agenda_host_ip']}" in track["script"]
-    assert "--cafile /etc/agenda/pki/ca.crt" in track["script"]
+    assert track["http_get"] == f"https://{variables['agenda_host_ip']}/v1/health"
+    assert track["cafile"] == "/etc/agenda/pki/ca.crt"
 
 
 def test_the_daemon_reports_a_settled_state_and_exports_metrics(host):
