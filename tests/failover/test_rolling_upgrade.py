@@ -284,6 +284,7 @@ def test_rolling_upgrade_under_load_fails_no_request_and_every_process_runs_the_
         assert client.outcomes, "the client sent nothing"
         assert not client.failed, f"the client fails before the upgrade: {client.failed[:3]}"
         began = time.monotonic()
+        began_utc = time.time()
         run = run_site(source, cache)
         took = time.monotonic() - began
         client.wait_for_more(20)  # and still served afterwards
@@ -309,6 +310,10 @@ def test_rolling_upgrade_under_load_fails_no_request_and_every_process_runs_the_
     )
     for outcome in failed[:20]:
         report(f"failed {outcome.what} at +{outcome.at - began:.2f}s: {outcome.detail}")
+    # The slowest, with the wall-clock time they were sent, to find them in the hosts' journals.
+    for outcome in sorted(client.outcomes, key=lambda o: o.took)[-3:]:
+        sent = time.strftime("%H:%M:%S", time.gmtime(began_utc + outcome.at - began))
+        report(f"slow {outcome.what} sent at +{outcome.at - began:.2f}s ({sent} UTC): {outcome.took:.2f}s")
     assert client.is_alive() is False
     assert not failed, f"{len(failed)} client requests failed during the rolling upgrade"
     assert counts["list-agenda"] > 0
