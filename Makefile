@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 PYTHON ?= python3
 
-.PHONY: help venv tools image lab lab-down dev lint unit integration interop molecule lab-test test bench-db bench-failover bench-agenda bench-vip bench-redis bench-streams bench-gossip clean
+.PHONY: help venv tools image lab lab-down dev lint unit integration interop molecule lab-test test bench-db bench-failover bench-agenda bench-vip bench-redis bench-streams bench-gossip bench-crash clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ bench-streams: venv ## 1,000 notification streams on the gunicorn+gevent gateway
 bench-gossip: venv ## SWIM failure detection and false positives: simulated 5/50/500 members at 0 and 5% loss, then real agenda-gossip daemons on loopback, beside memberlist's formulas
 	python bench/gossip_sim.py $(BENCH_ARGS)
 	python bench/gossip_live.py
+
+bench-crash: venv image ## a whole machine's crash in a 3-host Molecule lab: first write through a surviving gateway, 5 trials (BENCH_ARGS="--hosts 3 --trials 5")
+	python bench/machine_crash.py $(BENCH_ARGS)
 
 clean: lab-down ## remove the lab and the local caches (not the deployment CAs)
 	rm -rf .cache

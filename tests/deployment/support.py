@@ -106,11 +106,13 @@ def db_members() -> list[dict[str, str]]:
         variables = host_vars(name)
         ids = list(variables.get("raft_db_member_ids") or [])
         for k in range(int(variables.get("raft_db_node_count", 0))):
-            members.append({
-                "id": ids[k] if k < len(ids) else f"db{len(members) + 1}",
-                "host": name,
-                "url": f"https://{variables['agenda_host_ip']}:{DB_API_PORT_BASE + k}",
-            })
+            members.append(
+                {
+                    "id": ids[k] if k < len(ids) else f"db{len(members) + 1}",
+                    "host": name,
+                    "url": f"https://{variables['agenda_host_ip']}:{DB_API_PORT_BASE + k}",
+                }
+            )
     return members
 
 
@@ -124,8 +126,13 @@ def tls_settings() -> dict[str, Any]:
 
 def db_client(urls: list[str] | None = None, *, retries: int = 3) -> DBClient:
     settings = tls_settings()
-    return DBClient(urls or [m["url"] for m in db_members()], timeout=(2.0, 5.0), retries=retries,
-                    verify=settings["verify"], cert=settings["cert"])
+    return DBClient(
+        urls or [m["url"] for m in db_members()],
+        timeout=(2.0, 5.0),
+        retries=retries,
+        verify=settings["verify"],
+        cert=settings["cert"],
+    )
 
 
 # Each HTTP service, the inventory group whose hosts run it.

@@ -46,8 +46,14 @@ def address(variables: dict[str, Any]) -> tuple[str, int]:
     return str(variables["agenda_host_ip"]), int(variables.get("redis_port", 6379))
 
 
-def redis_cli(target: Any, *args: str, account: str | None = "supervisor", secret: str | None = None,
-              tls: bool = True, client_cert: bool = True) -> Any:
+def redis_cli(
+    target: Any,
+    *args: str,
+    account: str | None = "supervisor",
+    secret: str | None = None,
+    tls: bool = True,
+    client_cert: bool = True,
+) -> Any:
     """redis-cli on the host against its own server, at the host's address. The password goes in
     the environment (REDISCLI_AUTH), as the role's own check passes it. redis-cli exits 0 on an
     error reply: callers look at what it printed."""
@@ -79,8 +85,10 @@ def test_debians_redis_server_runs_as_redis(host):
     unit = host.service(UNIT)
     assert unit.is_running
     assert unit.is_enabled
-    props = dict(line.split("=", 1) for line in host.check_output(f"systemctl show -p User -p MainPID {UNIT}")
-                 .splitlines())
+    props = dict(
+        line.split("=", 1)
+        for line in host.check_output(f"systemctl show -p User -p MainPID {UNIT}").splitlines()
+    )
     assert props["User"] == "redis"
     status = host.file(f"/proc/{props['MainPID']}/status").content_string
     fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
@@ -125,8 +133,10 @@ def test_configuration_is_private_and_the_passwords_stay_off_command_lines(host)
         assert main.mode & 0o007 == 0, oct(main.mode)
         key = host.file(f"{CONFIG_DIR}/tls/host.key")
         assert (key.user, key.mode) == ("redis", 0o600)
-        contents = {name: host.file(f"{CONFIG_DIR}/{name}").content_string
-                    for name in ("agenda.conf", "users.acl", "redis.conf")}
+        contents = {
+            name: host.file(f"{CONFIG_DIR}/{name}").content_string
+            for name in ("agenda.conf", "users.acl", "redis.conf")
+        }
     assert f"include {CONFIG_DIR}/agenda.conf" in contents["redis.conf"].splitlines()
     # Only hashes of the clients' passwords are on the host; replicas need the replication one.
     for account in ("supervisor", "services"):
@@ -155,13 +165,16 @@ def test_one_primary_and_every_other_server_replicates_it():
             and (view.get("master_host"), view.get("master_port"))
             == tuple(map(str, address(host_vars(primaries[0]))))
             and view.get("master_link_status") == "up"
-            for name, view in views.items() if name != primaries[0]
+            for name, view in views.items()
+            if name != primaries[0]
         )
         if settled or time.monotonic() > deadline:
             break
         time.sleep(2)
-    roles = {name: (view.get("role"), view.get("master_host"), view.get("master_link_status"))
-             for name, view in views.items()}
+    roles = {
+        name: (view.get("role"), view.get("master_host"), view.get("master_link_status"))
+        for name, view in views.items()
+    }
     assert settled, f"not one primary with every other server linked to it within {SETTLE_TIMEOUT}s: {roles}"
     assert int(views[primaries[0]]["connected_slaves"]) == len(names) - 1
 

@@ -82,8 +82,9 @@ def test_the_daemon_sees_its_configuration_and_the_ca_but_no_secret(host):
 
 def test_the_instance_is_on_the_interface_of_the_host_address_with_the_subnet_prefix(host):
     variables = host.ansible.get_variables()
-    [carrier] = [ifname for ifname, cidr in ipv4_addresses(host)
-                 if cidr.split("/")[0] == variables["agenda_host_ip"]]
+    [carrier] = [
+        ifname for ifname, cidr in ipv4_addresses(host) if cidr.split("/")[0] == variables["agenda_host_ip"]
+    ]
     [instance] = read_config(host)["instances"]
     prefix = ipaddress.ip_network(variables["agenda_subnet"]).prefixlen
     assert instance["interface"] == carrier
@@ -92,8 +93,8 @@ def test_the_instance_is_on_the_interface_of_the_host_address_with_the_subnet_pr
     assert instance["preempt"] is True
     [track] = read_config(host)["track_scripts"]
     assert track["name"] in instance["track_scripts"]
-    assert f"check-http https://{variables['agenda_host_ip']}" in track["script"]
-    assert "--cafile /etc/agenda/pki/ca.crt" in track["script"]
+    assert track["http_get"] == f"https://{variables['agenda_host_ip']}/v1/health"
+    assert track["cafile"] == "/etc/agenda/pki/ca.crt"
 
 
 def test_the_daemon_reports_a_settled_state_and_exports_metrics(host):
@@ -104,8 +105,8 @@ def test_the_daemon_reports_a_settled_state_and_exports_metrics(host):
     assert instance["counters"]["adverts_sent" if instance["state"] == "MASTER" else "adverts_received"] > 0
     probe = host.run(
         "/opt/agenda/venv/bin/python -c 'import urllib.request, yaml; "
-        f"a = yaml.safe_load(open(\"{CONFIG}\"))[\"status_addr\"]; "
-        "print(urllib.request.urlopen(\"http://\" + a + \"/metrics\", timeout=5).read().decode())'"
+        f'a = yaml.safe_load(open("{CONFIG}"))["status_addr"]; '
+        'print(urllib.request.urlopen("http://" + a + "/metrics", timeout=5).read().decode())\''
     )
     assert probe.rc == 0, probe.stderr
     assert f'agenda_vrrp_state{{instance="{instance["name"]}"}}' in probe.stdout
@@ -143,4 +144,3 @@ def test_the_gateway_answers_at_the_vip_with_the_deployment_ca():
     health = requests.get(f"{vip_url()}/v1/health", timeout=10, **public_tls())
     assert health.status_code == 200
     assert health.json()["service"] == "gateway"
-

@@ -72,8 +72,11 @@ def test_stopped_members_rejoin_and_catch_up():
     last_key = max(ACKNOWLEDGED, key=ACKNOWLEDGED.__getitem__)
     for member in down:
         with db_client([member["url"]], retries=0) as client:
-            poll(lambda c=client: c.get(last_key, linearizable=False), timeout=30,
-                 what=f"{member['id']} catching up")
+            poll(
+                lambda c=client: c.get(last_key, linearizable=False),
+                timeout=30,
+                what=f"{member['id']} catching up",
+            )
 
 
 def test_leader_stop_costs_a_bounded_write_gap(capsys):
@@ -83,8 +86,12 @@ def test_leader_stop_costs_a_bounded_write_gap(capsys):
         leader = next(m for m in members if m["id"] == leader_id)
         stopped_at = time.monotonic()
         systemctl(leader, "stop")
-        poll(lambda: write(client, 1000) is None, timeout=30, interval=0.02,
-             what="a write after the leader stopped")
+        poll(
+            lambda: write(client, 1000) is None,
+            timeout=30,
+            interval=0.02,
+            what="a write after the leader stopped",
+        )
         gap = time.monotonic() - stopped_at
     systemctl(leader, "start")
     with capsys.disabled():
@@ -109,8 +116,10 @@ def test_restart_of_every_member_loses_no_acknowledged_write():
         host(name).run_expect([0], "systemctl restart 'agenda-db@*'")
     poll(lambda: settled(members), timeout=60, what="every member naming one leader after the full restart")
     with db_client(retries=5) as client:
-        values = {key: poll(lambda k=key: client.get(k) or {"value": None}, timeout=30, what=f"reading {key}")
-                  for key in ACKNOWLEDGED}
+        values = {
+            key: poll(lambda k=key: client.get(k) or {"value": None}, timeout=30, what=f"reading {key}")
+            for key in ACKNOWLEDGED
+        }
     missing = {key: value for key, value in ACKNOWLEDGED.items() if values[key]["value"] != value}
     assert len(ACKNOWLEDGED) >= 50  # the writes of the first check, at least
     assert missing == {}

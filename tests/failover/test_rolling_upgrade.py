@@ -50,8 +50,9 @@ PLAYBOOK_TIMEOUT = 1_800
 
 
 def on(name: str, *argv: str, check: bool = True) -> str:
-    proc = subprocess.run(["docker", "exec", name, *argv], capture_output=True, text=True, timeout=60,
-                          check=False)
+    proc = subprocess.run(
+        ["docker", "exec", name, *argv], capture_output=True, text=True, timeout=60, check=False
+    )
     if check and proc.returncode != 0:
         pytest.fail(f"{name}: {' '.join(argv)}: exit {proc.returncode}: {proc.stderr.strip()}")
     return proc.stdout
@@ -85,13 +86,26 @@ class Client(threading.Thread):
         self._stop_event = threading.Event()
         self._slot = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=2)
 
-    def call(self, what: str, method: str, path: str, expect: int, *, headers: dict[str, str] | None = None,
-             **kwargs: Any) -> requests.Response | None:
+    def call(
+        self,
+        what: str,
+        method: str,
+        path: str,
+        expect: int,
+        *,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response | None:
         sent = time.monotonic()
         try:
-            reply = requests.request(method, f"{self.base}{path}", timeout=TIMEOUT,
-                                     verify=public_tls()["verify"],
-                                     headers={"Connection": "close", **(headers or {})}, **kwargs)
+            reply = requests.request(
+                method,
+                f"{self.base}{path}",
+                timeout=TIMEOUT,
+                verify=public_tls()["verify"],
+                headers={"Connection": "close", **(headers or {})},
+                **kwargs,
+            )
         except requests.RequestException as exc:
             self.outcomes.append(
                 Outcome(sent, what, False, f"{type(exc).__name__}: {exc}", time.monotonic() - sent)
@@ -107,23 +121,41 @@ class Client(threading.Thread):
 
     def run(self) -> None:
         started = time.monotonic()
-        self.call("register", "POST", "/v1/auth/register", 201,
-                  json={"username": self.username, "password": self.password})
-        while (not self._stop_event.is_set() and len(self.outcomes) < self.max_requests
-               and time.monotonic() - started < self.max_seconds):
-            grant = self.call("login", "POST", "/v1/auth/login", 200,
-                              json={"username": self.username, "password": self.password})
+        self.call(
+            "register",
+            "POST",
+            "/v1/auth/register",
+            201,
+            json={"username": self.username, "password": self.password},
+        )
+        while (
+            not self._stop_event.is_set()
+            and len(self.outcomes) < self.max_requests
+            and time.monotonic() - started < self.max_seconds
+        ):
+            grant = self.call(
+                "login",
+                "POST",
+                "/v1/auth/login",
+                200,
+                json={"username": self.username, "password": self.password},
+            )
             if grant is None:
                 continue
             auth = {"Authorization": f"Bearer {grant.json()['access_token']}"}
             # A new hour for every event: the organizer never conflicts with himself.
             self._slot += timedelta(hours=1)
-            event = {"title": "rolling", "start": self._slot.isoformat(),
-                     "end": (self._slot + timedelta(minutes=30)).isoformat()}
+            event = {
+                "title": "rolling",
+                "start": self._slot.isoformat(),
+                "end": (self._slot + timedelta(minutes=30)).isoformat(),
+            }
             if self.call("create-event", "POST", "/v1/events", 201, json=event, headers=auth) is None:
                 continue
-            span = {"from": (self._slot - timedelta(hours=1)).isoformat(),
-                    "to": (self._slot + timedelta(hours=1)).isoformat()}
+            span = {
+                "from": (self._slot - timedelta(hours=1)).isoformat(),
+                "to": (self._slot + timedelta(hours=1)).isoformat(),
+            }
             self.call("list-agenda", "GET", "/v1/events", 200, params=span, headers=auth)
 
     def wait_for_more(self, count: int, timeout: float = 120.0) -> None:
@@ -152,8 +184,9 @@ def new_version_source(workdir: Path) -> tuple[Path, Path, str]:
     """A copy of app/ with a new version, and a copy of the controller's wheel cache (dependencies
     are not downloaded again) without the old agenda wheels. Returns (source, cache, version)."""
     source = workdir / "app"
-    shutil.copytree(PROJECT / "app", source,
-                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "dist"))
+    shutil.copytree(
+        PROJECT / "app", source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "dist")
+    )
     pyproject = source / "pyproject.toml"
     text = pyproject.read_text()
     old = re.search(r'^version = "([^"]+)"$', text, flags=re.MULTILINE)
@@ -170,10 +203,19 @@ def new_version_source(workdir: Path) -> tuple[Path, Path, str]:
 
 
 def run_site(source: Path, cache: Path) -> subprocess.CompletedProcess[str]:
-    argv = ["ansible-playbook", "-i", INVENTORY, str(PROJECT / "site.yml"),
-            "-e", f"agenda_app_source_dir={source}", "-e", f"agenda_app_controller_cache={cache}"]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=PLAYBOOK_TIMEOUT, check=False,
-                          cwd=PROJECT)
+    argv = [
+        "ansible-playbook",
+        "-i",
+        INVENTORY,
+        str(PROJECT / "site.yml"),
+        "-e",
+        f"agenda_app_source_dir={source}",
+        "-e",
+        f"agenda_app_controller_cache={cache}",
+    ]
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=PLAYBOOK_TIMEOUT, check=False, cwd=PROJECT
+    )
 
 
 def units(name: str) -> list[str]:
@@ -189,11 +231,20 @@ def started_at(name: str, unit: str) -> float:
     """When the unit's main process started (epoch seconds, the host's clock); for agenda-vrrpd, when
     its code was last executed (a reload re-executes it under the same pid)."""
     if unit == "agenda-vrrpd":
-        status = json.loads(on(name, f"{VENV}/bin/agenda-vrrpd", "--config", "/etc/agenda/vrrp/vrrpd.yml",
-                               "status", "--json"))
+        status = json.loads(
+            on(name, f"{VENV}/bin/agenda-vrrpd", "--config", "/etc/agenda/vrrp/vrrpd.yml", "status", "--json")
+        )
         return float(status["started"])
-    value = on(name, "systemctl", "show", "--timestamp=unix", "-p", "ExecMainStartTimestamp", "--value",
-               f"{unit}.service").strip()
+    value = on(
+        name,
+        "systemctl",
+        "show",
+        "--timestamp=unix",
+        "-p",
+        "ExecMainStartTimestamp",
+        "--value",
+        f"{unit}.service",
+    ).strip()
     assert value.startswith("@"), f"{name}: {unit}: no start time ({value!r})"
     return float(value[1:])
 
@@ -214,8 +265,13 @@ def report(message: str) -> None:
 
 def test_rolling_upgrade_under_load_fails_no_request_and_every_process_runs_the_new_version(tmp_path):
     for name in HOSTS:
-        running = subprocess.run(["docker", "inspect", "--format", "{{.State.Running}}", name],
-                                 capture_output=True, text=True, timeout=30, check=False).stdout.strip()
+        running = subprocess.run(
+            ["docker", "inspect", "--format", "{{.State.Running}}", name],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout.strip()
         assert running == "true", f"no running container named {name}: this check needs Molecule's hosts"
     old_versions = {name: installed_version(name) for name in HOSTS}
     source, cache, version = new_version_source(tmp_path)
@@ -228,27 +284,36 @@ def test_rolling_upgrade_under_load_fails_no_request_and_every_process_runs_the_
         assert client.outcomes, "the client sent nothing"
         assert not client.failed, f"the client fails before the upgrade: {client.failed[:3]}"
         began = time.monotonic()
+        began_utc = time.time()
         run = run_site(source, cache)
         took = time.monotonic() - began
         client.wait_for_more(20)  # and still served afterwards
     finally:
         client.stop()
 
-    recap = run.stdout[run.stdout.rfind("PLAY RECAP"):] if "PLAY RECAP" in run.stdout else run.stdout[-3000:]
+    recap = run.stdout[run.stdout.rfind("PLAY RECAP") :] if "PLAY RECAP" in run.stdout else run.stdout[-3000:]
     report(f"ansible-playbook site.yml (new version {version}) exit {run.returncode} in {took:.0f}s\n{recap}")
     assert run.returncode == 0, f"site.yml failed:\n{run.stdout[-6000:]}\n{run.stderr[-2000:]}"
 
-    counts = {what: sum(1 for o in client.outcomes if o.what == what)
-              for what in ("register", "login", "create-event", "list-agenda")}
+    counts = {
+        what: sum(1 for o in client.outcomes if o.what == what)
+        for what in ("register", "login", "create-event", "list-agenda")
+    }
     failed = client.failed
     span = client.outcomes[-1].at - client.outcomes[0].at
     latencies = sorted(o.took for o in client.outcomes)
     median, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
-    report(f"{len(client.outcomes)} requests, {len(failed)} failed "
-           f"({', '.join(f'{k} {v}' for k, v in counts.items())}; over {span:.0f}s); latency median "
-           f"{median * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms")
+    report(
+        f"{len(client.outcomes)} requests, {len(failed)} failed "
+        f"({', '.join(f'{k} {v}' for k, v in counts.items())}; over {span:.0f}s); latency median "
+        f"{median * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms"
+    )
     for outcome in failed[:20]:
         report(f"failed {outcome.what} at +{outcome.at - began:.2f}s: {outcome.detail}")
+    # The slowest, with the wall-clock time they were sent, to find them in the hosts' journals.
+    for outcome in sorted(client.outcomes, key=lambda o: o.took)[-3:]:
+        sent = time.strftime("%H:%M:%S", time.gmtime(began_utc + outcome.at - began))
+        report(f"slow {outcome.what} sent at +{outcome.at - began:.2f}s ({sent} UTC): {outcome.took:.2f}s")
     assert client.is_alive() is False
     assert not failed, f"{len(failed)} client requests failed during the rolling upgrade"
     assert counts["list-agenda"] > 0

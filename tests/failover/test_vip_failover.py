@@ -65,8 +65,9 @@ CUT_TABLE = "agenda_failover_cut"
 
 
 def docker(*argv: str, stdin: str | None = None, check: bool = True, timeout: float = 60) -> str:
-    proc = subprocess.run(["docker", *argv], input=stdin, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    proc = subprocess.run(
+        ["docker", *argv], input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+    )
     if check and proc.returncode != 0:
         pytest.fail(f"docker {' '.join(argv)}: exit {proc.returncode}: {proc.stderr.strip()}")
     return proc.stdout
@@ -83,8 +84,13 @@ def is_running(name: str) -> bool:
 
 def holds_vip(name: str) -> bool:
     """Whether a host has the VIP on any interface; a stopped host holds nothing."""
-    proc = subprocess.run(["docker", "exec", name, "ip", "-4", "-o", "addr", "show"],
-                          capture_output=True, text=True, timeout=10, check=False)
+    proc = subprocess.run(
+        ["docker", "exec", name, "ip", "-4", "-o", "addr", "show"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
     return proc.returncode == 0 and f" {vip()}/" in proc.stdout
 
 
@@ -93,8 +99,14 @@ def holders() -> frozenset[str]:
 
 
 def vrrp_state(name: str) -> dict[str, Any]:
-    output = on(name, "/opt/agenda/venv/bin/agenda-vrrpd", "--config", "/etc/agenda/vrrp/vrrpd.yml",
-                "status", "--json")
+    output = on(
+        name,
+        "/opt/agenda/venv/bin/agenda-vrrpd",
+        "--config",
+        "/etc/agenda/vrrp/vrrpd.yml",
+        "status",
+        "--json",
+    )
     return json.loads(output)["instances"][0]
 
 
@@ -128,8 +140,9 @@ class Probe:
 class Client(threading.Thread):
     """Requests the VIP's /v1/health every `period` on a new connection, until stopped or bounded."""
 
-    def __init__(self, url: str, *, period: float = 0.05, max_requests: int = 40_000,
-                 max_seconds: float = 1_500.0) -> None:
+    def __init__(
+        self, url: str, *, period: float = 0.05, max_requests: int = 40_000, max_seconds: float = 1_500.0
+    ) -> None:
         super().__init__(name="vip-client", daemon=True)
         self.url, self.period, self.max_requests, self.max_seconds = url, period, max_requests, max_seconds
         self.probes: list[Probe] = []
@@ -138,13 +151,17 @@ class Client(threading.Thread):
     def run(self) -> None:
         started = time.monotonic()
         verify = public_tls()["verify"]
-        while (not self._stop_event.is_set() and len(self.probes) < self.max_requests
-               and time.monotonic() - started < self.max_seconds):
+        while (
+            not self._stop_event.is_set()
+            and len(self.probes) < self.max_requests
+            and time.monotonic() - started < self.max_seconds
+        ):
             sent = time.monotonic()
             try:
                 # A short connect timeout: a SYN to a host that has gone is lost, not refused.
-                reply = requests.get(self.url, verify=verify, timeout=(0.25, 2.0),
-                                     headers={"Connection": "close"})
+                reply = requests.get(
+                    self.url, verify=verify, timeout=(0.25, 2.0), headers={"Connection": "close"}
+                )
                 ok = reply.status_code == 200
             except requests.RequestException:
                 ok = False
@@ -225,8 +242,9 @@ def client():
 
 def settled(*, timeout: float, what: str) -> float:
     """Undisturbed: the first gateway (highest priority) alone holds the VIP and it answers."""
-    return wait_for(lambda: holders() == {GATEWAYS[0]} and answers(f"{vip_url()}/v1/health"),
-                    timeout=timeout, what=what)
+    return wait_for(
+        lambda: holders() == {GATEWAYS[0]} and answers(f"{vip_url()}/v1/health"), timeout=timeout, what=what
+    )
 
 
 def report(case: str, message: str) -> None:
@@ -237,24 +255,34 @@ def fail_over(case: str, client: Client, watcher: Watcher, active: str, t0: floa
     """After a failure of `active` at t0: wait for the VIP to answer from another gateway that
     alone holds it among the reachable hosts; print the outage; return the new holder."""
     others = set(GATEWAYS) - {active}
-    wait_for(lambda: len(holders() & others) == 1, timeout=FAILOVER_BOUND,
-             what=f"{case}: another gateway taking the VIP")
+    wait_for(
+        lambda: len(holders() & others) == 1,
+        timeout=FAILOVER_BOUND,
+        what=f"{case}: another gateway taking the VIP",
+    )
     [holder] = holders() & others
     # Let the client see an answer after the holder changed, then measure.
     t_seen = time.monotonic()
-    wait_for(lambda: any(p.ok for p in client.probes[-20:] if p.sent >= t_seen), timeout=FAILOVER_BOUND,
-             what=f"{case}: an answer from {holder}")
+    wait_for(
+        lambda: any(p.ok for p in client.probes[-20:] if p.sent >= t_seen),
+        timeout=FAILOVER_BOUND,
+        what=f"{case}: an answer from {holder}",
+    )
     again, failed, longest = client.outage(t0, time.monotonic())
-    report(case, f"VIP answered again after {again:.2f}s ({failed} requests unanswered, longest gap "
-                 f"{longest:.2f}s); {holder} holds it; holders: {watcher.since(t0)}")
+    report(
+        case,
+        f"VIP answered again after {again:.2f}s ({failed} requests unanswered, longest gap "
+        f"{longest:.2f}s); {holder} holds it; holders: {watcher.since(t0)}",
+    )
     assert again < FAILOVER_BOUND
     return holder
 
 
 def neighbour_entry() -> str:
     """The controller's ARP entry for the VIP (which host's MAC its packets go to)."""
-    proc = subprocess.run(["ip", "neigh", "show", vip()], capture_output=True, text=True, timeout=10,
-                          check=False)
+    proc = subprocess.run(
+        ["ip", "neigh", "show", vip()], capture_output=True, text=True, timeout=10, check=False
+    )
     return proc.stdout.strip() or "none"
 
 
@@ -262,20 +290,30 @@ def heal(case: str, client: Client, watcher: Watcher, healed_at: float, *, bound
     """After a heal: exactly one host (the first gateway, by preemption) holds the VIP, and it
     answers at once: the new master announces itself with gratuitous ARP, so clients reach it
     whichever host their ARP cache last named."""
-    alone = wait_for(lambda: holders() == {GATEWAYS[0]}, timeout=bound,
-                     what=f"{case}: {GATEWAYS[0]} alone holding the VIP after the heal")
+    alone = wait_for(
+        lambda: holders() == {GATEWAYS[0]},
+        timeout=bound,
+        what=f"{case}: {GATEWAYS[0]} alone holding the VIP after the heal",
+    )
     arp_then = neighbour_entry()
-    answered = wait_for(lambda: answers(f"{vip_url()}/v1/health", timeout=1.0), timeout=RETURN_BOUND,
-                        what=f"{case}: the VIP answering after the heal")
+    answered = wait_for(
+        lambda: answers(f"{vip_url()}/v1/health", timeout=1.0),
+        timeout=RETURN_BOUND,
+        what=f"{case}: the VIP answering after the heal",
+    )
     _, failed, longest = client.outage(healed_at, time.monotonic())
-    report(case, f"healed; {GATEWAYS[0]} alone holds the VIP after {alone - healed_at:.2f}s, answering after "
-                 f"{answered - healed_at:.2f}s ({failed} requests unanswered meanwhile, longest gap "
-                 f"{longest:.2f}s); holders: {watcher.since(healed_at)}")
+    report(
+        case,
+        f"healed; {GATEWAYS[0]} alone holds the VIP after {alone - healed_at:.2f}s, answering after "
+        f"{answered - healed_at:.2f}s ({failed} requests unanswered meanwhile, longest gap "
+        f"{longest:.2f}s); holders: {watcher.since(healed_at)}",
+    )
     interface = vrrp_state(GATEWAYS[0])["interface"]
     mac = on(GATEWAYS[0], "cat", f"/sys/class/net/{interface}/address").strip()
     assert answered - alone <= ANSWER_BOUND, (
         f"{case}: {GATEWAYS[0]} alone held the VIP but it answered only {answered - alone:.2f}s later; "
-        f"the controller's ARP entry for it then: {arp_then} ({GATEWAYS[0]}'s {interface} is {mac})")
+        f"the controller's ARP entry for it then: {arp_then} ({GATEWAYS[0]}'s {interface} is {mac})"
+    )
     # Exactly one holder, checked on every host, and it stays so.
     time.sleep(3 * ADVERT_INT)
     assert holders() == {GATEWAYS[0]}
@@ -320,13 +358,22 @@ def test_vrrpd_killed_systemd_releases_the_vip_and_restarts_it(client):
     wait_for(lambda: not holds_vip(active), timeout=5, what=f"{case}: the VIP released on {active}")
     released = time.monotonic() - t0
     # The VIP answers again: from another gateway first, then (preemption) from the restarted one.
-    wait_for(lambda: watcher.held_by_since(GATEWAYS[1], t0) or holders() == {active},
-             timeout=FAILOVER_BOUND, what=f"{case}: another gateway taking the VIP")
-    wait_for(lambda: prober.answered_since(time.monotonic() - 0.5), timeout=FAILOVER_BOUND,
-             what=f"{case}: the VIP answering")
+    wait_for(
+        lambda: watcher.held_by_since(GATEWAYS[1], t0) or holders() == {active},
+        timeout=FAILOVER_BOUND,
+        what=f"{case}: another gateway taking the VIP",
+    )
+    wait_for(
+        lambda: prober.answered_since(time.monotonic() - 0.5),
+        timeout=FAILOVER_BOUND,
+        what=f"{case}: the VIP answering",
+    )
     again, failed, longest = prober.outage(t0, time.monotonic())
-    report(case, f"VIP answered again after {again:.2f}s ({failed} requests unanswered, longest gap "
-                 f"{longest:.2f}s; released on {active} after {released:.2f}s); holders: {watcher.since(t0)}")
+    report(
+        case,
+        f"VIP answered again after {again:.2f}s ({failed} requests unanswered, longest gap "
+        f"{longest:.2f}s; released on {active} after {released:.2f}s); holders: {watcher.since(t0)}",
+    )
     assert again < FAILOVER_BOUND
     assert watcher.held_by_since(GATEWAYS[1], t0), "no other gateway took the VIP"
     heal(case, prober, watcher, t0, bound=RETURN_BOUND)
@@ -336,8 +383,12 @@ def test_vrrpd_killed_systemd_releases_the_vip_and_restarts_it(client):
 def wait_for_services(name: str) -> None:
     """A restarted host's gateway answers at its own address and every DB member is healthy again."""
     address = host_vars(name)["agenda_host_ip"]
-    wait_for(lambda: answers(f"https://{address}/v1/health"), timeout=HOST_START_BOUND, interval=1,
-             what=f"{name}'s gateway answering after its restart")
+    wait_for(
+        lambda: answers(f"https://{address}/v1/health"),
+        timeout=HOST_START_BOUND,
+        interval=1,
+        what=f"{name}'s gateway answering after its restart",
+    )
     internal = tls_settings()
 
     def healthy(url: str) -> bool:
@@ -346,10 +397,18 @@ def wait_for_services(name: str) -> None:
         except requests.RequestException:
             return False
 
-    wait_for(lambda: all(healthy(m["url"]) for m in db_members()), timeout=HOST_START_BOUND, interval=1,
-             what="every DB member healthy after the host's restart")
-    wait_for(lambda: on(name, "systemctl", "is-active", "agenda-vrrpd", check=False).strip() == "active",
-             timeout=HOST_START_BOUND, interval=1, what=f"{name}'s agenda-vrrpd running")
+    wait_for(
+        lambda: all(healthy(m["url"]) for m in db_members()),
+        timeout=HOST_START_BOUND,
+        interval=1,
+        what="every DB member healthy after the host's restart",
+    )
+    wait_for(
+        lambda: on(name, "systemctl", "is-active", "agenda-vrrpd", check=False).strip() == "active",
+        timeout=HOST_START_BOUND,
+        interval=1,
+        what=f"{name}'s agenda-vrrpd running",
+    )
 
 
 def test_host_stopped_another_gateway_takes_the_vip(client):
@@ -387,8 +446,11 @@ def test_network_cut_another_gateway_takes_the_vip_and_one_holder_remains_after_
         assert on(active, "cat", f"/sys/class/net/{interface}/operstate").strip() == "up"
         other = fail_over(case, prober, watcher, active, t0)
         # Cut off, the old master hears nobody and keeps the VIP, but nobody reaches it there.
-        report(case, f"during the cut: holders {sorted(holders())}; {active} is "
-                     f"{vrrp_state(active)['state']}, {other} is {vrrp_state(other)['state']}")
+        report(
+            case,
+            f"during the cut: holders {sorted(holders())}; {active} is "
+            f"{vrrp_state(active)['state']}, {other} is {vrrp_state(other)['state']}",
+        )
     finally:
         healed_at = time.monotonic()
         on(active, "nft", "delete", "table", "netdev", CUT_TABLE)

@@ -61,8 +61,10 @@ def wait_ours(lab: VipLab, host: Host, state: str, master: str | None, timeout: 
         if instance["state"] == state and (master is None or instance["master_address"] == master):
             return instance
         if time.monotonic() >= deadline:
-            pytest.fail(f"{host.name}: agenda-vrrpd is {instance['state']} (master "
-                        f"{instance['master_address']}), wanted {state} (master {master}); {lab.describe()}")
+            pytest.fail(
+                f"{host.name}: agenda-vrrpd is {instance['state']} (master "
+                f"{instance['master_address']}), wanted {state} (master {master}); {lab.describe()}"
+            )
         time.sleep(0.1)
 
 

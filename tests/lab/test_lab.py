@@ -36,8 +36,15 @@ class Run:
 
 def run(*argv: str, env: dict[str, str] | None = None, timeout: float = 1500) -> Run:
     start = time.monotonic()
-    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, check=False)
+    proc = subprocess.run(
+        argv,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
     output = proc.stdout + proc.stderr
     return Run(proc.returncode, output, time.monotonic() - start)
 
@@ -52,8 +59,10 @@ def lab():
     assert down.returncode == 0, tail(down.output)
     first = run("make", "lab")
     second = run("make", "lab") if first.returncode == 0 else first
-    print(f"\nmake lab from nothing: {first.seconds:.0f}s; make lab again: {second.seconds:.0f}s",
-          file=sys.stderr)
+    print(
+        f"\nmake lab from nothing: {first.seconds:.0f}s; make lab again: {second.seconds:.0f}s",
+        file=sys.stderr,
+    )
     yield first, second
     run("make", "lab-down")
 
@@ -83,8 +92,16 @@ def test_lab_hosts_answer_on_the_private_network(lab):
 
 
 def test_deployment_checks_pass_against_the_lab(lab):
-    checks = run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/deployment",
-                 env={"AGENDA_INVENTORY": "inventories/lab"})
+    checks = run(
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/deployment",
+        env={"AGENDA_INVENTORY": "inventories/lab"},
+    )
     assert checks.returncode == 0, tail(checks.output, 80)
     assert re.search(r"\d+ passed", checks.output)
 
@@ -92,8 +109,17 @@ def test_deployment_checks_pass_against_the_lab(lab):
 def test_the_vip_answers_with_the_deployment_ca(lab):
     if not SUBNET.startswith("192.168.56."):
         pytest.fail("this test assumes the default LAB_SUBNET")
-    health = run("curl", "--silent", "--show-error", "--fail", "--max-time", "10", "--cacert", CA,
-                 f"https://{VIP}/v1/health")
+    health = run(
+        "curl",
+        "--silent",
+        "--show-error",
+        "--fail",
+        "--max-time",
+        "10",
+        "--cacert",
+        CA,
+        f"https://{VIP}/v1/health",
+    )
     assert health.returncode == 0, health.output
     assert re.search(r'"service":\s*"gateway"', health.output)
 
@@ -113,11 +139,13 @@ def test_the_readme_quickstart_runs_through_the_vip(lab):
     # The user's name is made unique so that the test can run against a lab it ran before; every
     # curl fails the script on an HTTP error, and each answer ends with a newline.
     user = f"ana-{int(time.time())}"
-    script = "\n".join([
-        "set -euo pipefail",
-        'curl() { command curl --silent --show-error --fail-with-body --max-time 30 "$@"; echo; }',
-        *(line.replace('"username": "ana"', f'"username": "{user}"') for line in requests_only),
-    ])
+    script = "\n".join(
+        [
+            "set -euo pipefail",
+            'curl() { command curl --silent --show-error --fail-with-body --max-time 30 "$@"; echo; }',
+            *(line.replace('"username": "ana"', f'"username": "{user}"') for line in requests_only),
+        ]
+    )
     result = run("bash", "-c", script, timeout=300)
     assert result.returncode == 0, result.output
     out = result.output

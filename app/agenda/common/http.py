@@ -47,10 +47,12 @@ through one).
 from __future__ import annotations
 
 import email.utils
+import errno
 import json as _json
 import logging
 import math
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -131,6 +133,50 @@ def _never_sent(exc: requests.RequestException) -> bool:
     return False
 
 
+def _dead_peer(exc: requests.RequestException) -> bool:
+    """True when the kernel gave up on an established connection: nothing acknowledged it (ETIMEDOUT)."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, OSError) and item.errno == errno.ETIMEDOUT:
+            return True
+        if isinstance(item, BaseException):
+            todo.extend(arg for arg in item.args if isinstance(arg, BaseException))
+            todo.extend(e for e in (item.__cause__, item.__context__) if e is not None)
+            if isinstance(item, urllib3.exceptions.MaxRetryError) and item.reason is not None:
+                todo.append(item.reason)
+    return False
+
+
+# Every request is written in one piece; Nagle would only delay it (urllib3's default option too).
+_NODELAY: Final = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+
+
+def dead_peer_socket_options(timeout: float) -> list[tuple[int, int, int]]:
+    """Socket options that end a connection whose peer stopped answering within about `timeout` s.
+
+    A crashed machine sends no reset: a request already sent to it would wait out the whole read
+    timeout. TCP_USER_TIMEOUT aborts the connection when sent data stays unacknowledged that long;
+    keepalive probes (after 1 s idle, the kernel's smallest) make that apply to a connection waiting
+    for an answer too, so a dead peer is found within about 2 s, while a live but slow one (its kernel
+    acknowledges the probes) keeps its connection for as long as the read timeout allows.
+    """
+    options = [*_NODELAY, (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, value in (
+        ("TCP_KEEPIDLE", 1),
+        ("TCP_KEEPINTVL", 1),
+        ("TCP_KEEPCNT", 1),
+        ("TCP_USER_TIMEOUT", max(1, int(timeout * 1000))),
+    ):
+        if hasattr(socket, name):  # Linux; elsewhere the read timeout alone bounds the wait
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    return options
+
+
 def _normalise_base_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -194,8 +240,9 @@ class HttpClient:
         spread: bool = False,
         pool_size: int = 64,
         discovery: Discovery | None = None,
-        unreachable_for: float = 2.0,
+        unreachable_for: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        dead_peer_timeout: float | None = 1.0,
     ) -> None:
         if isinstance(base_urls, str):
             raise TypeError("base_urls must be a list of URLs, not a single string")
@@ -218,7 +265,11 @@ class HttpClient:
         self._session = session
         self._pool: Http11Transport | None = None
         if session is None:
-            self._pool = Http11Transport(verify, cert, max(len(self.base_urls), 8), pool_size)
+            # dead_peer_timeout: see dead_peer_socket_options (None: the read timeout alone).
+            options = _NODELAY if dead_peer_timeout is None else dead_peer_socket_options(dead_peer_timeout)
+            self._pool = Http11Transport(
+                verify, cert, max(len(self.base_urls), 8), pool_size, socket_options=options
+            )
         else:
             # Cluster-internal calls must never be routed through a proxy or a CA bundle from the
             # environment.
@@ -238,7 +289,9 @@ class HttpClient:
         # A replica whose connection failed (refused, or no answer to the connect within the timeout:
         # a crashed host) is passed over by the next requests' first choice for `unreachable_for`
         # seconds, so that only the request that found it down pays the connect timeout, not one in
-        # n of every request until discovery drops it. It is still tried when every replica is.
+        # n of every request until discovery drops it. It is still tried when every replica is. 5 s:
+        # about gossip's time to declare a crashed instance dead, after which it is no longer listed;
+        # a static list (the DB members) pays one connect timeout per dead host every 5 s.
         self.unreachable_for = unreachable_for
         self._clock = clock
         self._unreachable: dict[str, float] = {}
@@ -470,9 +523,13 @@ class HttpClient:
             ) as exc:
                 last_exc = exc
                 never_sent = _never_sent(exc)
-                if never_sent and not isinstance(exc, requests.exceptions.SSLError):
+                dead_peer = not never_sent and _dead_peer(exc)
+                if (never_sent and not isinstance(exc, requests.exceptions.SSLError)) or dead_peer:
+                    # Unanswered (a connect, or the dead-peer probes): nothing answers at that host.
                     self._mark_unreachable(
-                        urls, index, whole_host=isinstance(exc, requests.exceptions.ConnectTimeout)
+                        urls,
+                        index,
+                        whole_host=dead_peer or isinstance(exc, requests.exceptions.ConnectTimeout),
                     )
                 if not (idempotent or never_sent):
                     raise Unavailable(

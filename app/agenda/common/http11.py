@@ -25,6 +25,7 @@ and an ``email`` parser for every response's headers). This transport writes a r
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import socket
@@ -32,6 +33,7 @@ import ssl
 import threading
 import zlib
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -76,7 +78,13 @@ class _Connection:
 class _Pool:
     """The idle connections to one base URL, and how to open a new one."""
 
-    def __init__(self, base_url: str, context: ssl.SSLContext | None, maxsize: int) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        context: ssl.SSLContext | None,
+        maxsize: int,
+        socket_options: Sequence[tuple[int, int, int]] = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+    ) -> None:
         parts = urlsplit(base_url)
         self.tls = parts.scheme == "https"
         self.host = parts.hostname or ""
@@ -87,6 +95,7 @@ class _Pool:
         self.host_header = host if self.port == default_port else f"{host}:{self.port}"
         self.context = context
         self.maxsize = maxsize
+        self.socket_options = tuple(socket_options)
         self.idle: list[_Connection] = []
         self.lock = threading.Lock()
 
@@ -123,7 +132,8 @@ class _Pool:
             )
             raise requests.exceptions.ConnectionError(_max_retry(where, reason)) from exc
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for level, option, value in self.socket_options:
+                sock.setsockopt(level, option, value)
             if self.context is not None:
                 # The handshake is bounded by the connect timeout, as urllib3 bounds it.
                 sock = self.context.wrap_socket(sock, server_hostname=self.host)
@@ -185,8 +195,16 @@ class Http11Transport:
     """Sends one request and reads its whole answer, over connections kept per base URL."""
 
     def __init__(
-        self, verify: bool | str, cert: tuple[str, str] | None, num_pools: int, maxsize: int
+        self,
+        verify: bool | str,
+        cert: tuple[str, str] | None,
+        num_pools: int,
+        maxsize: int,
+        *,
+        socket_options: Sequence[tuple[int, int, int]] = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
     ) -> None:
+        """`socket_options`: (level, option, value) set on every new connection before TLS."""
+        self._socket_options = tuple(socket_options)
         self._verify = verify
         self._cert = cert
         self._context: ssl.SSLContext | None = None  # made on first https use
@@ -207,7 +225,7 @@ class Http11Transport:
                     if self._context is None:
                         self._context = _context(self._verify, self._cert)
                     context = self._context
-                pool = _Pool(base_url, context, self._maxsize)
+                pool = _Pool(base_url, context, self._maxsize, self._socket_options)
                 self._pools[base_url] = pool
                 # As urllib3's PoolManager: at most num_pools hosts keep connections.
                 while len(self._pools) > self._num_pools:
@@ -256,6 +274,9 @@ class Http11Transport:
             status, reason, response_headers, content, reusable = self._read_response(conn, method)
         except TimeoutError as exc:
             conn.close()
+            if exc.errno == errno.ETIMEDOUT:
+                # The kernel gave up on the peer (TCP_USER_TIMEOUT, keepalive): no answer, no reset.
+                raise _aborted(exc) from exc
             raise requests.exceptions.ReadTimeout(
                 urllib3.exceptions.ReadTimeoutError(None, base_url, f"Read timed out. (read timeout={read})")  # type: ignore[arg-type]
             ) from exc

@@ -102,7 +102,7 @@ class DBClient:
         self,
         base_urls: Sequence[str],
         *,
-        timeout: TimeoutSpec = (2.0, 10.0),
+        timeout: TimeoutSpec = (1.0, 10.0),
         retries: int = 3,
         verify: bool | str = True,
         cert: tuple[str, str] | None = None,

@@ -99,6 +99,9 @@ SCHEMA: Final = [
     Field("login_limit", int, default=5, min=1, max=1000, help="login attempts per username+address"),
     Field("login_window", float, default=60.0, min=1.0, max=86400.0, help="seconds"),
     Field("backend_timeout", float, default=10.0, min=0.5, max=120.0),
+    # On a LAN a connect answers within a millisecond or not at all (a crashed host): give up soon and
+    # try another instance. It bounds the TLS handshake too.
+    Field("backend_connect_timeout", float, default=1.0, min=0.05, max=30.0),
     tls_section(files=("cert", "key"), help="the public HTTPS listener"),
     tls_section("backend_tls", help="mutual TLS to the backends, the DB members and Redis"),
     Field(
@@ -272,7 +275,11 @@ def build_app(cfg: Config) -> flask.Flask:
     verify, cert = client_tls(cfg.backend_tls)
     # The instances are stateless: spread requests over them (each starts at the next instance).
     # The connect timeout also bounds the TLS handshake, which a loaded backend may be slow to finish.
-    options: dict[str, Any] = {"timeout": (3.05, cfg.backend_timeout), "verify": verify, "cert": cert}
+    options: dict[str, Any] = {
+        "timeout": (cfg.backend_connect_timeout, cfg.backend_timeout),
+        "verify": verify,
+        "cert": cert,
+    }
     backends = {"users": HttpClient(list(cfg.users_urls), spread=True, **discovered(cfg, "users"), **options)}
     if cfg.groups_urls:
         backends["groups"] = HttpClient(

@@ -16,16 +16,14 @@ import argparse
 import json
 import logging
 import os
-import ssl
 import sys
-import urllib.error
-import urllib.request
 
 from agenda.common.config import Config, ConfigError
 from agenda.common.logs import configure_logging
 from agenda.common.status_http import fetch_status
 from agenda.vrrp import config as vrrp_config
 from agenda.vrrp import handoff
+from agenda.vrrp.scripts import http_ok
 
 EXIT_USAGE = 2
 
@@ -118,12 +116,7 @@ def _release(cfg: Config) -> int:
 
 
 def _check_http(url: str, cafile: str | None, timeout: float) -> int:
-    context = ssl.create_default_context(cafile=cafile) if url.startswith("https:") else None
-    try:
-        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:  # noqa: S310
-            return 0 if 200 <= response.status < 300 else 1
-    except (OSError, ValueError, urllib.error.URLError):
-        return 1
+    return 0 if http_ok(url, cafile or "", timeout) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ import os
 import shlex
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from agenda.common.config import Config, ConfigError, Field, SectionList, load_config, parse_hostport
 from agenda.vrrp.packet import parse_address
@@ -54,6 +55,13 @@ def _command(value: str) -> None:
             raise ValueError("empty command")
 
 
+def _http_url(value: str) -> None:
+    if value:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+
+
 def _status_addr(value: str) -> Any:
     return parse_hostport(value, "status_addr") if value else None
 
@@ -61,8 +69,20 @@ def _status_addr(value: str) -> Any:
 TRACK_SCRIPT: Final = [
     Field("name", str, help="referred to by instances' track_scripts"),
     Field(
-        "script", str, validator=_command, help="the command, split like a shell would, run without a shell"
+        "script",
+        str,
+        default="",
+        validator=_command,
+        help="the command, split like a shell would, run without a shell (or http_get)",
     ),
+    Field(
+        "http_get",
+        str,
+        default="",
+        validator=_http_url,
+        help="instead of a script: OK iff GET of this URL answers 2xx within timeout, checked in-process",
+    ),
+    Field("cafile", str, default="", help="http_get over https: the CA certificate to trust"),
     Field("interval", float, default=1.0, min=0.01, max=3600),
     Field("timeout", float, default=2.0, min=0.01, max=3600),
     Field("fall", int, default=1, min=1, max=1000),
@@ -128,6 +148,10 @@ def load(path: str | os.PathLike[str] | None = None, *, data: dict[str, Any] | N
     cfg = load_config(SCHEMA, path=Path(path) if path is not None else None, data=data)
     scripts: dict[str, int] = {}
     for index, script in enumerate(cfg.track_scripts):
+        if bool(script.script) == bool(script.http_get):
+            raise ConfigError(f"track_scripts.{index}.script", "give exactly one of script and http_get")
+        if script.cafile and not script.http_get.startswith("https:"):
+            raise ConfigError(f"track_scripts.{index}.cafile", "only an https http_get uses a cafile")
         if script.name in scripts:
             raise ConfigError(f"track_scripts.{index}.name", f"duplicate track script {script.name!r}")
         scripts[script.name] = index

@@ -116,7 +116,9 @@ class Daemon:
             Instance(c, tuple(parse_address(v) for v in c.virtual_ipaddress)) for c in cfg.instances
         ]
         self.script_specs = {
-            s.name: TrackScriptSpec(s.name, s.script, s.interval, s.timeout, s.fall, s.rise, s.weight)
+            s.name: TrackScriptSpec(
+                s.name, s.script, s.interval, s.timeout, s.fall, s.rise, s.weight, s.http_get, s.cafile
+            )
             for s in cfg.track_scripts
         }
         self.script_ok: dict[str, bool] = dict.fromkeys(self.script_specs, False)
@@ -294,7 +296,15 @@ class Daemon:
     # The loop ----------------------------------------------------------------------------------
 
     def run(self) -> None:
-        self.prepare()
+        try:
+            self.prepare()
+        except BaseException:
+            # Refused at start (an interface named wrong): the netlink socket and its event loop are
+            # closed now, not by the interpreter's teardown, which may fail noisily after our message.
+            for sock in self.sockets.values():
+                sock.close()
+            self.addresses.close()
+            raise
         # Resumed masters advertise first, before the status server, the scripts or anything slow:
         # the backups' Master_Down timers run since the previous process's last advert.
         with self.lock:

@@ -9,14 +9,18 @@ block on a full pipe), in its own process group so that a timeout kills whatever
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import queue
 import shlex
 import signal
+import ssl
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -28,6 +32,7 @@ __all__ = [
     "TrackScriptSpec",
     "TrackState",
     "effective_priority",
+    "http_ok",
     "notify_commands",
     "run_command",
 ]
@@ -131,8 +136,31 @@ def run_command(
         return status, f"exit status {status}"
 
 
+@functools.cache
+def _tls_context(cafile: str) -> ssl.SSLContext:
+    # Built once per CA file: loading it costs more than the check itself.
+    return ssl.create_default_context(cafile=cafile or None)
+
+
+def http_ok(url: str, cafile: str, timeout: float) -> bool:
+    """True iff GET `url` answers 2xx within `timeout` seconds (https: verified against `cafile`)."""
+    context = _tls_context(cafile) if url.startswith("https:") else None
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:  # noqa: S310
+            return 200 <= response.status < 300
+    except (OSError, ValueError, urllib.error.URLError):
+        return False
+
+
 @dataclass(frozen=True)
 class TrackScriptSpec:
+    """A track script: a command run as a child, or (`http_get`) a GET checked in the daemon.
+
+    The GET runs on the script's thread: no interpreter started every interval, which on a loaded
+    host took longer than the timeout by itself and failed a healthy gateway's check (FAULT, and the
+    VIP moved away and back, losing the answers in flight both times).
+    """
+
     name: str
     command: str
     interval: float
@@ -140,6 +168,8 @@ class TrackScriptSpec:
     fall: int
     rise: int
     weight: int
+    http_get: str = ""
+    cafile: str = ""
 
 
 class TrackScriptRunner:
@@ -164,6 +194,10 @@ class TrackScriptRunner:
         self._threads: list[threading.Thread] = []
 
     def _run_process(self, spec: TrackScriptSpec) -> bool:
+        if spec.http_get:
+            ok = http_ok(spec.http_get, spec.cafile, spec.timeout)
+            log.debug("vrrp: track script %s: GET %s %s", spec.name, spec.http_get, "OK" if ok else "failed")
+            return ok
         try:
             argv = shlex.split(spec.command)
         except ValueError as exc:

@@ -31,8 +31,9 @@ def test_addressing_follows_the_vagrant_lab_plan():
     assert [vu.priority_for(i) for i in range(1, 5)] == [150, 100, 90, 80]
 
 
-@pytest.mark.parametrize(("subnet", "index"), [("192.168.58.0/25", 1), ("192.168.58.0/24", 0),
-                                               ("192.168.58.0/24", 10)])
+@pytest.mark.parametrize(
+    ("subnet", "index"), [("192.168.58.0/25", 1), ("192.168.58.0/24", 0), ("192.168.58.0/24", 10)]
+)
 def test_addressing_refuses_what_does_not_fit(subnet, index):
     with pytest.raises(ValueError, match=r"subnet|index"):
         vu.host_address(subnet, index)
@@ -42,8 +43,14 @@ def test_addressing_refuses_what_does_not_fit(subnet, index):
 
 
 def test_keepalived_conf_speaks_v3_with_a_centisecond_interval():
-    text = vu.keepalived_conf(router_id="h1", interface="eth0", vrid=51, priority=150, advert_int=0.1,
-                              vips=["192.168.58.100", "192.168.58.101"])
+    text = vu.keepalived_conf(
+        router_id="h1",
+        interface="eth0",
+        vrid=51,
+        priority=150,
+        advert_int=0.1,
+        vips=["192.168.58.100", "192.168.58.101"],
+    )
     assert "vrrp_version 3" in text
     assert "    advert_int 0.1\n" in text
     assert "    state BACKUP\n" in text
@@ -54,9 +61,17 @@ def test_keepalived_conf_speaks_v3_with_a_centisecond_interval():
 
 
 def test_keepalived_conf_unicast_and_v2():
-    text = vu.keepalived_conf(router_id="h1", interface="eth0", vrid=7, priority=100, advert_int=1.0,
-                              vips=["10.0.0.100"], version=2, unicast_src="10.0.0.11",
-                              unicast_peers=["10.0.0.12", "10.0.0.13"])
+    text = vu.keepalived_conf(
+        router_id="h1",
+        interface="eth0",
+        vrid=7,
+        priority=100,
+        advert_int=1.0,
+        vips=["10.0.0.100"],
+        version=2,
+        unicast_src="10.0.0.11",
+        unicast_peers=["10.0.0.12", "10.0.0.13"],
+    )
     assert "vrrp_version 2" in text
     assert "    advert_int 1\n" in text
     peers = "    unicast_peer {\n        10.0.0.12\n        10.0.0.13\n    }\n"
@@ -64,8 +79,14 @@ def test_keepalived_conf_unicast_and_v2():
 
 
 def test_vrrpd_config_is_accepted_by_the_daemons_loader():
-    data = vu.vrrpd_config(interface="eth0", vrid=51, priority=150, advert_int=0.1,
-                           vips=["192.168.58.100"], unicast_peers=["192.168.58.12"])
+    data = vu.vrrpd_config(
+        interface="eth0",
+        vrid=51,
+        priority=150,
+        advert_int=0.1,
+        vips=["192.168.58.100"],
+        unicast_peers=["192.168.58.12"],
+    )
     assert data["instances"][0]["virtual_ipaddress"] == ["192.168.58.100/24"]
     loaded = vrrp_config.load(data=data)
     assert loaded is not None
@@ -74,13 +95,23 @@ def test_vrrpd_config_is_accepted_by_the_daemons_loader():
 # ------------------------------------------------------------------------------------- ip addr
 
 
-IP_ADDR = json.dumps([
-    {"ifindex": 1, "ifname": "lo", "addr_info": [{"family": "inet", "local": "127.0.0.1", "prefixlen": 8}]},
-    {"ifindex": 9, "ifname": "eth0", "addr_info": [
-        {"family": "inet", "local": "192.168.58.11", "prefixlen": 24},
-        {"family": "inet", "local": "192.168.58.100", "prefixlen": 24, "secondary": True},
-    ]},
-])
+IP_ADDR = json.dumps(
+    [
+        {
+            "ifindex": 1,
+            "ifname": "lo",
+            "addr_info": [{"family": "inet", "local": "127.0.0.1", "prefixlen": 8}],
+        },
+        {
+            "ifindex": 9,
+            "ifname": "eth0",
+            "addr_info": [
+                {"family": "inet", "local": "192.168.58.11", "prefixlen": 24},
+                {"family": "inet", "local": "192.168.58.100", "prefixlen": 24, "secondary": True},
+            ],
+        },
+    ]
+)
 
 
 def test_parse_ip_addr_json():
@@ -253,8 +284,9 @@ def test_vip_cli_defaults_and_refusals():
 
 def _arp(sender_ip: str, mac: bytes = b"\x02\x42\xc0\xa8\x3a\x0c") -> bytes:
     spa = bytes(int(x) for x in sender_ip.split("."))
-    return (b"\xff" * 6 + mac + b"\x08\x06" + b"\x00\x01\x08\x00\x06\x04\x00\x01" + mac + spa
-            + b"\xff" * 6 + spa)
+    return (
+        b"\xff" * 6 + mac + b"\x08\x06" + b"\x00\x01\x08\x00\x06\x04\x00\x01" + mac + spa + b"\xff" * 6 + spa
+    )
 
 
 def _advert_from(name: str, src: str, priority: int | None = None) -> bytes:
@@ -301,8 +333,12 @@ def test_failover_timeline_and_breakdown():
     with pytest.raises(ValueError, match="truncated"):
         vu.read_pcap(blob[:-3])
     empty = vu.failover_timeline([], old=old, new=new, vip=vip, advert_int=0.1, priority=100)
-    assert vu.timeline_breakdown(empty, 1.0, None) == {"phase": None, "timer_late": None, "garp": None,
-                                                        "answer": None}
+    assert vu.timeline_breakdown(empty, 1.0, None) == {
+        "phase": None,
+        "timer_late": None,
+        "garp": None,
+        "answer": None,
+    }
     table = vu.format_breakdown_table([0.1], {"ours": {0.1: [parts, parts]}, "keepalived": {0.1: []}})
     assert "      0.1s       ours |       50.0 |        1.6 |        1.0 |         10.0" in table
     assert "      0.1s keepalived |          - |          - |          - |            -" in table

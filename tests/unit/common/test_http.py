@@ -1,5 +1,6 @@
 """HttpClient against real local HTTP servers: retries, failover, idempotency, Retry-After."""
 
+import errno
 import http.server
 import json
 import random
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import requests
+import urllib3.exceptions
 
 from agenda.common import http as http_module
 from agenda.common.discovery import StaticDiscovery
@@ -720,3 +722,89 @@ def test_a_body_that_is_not_json_is_refused_before_anything_is_sent(
 def test_json_and_data_together_are_refused(sleep: RecordingSleep) -> None:
     with pytest.raises(ValueError, match="json or data"):
         make_client(["http://127.0.0.1:9"], sleep).post("/x", json={}, data=b"{}")
+
+
+def test_pooled_connections_carry_the_dead_peer_options(
+    server: ScriptedServer, sleep: RecordingSleep
+) -> None:
+    options = http_module.dead_peer_socket_options(1.5)
+    assert (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1) in options
+    assert (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1) in options
+    assert (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 1500) in options
+    assert (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1) in options
+    # A connection the default transport opens carries them.
+    client = make_client([server.url], sleep)
+    conn = client._pool._pool(server.url).open(2.0, 2.0)
+    try:
+        assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 1000
+        assert conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        conn.close()
+    plain = make_client([server.url], sleep, dead_peer_timeout=None)
+    conn = plain._pool._pool(server.url).open(2.0, 2.0)
+    try:
+        assert conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+        assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        conn.close()
+
+
+class DeadPeerSession(RecordingSession):
+    """The first URL's host crashed after the request was sent: the kernel gives up (ETIMEDOUT)."""
+
+    def __init__(self, dead: str) -> None:
+        super().__init__()
+        self.dead = dead
+
+    def request(self, method: str, url: str, **kwargs: object) -> requests.Response:  # type: ignore[override]
+        if url.startswith(self.dead):
+            self.urls.append(url)
+            aborted = urllib3.exceptions.ProtocolError(
+                "Connection aborted.", TimeoutError(errno.ETIMEDOUT, "Connection timed out")
+            )
+            raise requests.exceptions.ConnectionError(aborted)
+        return super().request(method, url, **kwargs)
+
+
+def test_a_peer_found_dead_mid_request_passes_over_its_whole_host(sleep: RecordingSleep) -> None:
+    with ScriptedServer() as live:
+        dead = live.url.replace("127.0.0.1", "localhost")  # another host name, same server behind it
+        other_on_dead_host = dead.rsplit(":", 1)[0] + ":1"
+        session = DeadPeerSession(dead)
+        client = make_client([dead, other_on_dead_host, live.url], sleep, session=session)
+        assert client.get("/1").status_code == 200
+        assert client.get("/2").status_code == 200
+    # The dead host's other replica is never tried; the next request starts past both.
+    assert session.urls == [f"{dead}/1", f"{live.url}/1", f"{live.url}/2"]
+    # A write whose connection died after it was sent: its outcome is unknown, so it is not re-sent.
+    with pytest.raises(Unavailable, match="outcome unknown"):
+        make_client([dead, live.url], sleep, session=DeadPeerSession(dead)).post("/w", json={})
+
+
+def test_a_read_timeout_is_not_a_dead_peer() -> None:
+    assert not http_module._dead_peer(requests.exceptions.ReadTimeout("read timed out"))
+    aborted = urllib3.exceptions.ProtocolError("Connection aborted.", TimeoutError(errno.ETIMEDOUT, "x"))
+    assert http_module._dead_peer(requests.exceptions.ConnectionError(aborted))
+
+
+def test_the_transport_reports_a_peer_the_kernel_gave_up_on_as_dead(server: ScriptedServer) -> None:
+    class GoneSocket:
+        def settimeout(self, _timeout: float | None) -> None:
+            pass
+
+        def sendall(self, _data: bytes) -> None:
+            raise TimeoutError(errno.ETIMEDOUT, "Connection timed out")
+
+    class GoneConnection:
+        sock = GoneSocket()
+
+        def close(self) -> None:
+            pass
+
+    client = HttpClient([server.url], retries=0)
+    pool = client._pool._pool(server.url)
+    pool.take = lambda: GoneConnection()  # type: ignore[method-assign]
+    with pytest.raises(requests.exceptions.ConnectionError) as info:
+        client._pool.send("GET", server.url, "/x", None, {}, (1.0, 1.0))
+    assert http_module._dead_peer(info.value)

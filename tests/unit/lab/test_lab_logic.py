@@ -75,8 +75,10 @@ SUBNET = ipaddress.IPv4Network("192.168.56.0/24")
 
 
 def test_free_subnet_has_no_collision():
-    table = [{"dst": "default", "gateway": "192.0.2.1", "dev": "eth0"},
-             {"dst": "192.0.2.0/24", "dev": "eth0"}]
+    table = [
+        {"dst": "default", "gateway": "192.0.2.1", "dev": "eth0"},
+        {"dst": "192.0.2.0/24", "dev": "eth0"},
+    ]
     assert check_subnet.collisions(SUBNET, table, set()) == []
 
 

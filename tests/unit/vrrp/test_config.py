@@ -182,6 +182,19 @@ def with_instance(**changes: Any) -> dict[str, Any]:
     return data
 
 
+def with_track(**changes: Any) -> dict[str, Any]:
+    data = sample()
+    data["track_scripts"][0].update(changes)
+    return data
+
+
+def test_a_track_script_may_be_an_in_process_get(tmp_path: Path) -> None:
+    url = "https://192.168.56.11/v1/health"
+    cfg = vrrp_config.load(write(tmp_path, with_track(script="", http_get=url, cafile="/etc/ca.crt")))
+    assert (cfg.track_scripts[0].http_get, cfg.track_scripts[0].cafile) == (url, "/etc/ca.crt")
+    assert cfg.track_scripts[0].script == ""
+
+
 def without_instance_key(key: str) -> dict[str, Any]:
     data = sample()
     del data["instances"][0][key]
@@ -231,6 +244,15 @@ def without_instance_key(key: str) -> dict[str, Any]:
         ({**sample(), "status_addr": "127.0.0.1:99999"}, "status_addr", "65535"),
         ({**sample(), "status_addr": "127.0.0.1:http"}, "status_addr", "number"),
         ({**sample(), "log_level": "verbose"}, "log_level", "one of"),
+        (with_track(script=""), "track_scripts.0.script", "exactly one of script and http_get"),
+        (with_track(http_get="https://192.168.56.11/v1/health"), "track_scripts.0.script", "exactly one"),
+        (with_track(script="", http_get="ftp://192.168.56.11/"), "track_scripts.0.http_get", "http://"),
+        (with_track(script="", http_get="https:///v1/health"), "track_scripts.0.http_get", "URL"),
+        (
+            with_track(script="", http_get="http://192.168.56.11/v1/health", cafile="/etc/ca.crt"),
+            "track_scripts.0.cafile",
+            "https",
+        ),
     ],
 )
 def test_refused_naming_the_key(tmp_path: Path, data: dict[str, Any], key: str, reason: str) -> None:

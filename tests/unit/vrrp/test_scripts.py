@@ -1,5 +1,6 @@
 """Track and notify scripts behave as keepalived's: same counting, same priorities, same argv, same order."""
 
+import http.server
 import itertools
 import logging
 import stat
@@ -462,3 +463,36 @@ def test_notifier_close_is_bounded(tmp_path: Path, caplog: pytest.LogCaptureFixt
         assert time.monotonic() - started < 2
     assert not never.exists()
     assert "skipped" in caplog.text
+
+
+class HealthHandler(http.server.BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:
+        self.send_response(HealthHandler.status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def test_runner_with_an_in_process_get(recorder: Recorder, runners: list[TrackScriptRunner]) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HealthHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1/health"
+        specs = [
+            TrackScriptSpec("gateway", "", 0.02, 1.0, 1, 1, 0, http_get=url),
+            TrackScriptSpec("closed", "", 0.02, 1.0, 1, 1, 0, http_get="http://127.0.0.1:9/v1/health"),
+        ]
+        runner = TrackScriptRunner(specs, recorder)
+        runners.append(runner)
+        runner.start()
+        assert wait_until(lambda: sorted(recorder.snapshot()) == [("closed", False), ("gateway", True)])
+        HealthHandler.status = 503  # answers, but not 2xx: failed
+        assert wait_until(lambda: ("gateway", False) in recorder.snapshot())
+    finally:
+        HealthHandler.status = 200
+        server.shutdown()
+        server.server_close()

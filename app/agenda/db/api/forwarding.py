@@ -4,11 +4,20 @@ Writes and linearizable reads must be served by the leader. A follower validates
 malformed requests get their 4xx from whichever member received them), then calls :func:`leader_route`.
 A request that was already forwarded once is never forwarded again (``X-Agenda-Forwarded``), so two
 members with different opinions about the leader cannot bounce a request between them.
+
+A forwarded request is watched while it waits: when this member stops following that leader (its
+election timeout fired: the leader crashed or was cut off), the request is answered at once with 503,
+outcome unknown for a write, instead of waiting out the read timeout on a connection that will never
+answer. A crashed machine sends no reset, so without this a write forwarded just before the crash
+held its client for the whole timeout (5 s) although a new leader was elected within one second.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextvars
 import threading
+from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -28,7 +37,7 @@ from agenda.db.api.context import (
 )
 from agenda.db.peers import Peer
 
-__all__ = ["Forwarder", "leader_route", "probe_new_member", "route_to"]
+__all__ = ["Forwarder", "LeaderLost", "leader_route", "probe_new_member", "route_to", "while_following"]
 
 
 class Forwarder:
@@ -70,6 +79,34 @@ class Forwarder:
             for client in self._clients.values():
                 client.close()
             self._clients.clear()
+
+
+# How often a forwarded request's wait checks that its leader still leads (a few per election timeout).
+LEADER_CHECK_INTERVAL: Final = 0.05
+
+# Forwarded requests wait here, so that the request's own thread can watch the leader meanwhile.
+_FORWARD_POOL: Final = concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="db-forward")
+
+
+class LeaderLost(Exception):  # noqa: N818 - the condition the caller handles
+    """This member stopped following the leader a forwarded request went to; its answer never came."""
+
+
+def while_following(
+    send: Callable[[], Any], still_following: Callable[[], bool], interval: float = LEADER_CHECK_INTERVAL
+) -> Any:
+    """``send()``'s result, or :class:`LeaderLost` as soon as ``still_following()`` turns False first.
+
+    ``send`` runs on a pool thread (with the caller's context variables: the request id); an abandoned
+    one ends on its own, at its connection's dead-peer detection or read timeout.
+    """
+    future = _FORWARD_POOL.submit(contextvars.copy_context().run, send)
+    while True:
+        done, _ = concurrent.futures.wait((future,), timeout=interval)
+        if done:
+            return future.result()
+        if not still_following():
+            raise LeaderLost
 
 
 _HOP_HEADERS: Final = ("Content-Type", "Retry-After", "Location", REVISION_HEADER, NODE_HEADER)
@@ -151,21 +188,31 @@ def route_to(ctx: DBContext, leader: Peer, redirect: bool) -> flask.Response:
     headers = {FORWARDED_HEADER: ctx.node.self_peer.node_id}
     with metrics.lock:
         metrics.forwarded += 1
+    client = ctx.forwarder.client(leader)
+    method = request.method
+    node = ctx.node
+
+    def still_following() -> bool:
+        current = node.leader()
+        return current is not None and current.node_id == leader.node_id
+
     try:
         # idempotent=False: the leader's own 5xx (e.g. 503 with Retry-After) is relayed as it is; the
         # forwarder never retries anyway.
-        upstream = ctx.forwarder.client(leader).request(
-            request.method, path, params=params, json=body, headers=headers, idempotent=False
+        upstream = while_following(
+            lambda: client.request(method, path, params=params, json=body, headers=headers, idempotent=False),
+            still_following,
         )
-    except Unavailable as exc:
+    except (Unavailable, LeaderLost) as exc:
         # Membership changes are not idempotent whatever the method: a removal that went through answers
         # 404 when repeated.
-        changes_state = request.method == "POST" or request.path.startswith("/v1/cluster/members")
+        changes_state = method == "POST" or request.path.startswith("/v1/cluster/members")
         outcome = "unknown" if changes_state else None
         extras = {"outcome": outcome} if outcome else {}
+        reason = "is no longer followed here (an election began)" if isinstance(exc, LeaderLost) else ""
         raise unavailable(
             RETRY_AFTER,
-            f"the leader {leader.node_id} did not answer: {exc}",
+            f"the leader {leader.node_id} {reason or f'did not answer: {exc}'}",
             type=problem_type("leader-unreachable"),
             **extras,
         ) from None
