@@ -24,6 +24,7 @@ every change, and ``on_change`` is called (in the loop thread, so it must be qui
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import queue
@@ -99,6 +100,33 @@ class _Command:
     result: Future[Any] = field(default_factory=Future)
 
 
+# Port 0: the UDP port the kernel picks may be a TCP port in use (any outgoing connection's); so
+# many tries that a busy machine never runs out, each a fresh UDP port.
+_ANY_PORT_TRIES: Final = 20
+
+
+def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket on the same port of `host`, the TCP one listening."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for attempt in range(1 if port else _ANY_PORT_TRIES):
+        udp = socket.socket(family, socket.SOCK_DGRAM)
+        tcp = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            udp.bind((host, port))
+            # The same port for both, as memberlist: one address per member.
+            tcp.bind((host, udp.getsockname()[1]))
+            tcp.listen(64)
+        except OSError as exc:
+            udp.close()
+            tcp.close()
+            if port or exc.errno != errno.EADDRINUSE or attempt == _ANY_PORT_TRIES - 1:
+                raise
+            continue
+        return udp, tcp
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
 class Agent:
     """Runs ``node`` on real sockets bound at ``bind`` (``host:port``; port 0 picks one, for tests).
 
@@ -116,19 +144,7 @@ class Agent:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         host, port = parse_addr(bind, any_port=True)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._udp = socket.socket(family, socket.SOCK_DGRAM)
-        self._tcp = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            self._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._udp.bind((host, port))
-            # The same port for both, as memberlist: one address per member.
-            self._tcp.bind((host, self._udp.getsockname()[1]))
-            self._tcp.listen(64)
-        except OSError:
-            self._udp.close()
-            self._tcp.close()
-            raise
+        self._udp, self._tcp = _bind_pair(host, port)
         self._udp.setblocking(False)
         self.address = format_addr(host, self._udp.getsockname()[1])
         self.connect_timeout = connect_timeout

@@ -49,8 +49,11 @@ def test_schemathesis_finds_no_server_error_and_no_response_outside_the_document
         "25",
         "--seed",
         "20261127",
+        # One worker: with two (threads), CPython 3.11.7's ast module can raise "SystemError: AST
+        # constructor recursion depth mismatch" inside schemathesis (gh-106905, fixed in 3.11.8), an
+        # error of the tool that fails the run.
         "--workers",
-        "2",
+        "1",
         "--request-timeout",
         "30",
         # Hypothesis's "too slow" health check is a timing: on a loaded machine it errs the run.
