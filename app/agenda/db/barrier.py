@@ -26,9 +26,10 @@ __all__ = ["SharedBarrier"]
 class _Round:
     """One barrier and the readers waiting for it."""
 
-    __slots__ = ("done", "error", "started")
+    __slots__ = ("deadline", "done", "error", "started")
 
     def __init__(self) -> None:
+        self.deadline = float("-inf")  # the latest deadline of the readers that joined it
         self.started = False
         self.done = False
         self.error: BaseException | None = None
@@ -62,12 +63,17 @@ class SharedBarrier:
             mine = self._next
             if mine is None:
                 mine = self._next = _Round()
+            mine.deadline = max(mine.deadline, deadline)
             while not mine.done:
                 if self._running is None and not mine.started:
                     # Start it: nobody joins it any more (later readers make the next round).
                     mine.started = True
                     self._running, self._next = mine, None
                     self.rounds += 1
+                    # The no-op serves every reader of the round: it gets the most patient one's
+                    # time, not only what is left of the starter's (which may have spent nearly
+                    # all of it waiting for the previous round).
+                    budget = max(mine.deadline - self._clock(), 0.001)
                     break
                 remaining = deadline - self._clock()
                 if remaining <= 0:
@@ -76,7 +82,7 @@ class SharedBarrier:
             else:
                 return self._outcome(mine)
         try:
-            self._run(max(deadline - self._clock(), 0.001))
+            self._run(budget)
         except BaseException as exc:
             mine.error = exc
         finally:
@@ -90,5 +96,10 @@ class SharedBarrier:
     def _outcome(round_: _Round) -> None:
         if round_.error is not None:
             # Each reader raises its own copy: one exception object raised in several threads at
-            # once would have their tracebacks tangled.
-            raise copy.copy(round_.error)
+            # once would have their tracebacks tangled. An exception whose __init__ does not take
+            # its args back (InvalidArgument(field, reason)) cannot be copied: raise it as it is.
+            try:
+                error = copy.copy(round_.error)
+            except Exception:
+                error = round_.error
+            raise error

@@ -120,9 +120,11 @@ def txn_command(
     """``txn``: if every compare holds run ``success`` else ``failure``, atomically, as one revision."""
     cmd = {
         "op": "txn",
-        "compare": [dict(c) for c in compare],
-        "success": [dict(o) for o in success],
-        "failure": [dict(o) for o in failure],
+        # Only objects are copied: anything else is left for parse_txn to refuse, naming it (dict()
+        # would raise TypeError/ValueError on 5 or "ab", and turn [["key", "a"], ...] into an object).
+        "compare": [dict(c) if isinstance(c, Mapping) else c for c in compare],
+        "success": [dict(o) if isinstance(o, Mapping) else o for o in success],
+        "failure": [dict(o) if isinstance(o, Mapping) else o for o in failure],
     }
     parse_txn(cmd)
     return CheckedCommand(cmd)

@@ -48,6 +48,10 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("/v1/txn", {"data": b'{"success": []}', "content_type": "application/json; charset=utf-8"}),
     ("/v1/txn?redirect=false", {"json": {"success": []}}),
     ("/v1/txn?bogus=1", {"json": {"success": []}}),
+    ("/v1/txn", {"json": {"compare": [5]}}),  # not an object -> 400 naming compare[0]
+    ("/v1/txn", {"json": {"success": ["ab"]}}),
+    ("/v1/txn", {"json": {"failure": [None]}}),
+    ("/v1/txn", {"json": {"success": [[["put", {"key": "b", "value": 1}]]]}}),  # pairs are not an object
 ]
 
 
@@ -135,3 +139,47 @@ def test_a_well_formed_txn_on_the_leader_never_reaches_the_flask_view() -> None:
     app.view_functions["txn.run_txn"] = view_not_expected
     assert app.test_client().post("/v1/txn", json={"success": [PUT_A]}).status_code == 200
     assert app.test_client().post("/v1/txn", json={"extra": []}).status_code == 500  # Flask's, as it must
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"compare": [5]}, "compare[0]"),
+        ({"success": ["ab"]}, "success[0]"),
+        ({"failure": [None]}, "failure[0]"),
+        ({"success": [[["put", {"key": "b", "value": 1}]]]}, "success[0]"),
+    ],
+)
+def test_a_txn_item_that_is_not_an_object_is_a_400_naming_it(fast: bool, body: Any, field: str) -> None:
+    node = FakeNode()
+    response = create_app(node, fast_writes=fast).test_client().post("/v1/txn", json=body)
+    assert response.status_code == 400
+    assert response.content_type.startswith("application/problem+json")
+    assert response.get_json()["field"] == field
+    assert node.kv.get("b") is None  # nothing was written
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("path", ["/v1/txn", "/v1/kv/b"])
+def test_a_chunked_body_is_read_to_its_end_whatever_content_length_says(fast: bool, path: str) -> None:
+    import io
+
+    from werkzeug.test import EnvironBuilder
+
+    body = b'{"success":[{"put":{"key":"b","value":1}}]}' if path == "/v1/txn" else b'{"value":1}'
+    sent = body + b" and more"
+    node = FakeNode()
+    app = create_app(node, fast_writes=fast)
+    method = "POST" if path == "/v1/txn" else "PUT"
+    environ = EnvironBuilder(path=path, method=method, content_type="application/json").get_environ()
+    # What the server makes of "Transfer-Encoding: chunked" with a (conflicting) Content-Length.
+    environ.update(
+        CONTENT_LENGTH=str(len(body)),
+        HTTP_TRANSFER_ENCODING="chunked",
+        **{"wsgi.input": io.BytesIO(sent), "wsgi.input_terminated": True},
+    )
+    status: list[str] = []
+    b"".join(app(environ, lambda s, h, e=None: status.append(s)))
+    assert status[0].startswith("400")
+    assert node.kv.get("b") is None

@@ -152,3 +152,63 @@ def test_many_rounds_in_a_row_never_leave_a_reader_behind(readers: int) -> None:
         thread.join(10)
     assert [outcome for outcome, _ in results] == ["ok"] * (readers * 10)
     assert 1 <= len(runs) <= readers * 10
+
+
+class _SlowToWake(threading.Condition):
+    """A condition whose waits in threads named ``slow`` take 0.2 s longer to come back."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        woken = super().wait(timeout)
+        if threading.current_thread().name == "slow":
+            self.release()
+            time.sleep(0.2)
+            self.acquire()
+        return woken
+
+
+def test_a_round_gets_the_time_of_its_most_patient_reader_not_only_the_starters() -> None:
+    """The reader that starts a round may have spent nearly all its time waiting for the previous
+    one; the no-op still serves the others, so it must not be given only the starter's remainder."""
+    budgets: list[float] = []
+    fake = Barriers()
+
+    def run(timeout: float) -> None:
+        budgets.append(timeout)
+        fake.run(timeout)
+
+    barrier = SharedBarrier(run, timed_out)
+    barrier._cond = _SlowToWake()
+    results: list = []
+    first = reader(barrier, results, timeout=5.0)
+    wait_for(lambda: len(fake.started) == 1)
+    hurried = reader(barrier, results, timeout=0.4)  # joins the next round, starts it
+
+    def wait_patiently() -> None:
+        try:
+            barrier.wait(5.0)
+            results.append(("patient", "ok"))
+        except Exception as exc:
+            results.append(("patient", exc))
+
+    patient = threading.Thread(target=wait_patiently, name="slow")
+    patient.start()
+    time.sleep(0.3)
+    fake.release.release()  # the first round ends 0.1 s before the hurried reader's deadline
+    first.join(5)
+    wait_for(lambda: len(fake.started) == 2)
+    time.sleep(0.15)  # the second no-op commits after the hurried reader's deadline...
+    fake.release.release()
+    for thread in (hurried, patient):
+        thread.join(5)
+    assert ("patient", "ok") in results  # ...but well within the patient reader's
+    assert budgets[1] > 4.0
+
+
+def test_an_error_that_cannot_be_copied_still_reaches_the_reader() -> None:
+    from agenda.db.errors import InvalidArgument
+
+    def run(timeout: float) -> None:
+        raise InvalidArgument("op", "refused")
+
+    with pytest.raises(InvalidArgument, match="op: refused"):
+        SharedBarrier(run, timed_out).wait(1.0)

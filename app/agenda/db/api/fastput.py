@@ -115,6 +115,8 @@ def fast_put_middleware(app: flask.Flask, ctx: DBContext) -> Callable[..., Any]:
         if (
             environ.get("QUERY_STRING")
             or environ.get("SCRIPT_NAME")
+            # a chunked body is read to its end by Flask whatever Content-Length says
+            or environ.get("HTTP_TRANSFER_ENCODING")
             or environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower() != "application/json"
         ):
             return None
@@ -164,7 +166,7 @@ def fast_put_middleware(app: flask.Flask, ctx: DBContext) -> Callable[..., Any]:
             return fallback(environ, start_response, raw)
         try:
             command = txn_command(body.get("compare", []), body.get("success", []), body.get("failure", []))
-        except StateMachineError:
+        except Exception:  # not only StateMachineError: whatever the view answers, Flask answers it
             return fallback(environ, start_response, raw)
 
         request_id = sanitize_request_id(environ.get("HTTP_X_REQUEST_ID")) or new_request_id()
