@@ -243,6 +243,7 @@ class HttpClient:
         unreachable_for: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         dead_peer_timeout: float | None = 1.0,
+        max_idle: float | None = 4.0,
     ) -> None:
         if isinstance(base_urls, str):
             raise TypeError("base_urls must be a list of URLs, not a single string")
@@ -268,7 +269,13 @@ class HttpClient:
             # dead_peer_timeout: see dead_peer_socket_options (None: the read timeout alone).
             options = _NODELAY if dead_peer_timeout is None else dead_peer_socket_options(dead_peer_timeout)
             self._pool = Http11Transport(
-                verify, cert, max(len(self.base_urls), 8), pool_size, socket_options=options
+                verify,
+                cert,
+                max(len(self.base_urls), 8),
+                pool_size,
+                socket_options=options,
+                # Below the backends' keep-alive timeout (gunicorn's keepalive: 5 s in the roles).
+                max_idle=max_idle,
             )
         else:
             # Cluster-internal calls must never be routed through a proxy or a CA bundle from the
@@ -452,6 +459,11 @@ class HttpClient:
         target = path
         body = data
         if self._pool is not None:
+            # The body's framing is the transport's: a caller's Content-Length (in any case) would
+            # go out next to ours, and a Transfer-Encoding would contradict it.
+            for name in [n for n in send_headers if n.lower() in ("content-length", "transfer-encoding")]:
+                del send_headers[name]
+                lower_names.discard(name.lower())
             # Encoded once for every attempt, as requests would encode it for each.
             query = encode_query(params)
             if query:

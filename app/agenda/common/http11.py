@@ -31,6 +31,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -53,11 +54,12 @@ _STATUS_LINE: Final = re.compile(rb"HTTP/1\.([01]) (\d{3})(?: ([^\r\n]*))?\r?\n"
 
 
 class _Connection:
-    __slots__ = ("file", "sock")
+    __slots__ = ("file", "idle_since", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.file = sock.makefile("rb")
+        self.idle_since = 0.0
 
     def dropped(self) -> bool:
         """The server closed (or wrote to) this idle connection: it cannot carry a request.
@@ -84,6 +86,7 @@ class _Pool:
         context: ssl.SSLContext | None,
         maxsize: int,
         socket_options: Sequence[tuple[int, int, int]] = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+        max_idle: float | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         self.tls = parts.scheme == "https"
@@ -96,6 +99,7 @@ class _Pool:
         self.context = context
         self.maxsize = maxsize
         self.socket_options = tuple(socket_options)
+        self.max_idle = max_idle
         self.idle: list[_Connection] = []
         self.lock = threading.Lock()
 
@@ -105,11 +109,15 @@ class _Pool:
                 if not self.idle:
                     return None
                 conn = self.idle.pop()
-            if not conn.dropped():
+            # Idle past max_idle: the server's keep-alive timeout may close it while the request is
+            # on its way (a POST then fails with an unknown outcome): not worth the risk.
+            stale = self.max_idle is not None and time.monotonic() - conn.idle_since > self.max_idle
+            if not stale and not conn.dropped():
                 return conn
             conn.close()
 
     def give_back(self, conn: _Connection) -> None:
+        conn.idle_since = time.monotonic()
         with self.lock:
             if len(self.idle) < self.maxsize:
                 self.idle.append(conn)
@@ -202,30 +210,37 @@ class Http11Transport:
         maxsize: int,
         *,
         socket_options: Sequence[tuple[int, int, int]] = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+        max_idle: float | None = None,
     ) -> None:
-        """`socket_options`: (level, option, value) set on every new connection before TLS."""
+        """`socket_options`: (level, option, value) set on every new connection before TLS;
+        `max_idle`: seconds a kept connection may stay idle and still be reused (below the servers'
+        keep-alive timeout; None: no limit)."""
         self._socket_options = tuple(socket_options)
+        self._max_idle = max_idle
         self._verify = verify
         self._cert = cert
         self._context: ssl.SSLContext | None = None  # made on first https use
+        if cert is not None or isinstance(verify, str):
+            # Our own TLS files: a missing or broken one fails the service's start, not (as a bare
+            # OSError that HttpClient does not handle) every request later.
+            self._context = _context(verify, cert)
         self._num_pools = max(1, num_pools)
         self._maxsize = maxsize
         self._pools: OrderedDict[str, _Pool] = OrderedDict()
         self._lock = threading.Lock()
 
     def _pool(self, base_url: str) -> _Pool:
-        pool = self._pools.get(base_url)
-        if pool is not None:
-            return pool
         with self._lock:
             pool = self._pools.get(base_url)
-            if pool is None:
+            if pool is not None:
+                self._pools.move_to_end(base_url)  # least recently used first out, as urllib3's
+            else:
                 context = None
                 if base_url.startswith("https:"):
                     if self._context is None:
                         self._context = _context(self._verify, self._cert)
                     context = self._context
-                pool = _Pool(base_url, context, self._maxsize, self._socket_options)
+                pool = _Pool(base_url, context, self._maxsize, self._socket_options, self._max_idle)
                 self._pools[base_url] = pool
                 # As urllib3's PoolManager: at most num_pools hosts keep connections.
                 while len(self._pools) > self._num_pools:
@@ -316,22 +331,25 @@ class Http11Transport:
             minor, status = match[1], int(match[2])
             reason = (match[3] or b"").decode("latin-1").strip()
             fields = _read_headers(file)
-            if status != 100:  # 100 Continue: the real answer follows
+            if status == 101:
+                raise _MalformedError("101 Switching Protocols without an Upgrade asked for")
+            if not 100 <= status < 200:  # 1xx (100 Continue, 103 Early Hints...): the answer follows
                 break
         headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
         for name, value in fields:
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        connection = headers.get("Connection", "").lower()
-        reusable = connection != "close" and (minor == b"1" or connection == "keep-alive")
-        if method == "HEAD" or status < 200 or status in _NO_BODY_STATUS:
+        options = {token.strip() for token in headers.get("Connection", "").lower().split(",")}
+        reusable = "close" not in options and (minor == b"1" or "keep-alive" in options)
+        if method == "HEAD" or status in _NO_BODY_STATUS:
             content = b""
         elif "chunked" in headers.get("Transfer-Encoding", "").lower():
             content = _read_chunked(file)
         elif "Content-Length" in headers:
-            try:
-                length = int(headers["Content-Length"].split(",")[0])
-            except ValueError:
-                raise _MalformedError(f"bad Content-Length {headers['Content-Length']!r}") from None
+            values = {value.strip() for value in headers["Content-Length"].split(",")}
+            value = values.pop() if len(values) == 1 else ""
+            if not (value.isascii() and value.isdigit()):  # differing copies, a sign, no digits
+                raise _MalformedError(f"bad Content-Length {headers['Content-Length']!r}")
+            length = int(value)
             content = file.read(length) if length > 0 else b""
             if len(content) != length:
                 raise _MalformedError(f"IncompleteRead({len(content)} bytes read, {length} more expected)")

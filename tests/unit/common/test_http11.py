@@ -240,3 +240,70 @@ def test_a_tls_handshake_without_an_answer_is_a_read_timeout_as_urllib3_said() -
         url = f"https://127.0.0.1:{silent.getsockname()[1]}"
         with pytest.raises(requests.exceptions.ReadTimeout):
             Http11Transport(False, None, 8, 2).send("POST", url, "/x", b"{}", {}, (0.2, 5.0))
+
+
+def test_an_interim_1xx_answer_is_skipped_not_taken_for_the_answer(
+    serve: Callable[[Reply], RawServer],
+) -> None:
+    bodies = iter([b"first", b"second"])
+
+    def reply(_request: bytes) -> bytes:
+        hints = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+        return hints + raw("200 OK", {}, next(bodies))
+
+    server = serve(reply)
+    t = transport()
+    first = get(t, server)
+    assert (first.status_code, first.content) == (200, b"first")
+    second = get(t, server)  # on the same kept-alive connection: must not read the first one's answer
+    assert (second.status_code, second.content) == (200, b"second")
+
+
+def test_close_among_several_connection_options_is_honoured(serve: Callable[[Reply], RawServer]) -> None:
+    server = serve(lambda _r: raw("200 OK", {"Connection": "close, X-Hop"}, b"bye"))
+    t = transport()
+    assert get(t, server).content == b"bye"
+    assert t._pools[server.url].idle == []  # type: ignore[attr-defined]
+
+
+def test_differing_content_lengths_are_refused(serve: Callable[[Reply], RawServer]) -> None:
+    server = serve(lambda _r: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\nhello")
+    with pytest.raises(requests.exceptions.ConnectionError):
+        get(transport(), server)
+
+
+def test_the_least_recently_used_pool_is_the_one_evicted(serve: Callable[[Reply], RawServer]) -> None:
+    a, b, c = (serve(lambda _r: raw("200 OK", {}, b"ok")) for _ in range(3))
+    t = Http11Transport(True, None, num_pools=2, maxsize=2)
+    for server in (a, b, a, c):  # a was used after b: b goes, a keeps its connection
+        get(t, server)
+    assert set(t._pools) == {a.url, c.url}  # type: ignore[attr-defined]
+    get(t, a)
+    assert a.connections == 1
+
+
+def test_a_connection_idle_longer_than_max_idle_is_not_reused(serve: Callable[[Reply], RawServer]) -> None:
+    server = serve(lambda _r: raw("200 OK", {}, b"ok"))
+    t = Http11Transport(True, None, num_pools=8, maxsize=2, max_idle=0.05)
+    get(t, server)
+    get(t, server)
+    assert server.connections == 1
+    threading.Event().wait(0.1)  # the server's keep-alive timeout may be about to close it
+    get(t, server)
+    assert server.connections == 2
+
+
+def test_a_callers_framing_headers_do_not_duplicate_the_transports(
+    serve: Callable[[Reply], RawServer],
+) -> None:
+    server = serve(lambda _r: raw("200 OK", {}, b"ok"))
+    HttpClient([server.url]).post("/x", json={"a": 1}, headers={"content-length": "999"})
+    lengths = [
+        line for line in server.requests[0].lower().split(b"\r\n") if line.startswith(b"content-length:")
+    ]
+    assert lengths == [b"content-length: 8"]
+
+
+def test_a_missing_ca_file_fails_at_construction(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(FileNotFoundError):
+        Http11Transport(str(tmp_path / "missing-ca.pem"), None, 8, 2)
