@@ -144,8 +144,8 @@ class EventStore:
     def _agenda(
         self, username: str, range_start: datetime | None, range_end: datetime | None
     ) -> tuple[list[Event], int]:
-        """`agenda`, and the revision its first page was read at: no change of the agenda committed at
-        or before that revision is missing from the list."""
+        """`agenda`, and the lowest revision its pages were read at: no change of the agenda committed
+        at or before that revision is missing from the list (whichever member served each page)."""
         prefix = agenda_prefix(username)
         start_key = None
         if range_start is not None:
@@ -160,7 +160,7 @@ class EventStore:
             if range_start is not None and event.end <= range_start:
                 continue
             events.append(event)
-        return events, revisions[0]
+        return events, min(revisions)
 
     def notifications(self, username: str, since: str | None, limit: int) -> list[dict[str, Any]]:
         prefix = notifications_prefix(username)

@@ -11,6 +11,7 @@ or a snapshot writer) that walks it recursively.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Final
 
 __all__ = ["MAX_DEPTH", "JSONBodyError", "depth", "loads"]
@@ -51,6 +52,9 @@ def depth(value: Any) -> int:
 
 
 _SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+# A ``\\uD800``-``\\uDFFF`` escape: only then can a parsed string hold a lone surrogate, which is not
+# Unicode (no UTF-8 for it: the DB refuses the value, an export cannot encode it).
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
@@ -68,4 +72,9 @@ def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
         raise JSONBodyError(str(exc)) from None
     if depth(value) > max_depth:
         raise JSONBodyError(f"nested deeper than {max_depth} levels")
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(value, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise JSONBodyError("a string holds a lone surrogate (\\uD800-\\uDFFF): not Unicode") from None
     return value

@@ -12,9 +12,10 @@ operator's, an ASCII query string, a bearer token the verifier accepts, a body t
 JSON object declared ``application/json`` within the body limit (not chunked), and a valid
 Idempotency-Key when one is sent. Anything else, before anything is sent anywhere, is handed to
 Flask with the body it already read, so the answer (401, 400, 404, 405, 413, 415, a login's rate
-limit...) is Flask's. A backend that does not answer, or anything unexpected while forwarding, is
-turned into the response by Flask's own error handlers and hooks inside a request context, as if
-``dispatch`` had raised it.
+limit...) is Flask's; a token the verifier refused gets dispatch's 401 through Flask's handlers and
+hooks (below), so that its signature is not checked a second time. A backend that does not
+answer, or anything unexpected while forwarding, is turned into the response by Flask's own error
+handlers and hooks inside a request context, as if ``dispatch`` had raised it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, quote
 
 import flask
+from werkzeug.exceptions import ClientDisconnected
 
+from agenda.common.errors import problem_type, unauthorized
 from agenda.common.http import Unavailable
 from agenda.common.jsonbody import JSONBodyError, loads
 from agenda.common.logs import bind_request_id, new_request_id, sanitize_request_id
@@ -60,11 +63,13 @@ def fast_forward_middleware(app: flask.Flask, deps: Any, table: RouteTable) -> C
         return flask_wsgi(environ, start_response)
 
     def failure(
-        environ: dict[str, Any], start_response: Any, request_id: str, raw: bytes, exc: Exception
+        environ: dict[str, Any], start_response: Any, request_id: str, raw: bytes | None, exc: Exception
     ) -> Any:
-        """The response Flask makes when ``dispatch`` raises `exc` (hooks, handlers, the log)."""
+        """The response Flask makes when ``dispatch`` raises `exc` (hooks, handlers, the log); `raw` is
+        the body read (None: not read, the stream is left as it is)."""
         environ["HTTP_X_REQUEST_ID"] = request_id  # before_request binds the id already used
-        environ["wsgi.input"] = io.BytesIO(raw)
+        if raw is not None:
+            environ["wsgi.input"] = io.BytesIO(raw)
         with app.request_context(environ):
             rv = app.preprocess_request()
             if rv is None:
@@ -86,8 +91,13 @@ def fast_forward_middleware(app: flask.Flask, deps: Any, table: RouteTable) -> C
             return flask_wsgi(environ, start_response)
         try:
             claims = deps.verifier.verify(token.strip())
-        except InvalidToken:
-            return flask_wsgi(environ, start_response)
+        except InvalidToken as exc:
+            # Flask's 401, without Flask checking the signature a second time.
+            refused = unauthorized(exc.reason, type=problem_type("invalid-token"))
+            request_id = sanitize_request_id(environ.get("HTTP_X_REQUEST_ID")) or new_request_id()
+            return failure(environ, start_response, request_id, None, refused)
+        except Exception:
+            return flask_wsgi(environ, start_response)  # Flask verifies again and answers (its 500)
 
         if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
             return flask_wsgi(environ, start_response)
@@ -95,7 +105,15 @@ def fast_forward_middleware(app: flask.Flask, deps: Any, table: RouteTable) -> C
         if not (length_text.isascii() and length_text.isdigit()) or int(length_text) > MAX_BODY:
             return flask_wsgi(environ, start_response)
         length = int(length_text)
-        raw: bytes = environ["wsgi.input"].read(length) if length else b""
+        try:
+            raw: bytes = environ["wsgi.input"].read(length) if length else b""
+        except Exception:
+            raw = b""  # a socket error, werkzeug's ClientDisconnected...: short, as below
+        if len(raw) != length:
+            # The client went away mid-body: never forward a truncated body. Flask's answer over a
+            # LimitedStream (werkzeug's server) is this 400.
+            request_id = sanitize_request_id(environ.get("HTTP_X_REQUEST_ID")) or new_request_id()
+            return failure(environ, start_response, request_id, raw, ClientDisconnected())
         if raw:
             mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
             if mimetype != "application/json":
@@ -130,6 +148,7 @@ def fast_forward_middleware(app: flask.Flask, deps: Any, table: RouteTable) -> C
 
         request_id = sanitize_request_id(environ.get("HTTP_X_REQUEST_ID")) or new_request_id()
         binding = bind_request_id(request_id)
+        failed: Exception | None = None
         try:
             response = deps.backends[route.service].request(
                 method,
@@ -141,14 +160,13 @@ def fast_forward_middleware(app: flask.Flask, deps: Any, table: RouteTable) -> C
             )
             out = _relay(response)
         except Unavailable as exc:
-            binding.reset()
-            return failure(
-                environ, start_response, request_id, raw, unavailable_problem(route, method, client_key, exc)
-            )
+            failed = unavailable_problem(route, method, client_key, exc)  # logs, with the id bound
         except Exception as exc:
+            failed = exc
+        finally:
             binding.reset()
-            return failure(environ, start_response, request_id, raw, exc)
-        binding.reset()
+        if failed is not None:
+            return failure(environ, start_response, request_id, raw, failed)
         out.headers[REQUEST_ID_HEADER] = request_id  # what install_request_id's after_request adds
         return out(environ, start_response)
 

@@ -83,3 +83,13 @@ json_values = st.recursive(
 @given(json_values)
 def test_depth_counts_what_every_node_walk_counted(value: object) -> None:
     assert depth(value) == _depth_by_every_node(value)
+
+
+@pytest.mark.parametrize("raw", [b'{"title": "x\\ud800"}', b'{"\\uDFFF": 1}', b'["\\udc00\\ud800"]'])
+def test_a_lone_surrogate_is_not_unicode(raw: bytes) -> None:
+    with pytest.raises(JSONBodyError, match="lone surrogate"):
+        loads(raw)
+
+
+def test_a_surrogate_pair_is_one_character() -> None:
+    assert loads(b'{"t": "\\ud83d\\ude00", "u": "\\\\ud800"}') == {"t": "\U0001f600", "u": "\\ud800"}

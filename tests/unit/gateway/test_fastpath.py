@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +12,8 @@ from typing import Any
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from werkzeug.test import create_environ, run_wsgi_app
+from werkzeug.wsgi import LimitedStream
 
 from agenda.common.http import Unavailable
 from agenda.common.logs import current_request_id
@@ -171,3 +175,76 @@ def test_a_plain_user_request_never_enters_flask() -> None:
     assert fast.post("/v1/events", headers=JSON, data=EVENT).status_code == 200
     assert len(backend.calls) == 2
     assert fast.get("/v1/me").status_code == 500  # no token: Flask's, whose view is gone here
+
+
+class _BoundIds(logging.Handler):
+    """Each record's message with the request id bound when it was logged (what JsonFormatter shows)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append((record.getMessage(), current_request_id()))
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_an_unavailable_backend_is_logged_with_the_request_id(fast: bool) -> None:
+    fast_client, fast_backend, slow_client, slow_backend = app_pair()
+    client, backend = (fast_client, fast_backend) if fast else (slow_client, slow_backend)
+    handler = _BoundIds()
+    logger = logging.getLogger("agenda.gateway.app")
+    logger.addHandler(handler)
+    try:
+        backend.answers.append(Unavailable("down", attempts=2))
+        response = client.get("/v1/me", headers={**AUTH, "X-Request-ID": "req-7"})
+    finally:
+        logger.removeHandler(handler)
+    assert response.status_code == 503
+    assert handler.seen == [("backend users unavailable: down", "req-7")]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_client_gone_mid_body_gets_flasks_answer(fast: bool) -> None:
+    # The keep-alive server hands the app a werkzeug LimitedStream of Content-Length bytes; a client
+    # that closes early makes it raise ClientDisconnected (a 400), which must not escape the app.
+    fast_client, fast_backend, slow_client, slow_backend = app_pair()
+    client, backend = (fast_client, fast_backend) if fast else (slow_client, slow_backend)
+    environ = create_environ("/v1/events", method="POST", headers={**JSON, "X-Request-ID": "req-8"})
+    environ["CONTENT_LENGTH"] = "100"
+    environ["wsgi.input"] = LimitedStream(io.BytesIO(b'{"title": "Plan"}'), 100)
+    environ["wsgi.input_terminated"] = True
+    _body, status, headers = run_wsgi_app(client.application, environ, buffered=True)
+    assert status.startswith("400")
+    assert headers["Content-Type"] == "application/problem+json"
+    assert headers["X-Request-ID"] == "req-8"
+    assert backend.calls == []
+
+
+def test_a_refused_token_is_checked_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agenda.common.tokens as tokens_module
+
+    calls: list[str] = []
+    real = tokens_module.jwt.decode
+
+    def decode(token: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(token)
+        return real(token, *args, **kwargs)
+
+    monkeypatch.setattr(tokens_module.jwt, "decode", decode)
+    fast, _, _, _ = app_pair()
+    response = fast.get("/v1/me", headers={"Authorization": f"Bearer {OTHER}"})
+    assert response.status_code == 401
+    assert calls == [OTHER]
+
+
+def test_the_fast_path_never_forwards_a_truncated_body() -> None:
+    # gunicorn's body reader returns what it got when the client closes before Content-Length.
+    fast, backend, _, _ = app_pair()
+    environ = create_environ("/v1/events", method="POST", headers=JSON)
+    environ["CONTENT_LENGTH"] = str(len(EVENT) + 10)
+    environ["wsgi.input"] = io.BytesIO(EVENT)
+    environ["wsgi.input_terminated"] = True
+    _body, status, _headers = run_wsgi_app(fast.application, environ, buffered=True)
+    assert status.startswith("400")
+    assert backend.calls == []
