@@ -42,7 +42,8 @@ def molecule(config: Path, *args: str, env: dict[str, str]) -> str:
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
         raise SystemExit(f"machine_crash: molecule {' '.join(args)} failed (exit {proc.returncode})")
-    return proc.stdout
+    # Molecule writes the playbooks' and the verifier's boxed output to stderr, its own to stdout.
+    return proc.stdout + proc.stderr
 
 
 def parse(output: str) -> list[tuple[float, float]]:
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
     trials = parse(output)
     if len(trials) != args.trials:
+        sys.stderr.write(output[-4000:])
         raise SystemExit(
             f"machine_crash: expected {args.trials} trials in the check's output, found {len(trials)}"
         )
