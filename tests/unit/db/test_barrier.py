@@ -154,21 +154,29 @@ def test_many_rounds_in_a_row_never_leave_a_reader_behind(readers: int) -> None:
     assert 1 <= len(runs) <= readers * 10
 
 
-class _SlowToWake(threading.Condition):
-    """A condition whose waits in threads named ``slow`` take 0.2 s longer to come back."""
+class _PatientWakesLast(threading.Condition):
+    """A condition whose waits in the thread named ``patient`` come back only once a second barrier
+    has started: the hurried reader, not the patient one, starts the second round."""
+
+    def __init__(self, started: list[float]) -> None:
+        super().__init__()
+        self.started = started
 
     def wait(self, timeout: float | None = None) -> bool:
         woken = super().wait(timeout)
-        if threading.current_thread().name == "slow":
+        if threading.current_thread().name == "patient":
             self.release()
-            time.sleep(0.2)
-            self.acquire()
+            try:
+                wait_for(lambda: len(self.started) >= 2)
+            finally:
+                self.acquire()
         return woken
 
 
 def test_a_round_gets_the_time_of_its_most_patient_reader_not_only_the_starters() -> None:
     """The reader that starts a round may have spent nearly all its time waiting for the previous
     one; the no-op still serves the others, so it must not be given only the starter's remainder."""
+    now = [100.0]  # the barrier's clock, moved by the test
     budgets: list[float] = []
     fake = Barriers()
 
@@ -176,12 +184,13 @@ def test_a_round_gets_the_time_of_its_most_patient_reader_not_only_the_starters(
         budgets.append(timeout)
         fake.run(timeout)
 
-    barrier = SharedBarrier(run, timed_out)
-    barrier._cond = _SlowToWake()
+    barrier = SharedBarrier(run, timed_out, clock=lambda: now[0])
+    barrier._cond = _PatientWakesLast(fake.started)
     results: list = []
     first = reader(barrier, results, timeout=5.0)
     wait_for(lambda: len(fake.started) == 1)
-    hurried = reader(barrier, results, timeout=0.4)  # joins the next round, starts it
+    hurried = reader(barrier, results, timeout=0.4)  # joins the next round, and will start it
+    wait_for(lambda: barrier._next is not None and barrier._next.deadline == 100.4)
 
     def wait_patiently() -> None:
         try:
@@ -190,18 +199,19 @@ def test_a_round_gets_the_time_of_its_most_patient_reader_not_only_the_starters(
         except Exception as exc:
             results.append(("patient", exc))
 
-    patient = threading.Thread(target=wait_patiently, name="slow")
+    patient = threading.Thread(target=wait_patiently, name="patient")
     patient.start()
-    time.sleep(0.3)
+    wait_for(lambda: barrier._next is not None and barrier._next.deadline == 105.0)
+    now[0] = 100.3
     fake.release.release()  # the first round ends 0.1 s before the hurried reader's deadline
     first.join(5)
     wait_for(lambda: len(fake.started) == 2)
-    time.sleep(0.15)  # the second no-op commits after the hurried reader's deadline...
+    assert budgets[1] == pytest.approx(4.7)  # the patient reader's time, not the hurried one's 0.1
+    now[0] = 100.45  # the second no-op commits after the hurried reader's deadline...
     fake.release.release()
     for thread in (hurried, patient):
         thread.join(5)
     assert ("patient", "ok") in results  # ...but well within the patient reader's
-    assert budgets[1] > 4.0
 
 
 def test_an_error_that_cannot_be_copied_still_reaches_the_reader() -> None:
