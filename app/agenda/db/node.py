@@ -121,6 +121,7 @@ from agenda.db.pysyncobj_adapter import (
     journal_factory,
     replicated,
 )
+from agenda.db.readindex import ReadIndex, majority_echoed
 from agenda.db.state import KVStateMachine
 from agenda.db.tick import Waiter, Wakeup
 from agenda.db.transport import DurableTransport
@@ -266,14 +267,20 @@ class Node:
             "proposals": 0,
             "proposal_failures": 0,
             "read_barriers": 0,
+            "read_index_rounds": 0,
+            "read_index_fallbacks": 0,
             "lease_expire_proposals": 0,
             "applied": 0,
             "raft_links_refused": 0,
         }
         self._counters_lock = threading.Lock()
-        self._barrier = SharedBarrier(
-            lambda timeout: self.propose(noop_command(), timeout), lambda: map_failure("Timeout")
+        self._barrier = SharedBarrier(self._read_round, lambda: map_failure("Timeout"))
+        # Tick thread only: the ReadIndex rounds in flight, and whether one needs AppendEntries sent now.
+        # A round unconfirmed after four heartbeat periods is redone as a no-op through the log.
+        self._reads = ReadIndex(
+            FAIL_REASON.SUCCESS, FAIL_REASON.NOT_LEADER, fallback_after=4 * self.timers.append_entries_period
         )
+        self._heartbeat_due = False
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -450,6 +457,7 @@ class Node:
             self._flush_leader(raft)
         else:
             self._sent_index = self._sent_commit = -1
+        self._settle_reads(raft)
         if self._transport is not None:
             self.counters["raft_links_refused"] = self._transport.refused_links
         leader = raft.leader_node()
@@ -488,8 +496,9 @@ class Node:
         """
         last_index = raft.last_log_index()
         commit_index = raft.raftCommitIndex
-        if last_index != self._sent_index or commit_index != self._sent_commit:
+        if last_index != self._sent_index or commit_index != self._sent_commit or self._heartbeat_due:
             self._sent_index, self._sent_commit = last_index, commit_index
+            self._heartbeat_due = False
             raft.send_append_entries()
         journal = self._journal
         if journal is not None and journal.dirty:
@@ -689,14 +698,75 @@ class Node:
         raise ProposalFailed("no follower took over the leadership in time; retry")
 
     def read_barrier(self, timeout: float | None = None) -> None:
-        """Commit a no-op through the log: afterwards local state reflects every write acked before.
+        """Leader: return once local state reflects every write acknowledged before the call.
 
-        Concurrent readers share no-ops (:class:`~agenda.db.barrier.SharedBarrier`): each waits for
-        one proposed after it arrived.
+        One ReadIndex round (:mod:`agenda.db.readindex`), or a no-op through the log where ReadIndex
+        cannot be used. Concurrent readers share rounds (:class:`~agenda.db.barrier.SharedBarrier`):
+        each waits for one begun after it arrived.
         """
         with self._counters_lock:
             self.counters["read_barriers"] += 1
         self._barrier.wait(timeout or self.proposal_timeout)
+
+    def _read_round(self, timeout: float) -> None:
+        """One shared read round (see `read_barrier`), decided on the tick thread."""
+        self._leading_raft()  # NotLeader / LeaderUnknown, as a proposal would raise
+        waiter = Waiter()
+        self._call_in_tick(lambda: self._begin_read(waiter))
+        if not waiter.wait(timeout):
+            reason: Any = "Timeout"
+        elif waiter.error == FAIL_REASON.SUCCESS:
+            return
+        else:
+            reason = waiter.error
+        raise map_failure(reason)
+
+    def _begin_read(self, waiter: Waiter) -> None:
+        """Tick thread: begin a ReadIndex round for `waiter`, or propose its no-op (see the module)."""
+        raft, transport = self._raft, self._transport
+        if raft is None or transport is None or not raft.is_leader():
+            waiter.on_result(None, FAIL_REASON.NOT_LEADER)
+            return
+        start = raft.term_start_index()
+        commit_index = raft.raftCommitIndex
+        if start is None or commit_index < start or not majority_echoed(raft.otherNodes, transport.acked):
+            self._read_by_noop(raft, waiter.on_result)
+            return
+        self._reads.begin(
+            term=raft.raftCurrentTerm,
+            commit_index=commit_index,
+            seq=transport.next_seq,
+            now=time.monotonic(),
+            done=waiter.on_result,
+        )
+        self._heartbeat_due = True  # _flush_leader sends AppendEntries in this very tick
+        with self._counters_lock:
+            self.counters["read_index_rounds"] += 1
+
+    def _settle_reads(self, raft: _RaftKV) -> None:
+        """Tick thread: serve, fail or redo by the log the ReadIndex rounds that can be decided."""
+        if not self._reads.pending or self._transport is None:
+            return
+        redo = self._reads.settle(
+            now=time.monotonic(),
+            leading=raft.is_leader(),
+            term=raft.raftCurrentTerm,
+            applied=raft.raftLastApplied,
+            voters=raft.otherNodes,
+            acked=self._transport.acked,
+        )
+        for read in redo:
+            with self._counters_lock:
+                self.counters["read_index_fallbacks"] += 1
+            self._read_by_noop(raft, read.done)
+
+    def _read_by_noop(self, raft: _RaftKV, done: Callable[[Any, Any], None]) -> None:
+        """Tick thread: a read barrier the old way, a no-op through the log; `done` gets its outcome."""
+        with self._counters_lock:
+            self.counters["proposals"] += 1
+        raft.apply_command(noop_command(), callback=done)
+        if self._wakeup is not None:
+            self._wakeup.notify()  # _checkCommandsToApply already ran in this tick
 
     def new_lease_id(self) -> int:
         """A fresh random positive int64 lease id (chosen by the proposer, as the state machine requires)."""

@@ -132,6 +132,10 @@ class TransportBase(TCPTransport):
     def after_tick(self) -> None:
         """Runs on the tick thread after pysyncobj's own transport tick."""
 
+    def message_received(self, node: Any, message: Any) -> None:
+        """A message from ``node``; the default hands it to pysyncobj (``deliver``), as an override must."""
+        self.deliver(node, message)
+
     # -------------------------------------------------------------------------------- accessors
 
     def raft_log(self) -> Any:
@@ -145,6 +149,10 @@ class TransportBase(TCPTransport):
     def links(self) -> list[Any]:
         """The nodes this transport keeps links to (a copy)."""
         return list(self._nodes)
+
+    def deliver(self, node: Any, message: Any) -> None:
+        """Hand a received message to pysyncobj (which handles it, and may answer, before this returns)."""
+        TCPTransport._onMessageReceived(self, node, message)
 
     # --------------------------------------------------------------------- pysyncobj's privates
 
@@ -170,7 +178,7 @@ class TransportBase(TCPTransport):
     def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 - pysyncobj's name
         if self.peer_spoke(node):
             super()._onNodeConnected(node)
-        super()._onMessageReceived(node, message)
+        self.message_received(node, message)
 
     def _onDisconnected(self, conn: Any) -> None:  # noqa: N802 - pysyncobj's name
         node = self._connToNode(conn)
@@ -208,6 +216,7 @@ class RaftBase(SyncObj):
             "SyncObj",
         )
         super().__init__(self_addr, others, conf, transportClass=transport_class)
+        _require(self, ("_SyncObj__noopIDx",), "SyncObj")
 
     # ----------------------------------------------------------------------------- hooks (override)
 
@@ -230,6 +239,11 @@ class RaftBase(SyncObj):
 
     def last_log_index(self) -> int:
         return int(self._SyncObj__getCurrentLogIndex())
+
+    def term_start_index(self) -> int | None:
+        """Leader: the index of the no-op pysyncobj appended when it took this term (None before any)."""
+        index = self._SyncObj__noopIDx
+        return None if index is None else int(index)
 
     def send_append_entries(self) -> None:
         """Send AppendEntries to every follower now (pysyncobj would wait for the next heartbeat)."""

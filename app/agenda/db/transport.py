@@ -2,10 +2,14 @@
 
 :class:`DurableTransport` (1) holds a follower's acks (``next_node_idx``) until the journal is fsynced
 (group commit, see :mod:`agenda.db.durability`), (2) pings every link every ``connection_timeout / 4``,
-(3) counts an outgoing link as connected only once the peer has spoken on it, and (4) refuses the
-membership admin commands on the Raft port. Why (2) to (4) matter is in :mod:`agenda.db.node` ("Timers"
-and "Membership"). The pysyncobj callbacks it refines reach it through the public hooks of
-:class:`~agenda.db.pysyncobj_adapter.TransportBase`.
+(3) counts an outgoing link as connected only once the peer has spoken on it, (4) refuses the
+membership admin commands on the Raft port, and (5) pairs AppendEntries with their answers for
+ReadIndex (:mod:`agenda.db.readindex`): every AppendEntries sent carries a growing stamp
+(``agenda_seq``), a follower copies the stamp of the AppendEntries it is handling onto the answer
+pysyncobj sends for it, and the leader keeps each member's highest echoed stamp (``acked``). A member
+of an older version ignores the stamp and echoes nothing, so reads then fall back to the log. Why (2)
+to (4) matter is in :mod:`agenda.db.node` ("Timers" and "Membership"). The pysyncobj callbacks it
+refines reach it through the public hooks of :class:`~agenda.db.pysyncobj_adapter.TransportBase`.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from typing import Any, Final
 from agenda.db.durability import DurableFileJournal
 from agenda.db.pysyncobj_adapter import FAIL_REASON, TransportBase
 
-__all__ = ["DurableTransport"]
+__all__ = ["SEQ_KEY", "DurableTransport"]
 
 _PING: Final = {"type": "agenda_ping"}
+SEQ_KEY: Final = "agenda_seq"  # the AppendEntries stamp, and its echo in the answer
 # pysyncobj's admin commands on the Raft port that would change membership behind the directory's back.
 _REFUSED_UTILITY_COMMANDS: Final = frozenset({"add", "remove"})
 
@@ -36,6 +41,9 @@ class DurableTransport(TransportBase):
         # not know us accepts the TCP connection and hangs up once we name ourselves.
         self._unconfirmed: set[Any] = set()
         self.refused_links = 0  # outgoing links closed before the peer spoke: it does not know this member
+        self.next_seq = 0  # the stamp of the next AppendEntries sent
+        self.acked: dict[Any, int] = {}  # member -> the highest stamp it echoed
+        self._answering: tuple[Any, int] | None = None  # (leader, stamp) of the AppendEntries in hand
         super().__init__(syncObj, selfNode, otherNodes)
 
     def setOnUtilityMessageCallback(self, message: str, callback: Any) -> None:  # noqa: N802 - pysyncobj's name
@@ -65,12 +73,37 @@ class DurableTransport(TransportBase):
         return journal if isinstance(journal, DurableFileJournal) else None
 
     def send(self, node: Any, message: Any) -> bool:
-        if isinstance(message, dict) and message.get("type") == "next_node_idx":
-            journal = self._journal()
-            if journal is not None and journal.fsync:
-                self._held.append((node, message))
-                return True
+        if type(message) is dict:
+            kind = message.get("type")
+            if kind == "append_entries":
+                message[SEQ_KEY] = self.next_seq  # pysyncobj builds a new dict for every send
+                self.next_seq += 1
+            elif kind == "next_node_idx":
+                answering = self._answering
+                if answering is not None and answering[0] == node:
+                    message[SEQ_KEY] = answering[1]
+                journal = self._journal()
+                if journal is not None and journal.fsync:
+                    self._held.append((node, message))
+                    return True
         return bool(super().send(node, message))
+
+    def message_received(self, node: Any, message: Any) -> None:
+        if type(message) is dict:
+            kind = message.get("type")
+            seq = message.get(SEQ_KEY)
+            if type(seq) is int:
+                if kind == "append_entries":
+                    # pysyncobj answers (at most once) while it handles the message: echo the stamp.
+                    self._answering = (node, seq)
+                    try:
+                        self.deliver(node, message)
+                    finally:
+                        self._answering = None
+                    return
+                if kind == "next_node_idx" and seq > self.acked.get(node, -1):
+                    self.acked[node] = seq
+        self.deliver(node, message)
 
     def after_tick(self) -> None:
         if self._held:

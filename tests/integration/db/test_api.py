@@ -317,3 +317,40 @@ def test_python_client_against_the_cluster(cluster):
         assert [kv["key"] for kv in db.iter_prefix("/it/client/", page=1)] == ["/it/client/k"]
         assert db.delete("/it/client/k") is not None
         assert db.delete("/it/client/k") is None
+
+
+def _metric(cluster, node: str, name: str) -> int:
+    text = cluster.request(node, "GET", "/metrics").text
+    for line in text.splitlines():
+        if line.startswith(f"agenda_db_{name}{{"):
+            return int(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no agenda_db_{name} in the metrics of {node}")
+
+
+@pytest.mark.parametrize("entry", ["leader", "follower"])
+def test_linearizable_reads_add_nothing_to_the_log(cluster, roles, entry, wait):
+    """ReadIndex: a linearizable read is confirmed by a heartbeat round, not a no-op log entry."""
+    leader, follower = roles
+    node = leader if entry == "leader" else follower
+    key = f"/it/readindex/{entry}"
+    assert put(cluster, leader, key, "v0").status_code == 200
+    # The leader's first rounds may use the log until followers have echoed a stamp: get past them.
+    wait(lambda: cluster.request(node, "GET", kv_path(key)).status_code == 200, 10, 0.05, "a read")
+
+    def counts() -> tuple[int, ...]:
+        # The leader's commit index, and what else may append to its log meanwhile: leases expiring.
+        commit = cluster.request(leader, "GET", "/v1/cluster").json()["commit_index"]
+        names = ("read_index_rounds_total", "read_index_fallbacks_total", "lease_expire_proposals_total")
+        return (commit, *(_metric(cluster, leader, name) for name in names))
+
+    before = counts()
+    for number in range(1, 21):
+        assert put(cluster, leader, key, f"v{number}").status_code == 200
+        # Each read follows the write acknowledged just before it, whichever member it entered by.
+        answer = cluster.request(node, "GET", kv_path(key))
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["value"] == f"v{number}"
+    commits, rounds, fallbacks, expiries = (b - a for a, b in zip(before, counts(), strict=True))
+    assert commits - expiries == 20  # the 20 writes; the 20 reads appended nothing
+    assert rounds >= 20
+    assert fallbacks == 0
