@@ -1,15 +1,15 @@
-"""Read barriers shared by concurrent readers: one no-op through the Raft log serves every reader that
-arrived before it was proposed.
+"""Read barriers shared by concurrent readers: one round serves every reader that arrived before it began.
 
-A linearizable read on the leader commits a no-op and reads after it is applied: the no-op commits
-only while this member still leads, and it follows every write acknowledged before the read arrived.
-Any no-op *proposed after* a reader arrived gives that reader the same guarantee, so readers need
-not each propose their own. Under load each no-op is a log entry that every member appends, fsyncs
-and applies, which cost the cluster more than the reads themselves.
+A linearizable read on the leader first passes a barrier: a ReadIndex round (a heartbeat round that a
+majority confirms, :mod:`agenda.db.readindex`) or, where that cannot be used, a no-op committed
+through the log. Either succeeds only while this member still leads, and afterwards the local state
+follows every write acknowledged before the round *began*. Any round begun after a reader arrived
+gives that reader the same guarantee, so readers need not each run their own: under load that would
+cost the cluster more than the reads themselves.
 
 :class:`SharedBarrier` runs one barrier at a time. A reader that arrives while one is in flight
 joins the next round, which starts when the one in flight ends: a round never includes a reader
-that arrived after its proposal started, so each reader's barrier was proposed after it arrived.
+that arrived after it started, so each reader's barrier began after it arrived.
 A reader waits for at most two barriers; with no barrier in flight it starts one at once, as before.
 """
 

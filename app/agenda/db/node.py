@@ -18,7 +18,8 @@ with other services, so a member can stall for tens of milliseconds (GIL, GC, a 
 * ``leader_fallback_timeout = 1.0`` s (pysyncobj default 30 s): a leader that has not heard from a majority
   for about one election timeout steps down, so a partitioned or paused old leader stops accepting
   proposals at about the time the majority elects a new one. (Safety never depends on this: a deposed
-  leader cannot commit anything - linearizable reads go through the log - it only makes it fail fast.)
+  leader cannot commit anything, nor confirm a linearizable read with a majority (ReadIndex,
+  :mod:`agenda.db.readindex`) - it only makes it fail fast.)
 * ``auto_tick_period = 0.02`` s: how long the tick thread blocks in poll() when idle; bounds the latency of
   timer-driven work (heartbeats, elections, our fsync group commit). Proposals wake the poller through
   our own pipe notifier (:class:`~agenda.db.tick.Wakeup`), so writes do not wait for a tick.
@@ -121,7 +122,7 @@ from agenda.db.pysyncobj_adapter import (
     journal_factory,
     replicated,
 )
-from agenda.db.readindex import ReadIndex, majority_echoed
+from agenda.db.readindex import Once, ReadIndex, majority_echoed, term_floor
 from agenda.db.state import KVStateMachine
 from agenda.db.tick import Waiter, Wakeup
 from agenda.db.transport import DurableTransport
@@ -276,9 +277,11 @@ class Node:
         self._counters_lock = threading.Lock()
         self._barrier = SharedBarrier(self._read_round, lambda: map_failure("Timeout"))
         # Tick thread only: the ReadIndex rounds in flight, and whether one needs AppendEntries sent now.
-        # A round unconfirmed after four heartbeat periods is redone as a no-op through the log.
+        # A round unconfirmed after four heartbeat periods also proposes a no-op through the log; a
+        # voter that has not echoed a stamp for that long does not count towards using ReadIndex.
+        self._echo_window = 4 * self.timers.append_entries_period
         self._reads = ReadIndex(
-            FAIL_REASON.SUCCESS, FAIL_REASON.NOT_LEADER, fallback_after=4 * self.timers.append_entries_period
+            FAIL_REASON.SUCCESS, fallback_after=self._echo_window, forget_after=self.proposal_timeout
         )
         self._heartbeat_due = False
 
@@ -447,6 +450,11 @@ class Node:
         raft = self._raft
         if raft is None:
             return
+        if self._transport is not None and raft.is_leader():
+            # This term's stamps start above every stamp of earlier terms (see agenda.db.readindex).
+            floor = term_floor(raft.raftCurrentTerm)
+            if self._transport.next_seq < floor:
+                self._transport.next_seq = floor
         while self._tick_calls:
             call = self._tick_calls.popleft()
             try:
@@ -729,22 +737,28 @@ class Node:
             return
         start = raft.term_start_index()
         commit_index = raft.raftCommitIndex
-        if start is None or commit_index < start or not majority_echoed(raft.otherNodes, transport.acked):
-            self._read_by_noop(raft, waiter.on_result)
+        term, now = raft.raftCurrentTerm, time.monotonic()
+        # Voters that echoed a stamp of this term lately: without a majority of them, straight to the log.
+        echoing = {
+            node: seq
+            for node, seq in transport.acked.items()
+            if now - transport.echoed_at.get(node, float("-inf")) <= self._echo_window
+        }
+        done = Once(waiter.on_result)
+        if (
+            start is None
+            or commit_index < start
+            or not majority_echoed(raft.otherNodes, echoing, term_floor(term))
+        ):
+            self._read_by_noop(raft, done)
             return
-        self._reads.begin(
-            term=raft.raftCurrentTerm,
-            commit_index=commit_index,
-            seq=transport.next_seq,
-            now=time.monotonic(),
-            done=waiter.on_result,
-        )
+        self._reads.begin(term=term, commit_index=commit_index, seq=transport.next_seq, now=now, done=done)
         self._heartbeat_due = True  # _flush_leader sends AppendEntries in this very tick
         with self._counters_lock:
             self.counters["read_index_rounds"] += 1
 
     def _settle_reads(self, raft: _RaftKV) -> None:
-        """Tick thread: serve, fail or redo by the log the ReadIndex rounds that can be decided."""
+        """Tick thread: serve the ReadIndex rounds that can be, redo by the log those that cannot."""
         if not self._reads.pending or self._transport is None:
             return
         redo = self._reads.settle(
@@ -762,9 +776,16 @@ class Node:
 
     def _read_by_noop(self, raft: _RaftKV, done: Callable[[Any, Any], None]) -> None:
         """Tick thread: a read barrier the old way, a no-op through the log; `done` gets its outcome."""
+
+        def outcome(result: Any, error: Any) -> None:
+            if error != FAIL_REASON.SUCCESS:
+                with self._counters_lock:
+                    self.counters["proposal_failures"] += 1
+            done(result, error)
+
         with self._counters_lock:
             self.counters["proposals"] += 1
-        raft.apply_command(noop_command(), callback=done)
+        raft.apply_command(noop_command(), callback=outcome)
         if self._wakeup is not None:
             self._wakeup.notify()  # _checkCommandsToApply already ran in this tick
 

@@ -43,6 +43,7 @@ class DurableTransport(TransportBase):
         self.refused_links = 0  # outgoing links closed before the peer spoke: it does not know this member
         self.next_seq = 0  # the stamp of the next AppendEntries sent
         self.acked: dict[Any, int] = {}  # member -> the highest stamp it echoed
+        self.echoed_at: dict[Any, float] = {}  # member -> when it last echoed one (time.monotonic)
         self._answering: tuple[Any, int] | None = None  # (leader, stamp) of the AppendEntries in hand
         super().__init__(syncObj, selfNode, otherNodes)
 
@@ -64,6 +65,9 @@ class DurableTransport(TransportBase):
         return False
 
     def link_closed(self, node: Any) -> None:
+        # Its echoes vouch for nothing any more (and a readonly link's node is never seen again).
+        self.acked.pop(node, None)
+        self.echoed_at.pop(node, None)
         if node in self._unconfirmed:
             self._unconfirmed.discard(node)
             self.refused_links += 1
@@ -101,8 +105,14 @@ class DurableTransport(TransportBase):
                     finally:
                         self._answering = None
                     return
-                if kind == "next_node_idx" and seq > self.acked.get(node, -1):
-                    self.acked[node] = seq
+                if kind == "next_node_idx":
+                    self.echoed_at[node] = time.monotonic()
+                    if seq > self.acked.get(node, -1):
+                        self.acked[node] = seq
+            elif kind == "next_node_idx" and node in self.acked:
+                # An answer without a stamp: that member does not echo (any more), whatever it did.
+                del self.acked[node]
+                self.echoed_at.pop(node, None)
         self.deliver(node, message)
 
     def after_tick(self) -> None:

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 
 from agenda.db.pysyncobj_adapter import TransportBase
-from agenda.db.readindex import ReadIndex, majority_echoed
+from agenda.db.readindex import Once, ReadIndex, majority_echoed, term_floor
 from agenda.db.transport import SEQ_KEY, DurableTransport
 
-OK, NOT_LEADER = "ok", "not-leader"
+OK = "ok"
 VOTERS = ("b", "c", "d", "e")  # the leader is "a": three of five make a majority
 
 
@@ -23,7 +23,13 @@ class Outcome:
 
 
 def tracker() -> ReadIndex:
-    return ReadIndex(OK, NOT_LEADER, fallback_after=0.2)
+    return ReadIndex(OK, fallback_after=0.2, forget_after=3.0)
+
+
+def begin(reads: ReadIndex, done: Outcome, *, seq: int = 7, commit_index: int = 100) -> Once:
+    once = Once(done)
+    reads.begin(term=3, commit_index=commit_index, seq=seq, now=10.0, done=once)
+    return once
 
 
 def settle(reads: ReadIndex, **overrides: Any) -> list[Any]:
@@ -33,20 +39,33 @@ def settle(reads: ReadIndex, **overrides: Any) -> list[Any]:
 
 
 def test_majority_counts_the_leader_and_the_voters_at_or_past_the_stamp() -> None:
-    assert not majority_echoed(VOTERS, {})
+    assert not majority_echoed(VOTERS, {}, 0)
     assert not majority_echoed(VOTERS, {"b": 5}, 5)  # 2 of 5
     assert majority_echoed(VOTERS, {"b": 5, "c": 9}, 5)  # 3 of 5
     assert not majority_echoed(VOTERS, {"b": 4, "c": 9, "x": 9}, 5)  # a non-voter does not count
     assert majority_echoed(("b",), {"b": 0}, 0)  # 2 of 2
     assert not majority_echoed(("b",), {}, 0)
     assert majority_echoed((), {}, 0)  # a single member is its own majority
-    assert majority_echoed(VOTERS, {"b": 0, "c": 0})  # by default: ever echoed a stamp
-    assert not majority_echoed(VOTERS, {"b": 0})
+
+
+def test_stamps_of_a_later_term_are_above_every_stamp_of_an_earlier_one() -> None:
+    assert term_floor(0) == 0
+    assert term_floor(4) > term_floor(3) + 10**12
+    assert term_floor(2**20) < 2**63  # a signed 64-bit stamp for a million terms
+
+
+def test_once_passes_on_only_the_first_outcome() -> None:
+    done = Outcome()
+    once = Once(done)
+    once(None, OK)
+    once(None, "failed")
+    assert done.calls == [(None, OK)]
+    assert once.fired
 
 
 def test_a_round_is_served_once_a_majority_echoed_a_later_stamp_and_its_index_is_applied() -> None:
     reads, done = tracker(), Outcome()
-    reads.begin(term=3, commit_index=100, seq=7, now=10.0, done=done)
+    begin(reads, done)
     assert settle(reads, acked={"b": 6, "c": 6, "d": 6, "e": 6}) == []  # answers to earlier sends only
     assert done.calls == []
     assert len(reads.pending) == 1
@@ -60,29 +79,52 @@ def test_a_round_is_served_once_a_majority_echoed_a_later_stamp_and_its_index_is
 
 
 @pytest.mark.parametrize("change", [{"leading": False}, {"term": 4}])
-def test_a_round_whose_leader_lost_its_term_fails_even_if_confirmed(change: dict[str, Any]) -> None:
+def test_a_round_whose_leader_lost_its_term_is_redone_by_the_log_even_if_confirmed(
+    change: dict[str, Any],
+) -> None:
     reads, done = tracker(), Outcome()
-    reads.begin(term=3, commit_index=100, seq=7, now=10.0, done=done)
+    once = begin(reads, done)
     settle(reads, acked={"b": 7, "c": 7}, applied=99)
-    assert settle(reads, acked={"b": 7, "c": 7}, applied=100, **change) == []
-    assert done.calls == [(None, NOT_LEADER)]
-    assert reads.pending == []
-
-
-def test_an_unconfirmed_round_is_handed_back_for_the_log_after_its_time() -> None:
-    reads, done = tracker(), Outcome()
-    reads.begin(term=3, commit_index=100, seq=7, now=10.0, done=done)
-    assert settle(reads, now=10.19, acked={"b": 7}) == []
-    redo = settle(reads, now=10.2, acked={"b": 7})
-    assert [r.done for r in redo] == [done]
+    redo = settle(reads, acked={"b": 7, "c": 7}, applied=100, **change)
+    assert [r.done for r in redo] == [once]
     assert done.calls == []
     assert reads.pending == []
 
 
+def test_an_unconfirmed_round_also_goes_by_the_log_after_its_time_and_the_first_to_finish_serves() -> None:
+    reads, done = tracker(), Outcome()
+    once = begin(reads, done)
+    assert settle(reads, now=10.19, acked={"b": 7}) == []
+    redo = settle(reads, now=10.2, acked={"b": 7})
+    assert [r.done for r in redo] == [once]
+    assert len(reads.pending) == 1  # still waiting for its echoes too
+    assert settle(reads, now=10.3, acked={"b": 7}) == []  # handed to the log once only
+    assert settle(reads, now=10.4, acked={"b": 7, "c": 7}) == []  # the late echoes serve it
+    assert done.calls == [(None, OK)]
+    assert reads.pending == []
+    once(None, OK)  # the no-op's outcome then changes nothing
+    assert done.calls == [(None, OK)]
+
+
+def test_a_round_served_by_its_no_op_is_dropped_and_one_never_confirmed_is_forgotten() -> None:
+    reads, first, second = tracker(), Outcome(), Outcome()
+    served = begin(reads, first)
+    begin(reads, second)
+    assert len(settle(reads, now=10.2)) == 2
+    served(None, OK)  # the no-op of the first committed
+    settle(reads, now=10.3)
+    assert len(reads.pending) == 1
+    assert settle(reads, now=13.19) == []
+    assert len(reads.pending) == 1
+    settle(reads, now=13.2)  # the second's no-op never answered: left to its reader's own timeout
+    assert reads.pending == []
+    assert second.calls == []
+
+
 def test_rounds_are_decided_independently() -> None:
     reads, first, second = tracker(), Outcome(), Outcome()
-    reads.begin(term=3, commit_index=100, seq=7, now=10.0, done=first)
-    reads.begin(term=3, commit_index=105, seq=9, now=10.0, done=second)
+    begin(reads, first)
+    begin(reads, second, seq=9, commit_index=105)
     settle(reads, acked={"b": 8, "c": 8}, applied=105)
     assert first.calls == [(None, OK)]
     assert second.calls == []
@@ -117,7 +159,8 @@ def transport(wire: Wire, answer: bool = False) -> DurableTransport:
     """A DurableTransport without sockets or journal (acks are sent at once); when `answer`, pysyncobj
     answers every AppendEntries it is handed with one next_node_idx to its sender."""
     link = object.__new__(DurableTransport)
-    link._held, link.next_seq, link.acked, link._answering = [], 0, {}, None
+    link._held, link.next_seq, link.acked, link.echoed_at, link._answering = [], 0, {}, {}, None
+    link._unconfirmed = set()
     link.raft_log = lambda: None  # type: ignore[method-assign]
 
     def deliver(node: Any, message: Any) -> None:
@@ -170,5 +213,18 @@ def test_the_leader_keeps_each_members_highest_echo_and_delivers_every_answer(wi
         if seq is not None:
             message[SEQ_KEY] = seq
         link.message_received(node, message)
-    assert link.acked == {"b": 6, "c": 2}  # a stamp that is not an int is ignored
+    assert link.acked == {"b": 6}  # a stamp that is not an int is no echo: "c" stopped counting
+    assert set(link.echoed_at) == {"b"}
     assert len(wire.delivered) == 6
+
+
+def test_a_member_answering_without_a_stamp_or_whose_link_closed_no_longer_counts(wire: Wire) -> None:
+    link = transport(wire)
+    answer = {"type": "next_node_idx", "next_node_idx": 1, "success": True}
+    for node in ("b", "c"):
+        link.message_received(node, {**answer, SEQ_KEY: 5})
+    link.message_received("b", answer)  # restarted as an older version
+    link.link_closed("c")
+    assert link.acked == {}
+    assert link.echoed_at == {}
+    assert len(wire.delivered) == 3

@@ -6,9 +6,11 @@ forwards it to the leader's API (default) or, with ``?redirect=true``, answers `
 (:mod:`agenda.db.api.forwarding`). Without a known leader the answer is ``503`` with ``Retry-After``;
 every wait (proposal, read barrier, forwarding, watch) is bounded.
 
-Linearizable reads on the leader use a read barrier: a no-op is committed through the Raft log and
-applied before the local state is read, so a deposed or partitioned leader (which cannot commit) cannot
-answer. ``consistency=stale`` reads the member's local state without any of that.
+Linearizable reads on the leader use a read barrier (ReadIndex: a majority confirms the leadership
+with one heartbeat round, and the leader has applied its commit index of that moment; or a no-op
+through the log where ReadIndex cannot be used) before the local state is read, so a deposed or
+partitioned leader (which cannot get a majority) cannot answer. ``consistency=stale`` reads the
+member's local state without any of that.
 
 The routes are blueprints, one module each: :mod:`~agenda.db.api.kv`, :mod:`~agenda.db.api.txn`,
 :mod:`~agenda.db.api.leases`, :mod:`~agenda.db.api.watch`, :mod:`~agenda.db.api.cluster` (status and
