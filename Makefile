@@ -58,7 +58,7 @@ lab-test: venv tools ## the Vagrant lab from nothing: up, up again (changed=0), 
 
 test: lint unit integration interop molecule lab-test ## everything CI runs
 
-bench-db: venv ## agenda-db vs etcd write throughput and latency (apt-get install -y etcd-server etcd-client hey)
+bench-db: venv ## agenda-db vs etcd write and linearizable-read throughput and latency (apt-get install -y etcd-server etcd-client hey)
 	python bench/db_vs_etcd.py $(BENCH_ARGS)
 
 bench-failover: venv ## agenda-db vs etcd leader-failover write gap

@@ -271,7 +271,8 @@ class Member:
 
 @dataclass(frozen=True)
 class WriteSpec:
-    """One single-key write as both hey and the failover writer send it."""
+    """One single-key request as hey (and, for a write, the failover writer) sends it; ``body`` may be
+    empty (a GET)."""
 
     method: str
     path: str
@@ -315,6 +316,10 @@ class Cluster(ABC):
 
     @abstractmethod
     def write_spec(self, key: str, value: str) -> WriteSpec: ...
+
+    @abstractmethod
+    def read_spec(self, key: str) -> WriteSpec:
+        """A linearizable read of `key`, as the system's clients read by default."""
 
     @property
     def leader_method(self) -> str:
@@ -458,6 +463,11 @@ class EtcdCluster(Cluster):
         body = {"key": b64encode(key.encode()).decode(), "value": b64encode(value.encode()).decode()}
         return WriteSpec("POST", "/v3/kv/put", json.dumps(body).encode())
 
+    def read_spec(self, key: str) -> WriteSpec:
+        # The JSON gateway's range, as `etcdctl get`: linearizable unless "serializable" is asked for.
+        body = {"key": b64encode(key.encode()).decode()}
+        return WriteSpec("POST", "/v3/kv/range", json.dumps(body).encode())
+
 
 # --------------------------------------------------------------------------------------- agenda-db
 
@@ -520,6 +530,9 @@ class AgendaCluster(Cluster):
 
     def write_spec(self, key: str, value: str) -> WriteSpec:
         return WriteSpec("PUT", f"/v1/kv/{key}", json.dumps({"value": value}).encode())
+
+    def read_spec(self, key: str) -> WriteSpec:
+        return WriteSpec("GET", f"/v1/kv/{key}", b"")  # linearizable unless ?consistency=stale
 
 
 def etcd_version(reaper: Reaper) -> str:

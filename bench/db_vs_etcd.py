@@ -1,4 +1,5 @@
-"""Benchmark: five-member agenda-db vs five-member etcd on 127.0.0.1, same load tool, fsync on for both.
+"""Benchmark: five-member agenda-db vs five-member etcd on 127.0.0.1, same load tool, fsync on for both:
+single-key writes, then linearizable reads of that key, each sent to the leader.
 
     python bench/db_vs_etcd.py [--clients 1,16,64] [--duration 10] [--runs 3] [--only etcd|agenda]
                                [--json out.json] [--failover [--kills 5]]
@@ -29,6 +30,7 @@ from bench._cluster import (
     Cluster,
     EtcdCluster,
     Reaper,
+    WriteSpec,
     agenda_importable,
     clean_env,
     etcd_version,
@@ -52,6 +54,7 @@ from bench._stats import (
 REQUIRED_TOOLS = {"etcd": "etcd-server", "etcdctl": "etcd-client", "hey": "hey"}
 INSTALL_LINE = "apt-get install -y etcd-server etcd-client hey"
 KEY = "bench-key"
+LOAD_KINDS = ("write", "read")  # in this order: the reads read the key the writes wrote
 HEY_REQUEST_TIMEOUT_S = 10
 
 
@@ -97,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="db_vs_etcd",
         description=(
             "Start a 5-member etcd and a 5-member agenda-db cluster on 127.0.0.1 (one after the other), "
-            "drive single-key writes to each leader with hey at the same concurrency levels (fsync on for "
-            "both) and print medians; or, with --failover, measure the leader-failover write gap."
+            "drive single-key writes, then linearizable reads of that key, to each leader with hey at the "
+            "same concurrency levels (fsync on for both) and print medians; or, with --failover, measure "
+            "the leader-failover write gap."
         ),
     )
     add_load_arguments(
@@ -214,20 +218,21 @@ def _print_facts(facts: dict[str, Any]) -> None:
 
 
 def run_hey(
-    reaper: Reaper, url: str, method: str, body_file: Path, clients: int, duration: float
+    reaper: Reaper, url: str, method: str, body_file: Path | None, clients: int, duration: float
 ) -> StepResult:
     request = HeyRequest(url, method, body_file, request_timeout_s=HEY_REQUEST_TIMEOUT_S)
     return run_hey_request(reaper, request, clients, duration)
 
 
 def bench_load(
-    cluster: Cluster, reaper: Reaper, args: argparse.Namespace, workdir: Path
+    cluster: Cluster, reaper: Reaper, args: argparse.Namespace, workdir: Path, kind: str, spec: WriteSpec
 ) -> tuple[dict[int, list[StepResult]], list[dict[str, Any]]]:
-    """All runs x levels against one (already healthy) cluster, always aimed at its current leader."""
-    value = "v" * args.value_size
-    spec = cluster.write_spec(KEY, value)
-    body_file = workdir / f"{cluster.system}-body.json"
-    body_file.write_bytes(spec.body)
+    """All runs x levels of one `kind` of request (`spec`) against one (already healthy) cluster, always
+    aimed at its current leader."""
+    body_file: Path | None = None
+    if spec.body:
+        body_file = workdir / f"{cluster.system}-{kind}-body.json"
+        body_file.write_bytes(spec.body)
     results: dict[int, list[StepResult]] = {c: [] for c in args.clients}
     targets: list[dict[str, Any]] = []
 
@@ -236,7 +241,10 @@ def bench_load(
         return leader.name, leader.base_url + spec.path
 
     name, url = leader_url()
-    _say(f"{cluster.system}: load goes to the LEADER {name} ({url}, found with {cluster.leader_method})")
+    _say(
+        f"{cluster.system} {kind}s: load goes to the LEADER {name} ({url}, "
+        f"found with {cluster.leader_method})"
+    )
     if args.warmup > 0:
         run_hey(reaper, url, spec.method, body_file, max(args.clients), args.warmup)
     for run in range(1, args.runs + 1):
@@ -251,7 +259,7 @@ def bench_load(
                 else ""
             )
             _say(
-                f"  {cluster.system} run {run}/{args.runs} c={clients:<3} leader={name}: "
+                f"  {cluster.system} {kind} run {run}/{args.runs} c={clients:<3} leader={name}: "
                 f"{step.rps:9.1f} req/s  p50 {_ms(step.p50_ms)}  p99 {_ms(step.p99_ms)}  ok={step.ok}{flag}"
             )
     return results, targets
@@ -355,40 +363,60 @@ def _main(args: argparse.Namespace, reaper: Reaper) -> int:
             s: {**vars(r), "median_gap_ms": median_or_none(r.gaps_ms)} for s, r in gaps.items()
         }
     else:
-        per_system: dict[str, dict[int, StepSummary]] = {}
-        raw: dict[str, Any] = {}
+        # kind -> system -> clients -> summary; writes first, so the reads find the key written.
+        summaries: dict[str, dict[str, dict[int, StepSummary]]] = {kind: {} for kind in LOAD_KINDS}
+        raw: dict[str, dict[str, Any]] = {kind: {} for kind in LOAD_KINDS}
         for system in systems:
             cluster = _make(system, reaper, workdir, args)
             try:
                 _start(cluster)
-                results, targets = bench_load(cluster, reaper, args, workdir)
+                specs = {
+                    "write": cluster.write_spec(KEY, "v" * args.value_size),
+                    "read": cluster.read_spec(KEY),
+                }
+                for kind in LOAD_KINDS:
+                    results, targets = bench_load(cluster, reaper, args, workdir, kind, specs[kind])
+                    summaries[kind][system] = {c: summarize(r) for c, r in results.items()}
+                    raw[kind][system] = {
+                        "targets": targets,
+                        "runs": {str(c): [s.as_dict() for s in r] for c, r in results.items()},
+                        "median": {str(c): s.as_dict() for c, s in summaries[kind][system].items()},
+                    }
             finally:
                 cluster.stop()
-            per_system[system] = {c: summarize(r) for c, r in results.items()}
-            raw[system] = {
-                "targets": targets,
-                "runs": {str(c): [s.as_dict() for s in r] for c, r in results.items()},
-                "median": {str(c): s.as_dict() for c, s in per_system[system].items()},
-            }
-        _say()
-        _say(
-            f"Single-key writes, 5 members each on 127.0.0.1, fsync on, load sent to each LEADER, hey "
-            f"{args.duration:g} s per step, medians of {args.runs} run(s); err = non-2xx + transport errors "
-            f"summed over runs ('!' = at least one run had errors)"
-        )
-        _say(format_load_table(args.clients, per_system.get("etcd"), per_system.get("agenda")))
-        report["load"] = raw
-        report["ratio_agenda_over_etcd"] = {
-            str(c): ratio(
-                per_system.get("agenda", {}).get(c, _NONE).rps, per_system.get("etcd", {}).get(c, _NONE).rps
+        for kind, title in (
+            ("write", "Single-key writes"),
+            ("read", "Linearizable single-key reads (etcd: POST /v3/kv/range; agenda-db: GET /v1/kv/KEY)"),
+        ):
+            per_system = summaries[kind]
+            _say()
+            _say(
+                f"{title}, 5 members each on 127.0.0.1, fsync on, load sent to each LEADER, hey "
+                f"{args.duration:g} s per step, medians of {args.runs} run(s); err = non-2xx + transport "
+                f"errors summed over runs ('!' = at least one run had errors)"
             )
-            for c in args.clients
-        }
-        flagged = [
-            f"{s} c={c}" for s, cells in per_system.items() for c, cell in cells.items() if cell.flagged
-        ]
-        if flagged:
-            _say(f"WARNING: runs with non-2xx responses or errors: {', '.join(flagged)}")
+            _say(format_load_table(args.clients, per_system.get("etcd"), per_system.get("agenda")))
+            flagged = [
+                f"{s} {kind} c={c}"
+                for s, cells in per_system.items()
+                for c, cell in cells.items()
+                if cell.flagged
+            ]
+            if flagged:
+                _say(f"WARNING: runs with non-2xx responses or errors: {', '.join(flagged)}")
+        for kind, load_key, ratio_key in (
+            ("write", "load", "ratio_agenda_over_etcd"),
+            ("read", "read_load", "read_ratio_agenda_over_etcd"),
+        ):
+            per_system = summaries[kind]
+            report[load_key] = raw[kind]
+            report[ratio_key] = {
+                str(c): ratio(
+                    per_system.get("agenda", {}).get(c, _NONE).rps,
+                    per_system.get("etcd", {}).get(c, _NONE).rps,
+                )
+                for c in args.clients
+            }
     load1, load5, _ = os.getloadavg()
     report["machine"]["loadavg_at_end"] = [round(load1, 2), round(load5, 2)]
     _say(f"loadavg(1m,5m) at end={report['machine']['loadavg_at_end']}")

@@ -5,6 +5,7 @@ No process is started and nothing touches the network.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -324,3 +325,45 @@ def test_first_ack_counts_only_writes_sent_after_the_kill(tmp_path: Path) -> Non
     writer.acks.extend([(9.0, 10.5), (10.6, 12.0), (12.0, 12.01)])
     assert writer.first_ack_sent_after(10.0, timeout=0) == (10.6, 12.0)  # 9.0 was in flight at the kill
     assert writer.first_ack_sent_after(20.0, timeout=0) is None
+
+
+# ----------------------------------------------------------------------------- what hey sends
+
+
+def test_each_system_reads_the_key_linearizably_as_its_clients_do_by_default() -> None:
+    # Built without __init__: a request's shape needs no members (nor their free ports).
+    etcd = object.__new__(cluster_mod.EtcdCluster).read_spec("bench-key")
+    agenda = object.__new__(cluster_mod.AgendaCluster).read_spec("bench-key")
+    # etcd's range is linearizable unless "serializable" is set; agenda-db's GET unless consistency=stale.
+    assert (etcd.method, etcd.path) == ("POST", "/v3/kv/range")
+    assert json.loads(etcd.body) == {"key": "YmVuY2gta2V5"}  # base64 of bench-key
+    assert (agenda.method, agenda.path, agenda.body) == ("GET", "/v1/kv/bench-key", b"")
+
+
+@pytest.mark.parametrize(("spec", "has_body"), [(("GET", "/k", b""), False), (("PUT", "/k", b"{}"), True)])
+def test_a_request_without_a_body_is_sent_without_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: tuple[str, str, bytes], has_body: bool
+) -> None:
+    sent: list[list[str]] = []
+
+    class OneLeader:
+        system = "agenda"
+        health_timeout = 1.0
+        leader_method = "scripted"
+
+        def wait_healthy(self, timeout: float) -> cluster_mod.Member:
+            return cluster_mod.Member("n1", (1, 2), tmp_path, tmp_path / "log")
+
+    def hey(_reaper: object, request: cli.HeyRequest, clients: int, duration: float) -> stats.StepResult:
+        sent.append(request.argv(clients, duration))
+        return stats.parse_hey(HEY_OK, clients)
+
+    monkeypatch.setattr(cli, "run_hey_request", hey)
+    args = cli.build_parser().parse_args(["--clients", "1,4", "--runs", "2", "--warmup", "0"])
+    results, targets = cli.bench_load(
+        OneLeader(), cluster_mod.Reaper(), args, tmp_path, "read", cluster_mod.WriteSpec(*spec)
+    )
+    assert {c: len(r) for c, r in results.items()} == {1: 2, 4: 2}
+    assert len(targets) == 4
+    assert all(("-D" in argv) is has_body for argv in sent)
+    assert all(argv[argv.index("-m") + 1] == spec[0] for argv in sent)
