@@ -24,7 +24,7 @@ from agenda.calendar.cas import Announce
 from agenda.calendar.store import EventStore
 from agenda.common.errors import PROBLEM_CONTENT_TYPE, problem_type
 from agenda.common.tokens import TokenIssuer
-from agenda.common.web import IDENTITY_HEADER, SECRET_HEADER
+from agenda.common.web import IDENTITY_HEADER, SECRET_HEADER, environ_key
 from agenda.db.client import DBClient
 from agenda.db.memory import MemoryDBClient
 from agenda.groups.app import GroupDeps
@@ -68,7 +68,7 @@ def groups_app(db: DBClient, clock: Clock, announce: Announce | None = None) -> 
 def gateway_client(app: flask.Flask) -> FlaskClient:
     """`app`'s test client sending the gateway's secret with every request (a header may override it)."""
     client = app.test_client()
-    client.environ_base["HTTP_" + SECRET_HEADER.upper().replace("-", "_")] = SECRET
+    client.environ_base[environ_key(SECRET_HEADER)] = SECRET
     return client
 
 

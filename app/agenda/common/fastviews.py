@@ -31,19 +31,14 @@ import flask
 from flask.json.provider import DefaultJSONProvider
 
 from agenda.common.logs import bind_request_id, new_request_id, sanitize_request_id
-from agenda.common.web import IDENTITY_HEADER, REQUEST_ID_HEADER, SECRET_HEADER
+from agenda.common.web import IDENTITY_HEADER, REQUEST_ID_HEADER, SECRET_HEADER, environ_key
 from agenda.domain.validation import ValidationError, validate_username
 
 __all__ = ["FastView", "fast_view_middleware"]
 
-
-def _environ_key(header: str) -> str:
-    return "HTTP_" + header.upper().replace("-", "_")
-
-
-_SECRET_KEY: Final = _environ_key(SECRET_HEADER)
-_IDENTITY_KEY: Final = _environ_key(IDENTITY_HEADER)
-_REQUEST_ID_KEY: Final = _environ_key(REQUEST_ID_HEADER)
+_SECRET_KEY: Final = environ_key(SECRET_HEADER)
+_IDENTITY_KEY: Final = environ_key(IDENTITY_HEADER)
+_REQUEST_ID_KEY: Final = environ_key(REQUEST_ID_HEADER)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ __all__ = [
     "REQUEST_ID_HEADER",
     "SECRET_HEADER",
     "check_idempotency_key",
+    "environ_key",
     "idempotency_key",
     "install_request_id",
     "keyed_id",
@@ -38,6 +39,11 @@ REQUEST_ID_HEADER: Final = "X-Request-ID"
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 IDEMPOTENCY_KEY_SCHEMA: Final = {"type": "string", "pattern": "^[!-~]{1,255}$"}
 _IDEMPOTENCY_KEY: Final = re.compile(IDEMPOTENCY_KEY_SCHEMA["pattern"])
+
+
+def environ_key(header: str) -> str:
+    """Where a WSGI server puts request header `header` in the environ (PEP 3333's ``HTTP_`` names)."""
+    return "HTTP_" + header.upper().replace("-", "_")
 
 
 def check_idempotency_key(value: str) -> str:

@@ -41,6 +41,7 @@ from agenda.common.web import (
     REQUEST_ID_HEADER,
     SECRET_HEADER,
     check_idempotency_key,
+    environ_key,
 )
 from agenda.gateway.routes import RouteTable
 
@@ -55,7 +56,7 @@ def fast_forward_middleware(app: flask.Flask, deps: Any, table: RouteTable) -> C
     from agenda.gateway.app import _PASS_REQUEST_HEADERS, _relay, unavailable_problem
 
     flask_wsgi = app.wsgi_app
-    passed = [(name, "HTTP_" + name.upper().replace("-", "_")) for name in _PASS_REQUEST_HEADERS]
+    passed = [(name, environ_key(name)) for name in _PASS_REQUEST_HEADERS]
 
     def to_flask(environ: dict[str, Any], start_response: Any, raw: bytes = b"") -> Any:
         if raw:

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agenda.calendar.store import Change, EventStore
 from agenda.common.service import shutdown
-from agenda.common.web import IDENTITY_HEADER, SECRET_HEADER
+from agenda.common.web import IDENTITY_HEADER, SECRET_HEADER, environ_key
 from agenda.db.client import DBClient
 from agenda.devstack.stack import free_ports
 from agenda.domain.model import Event, EventKind, Participation
@@ -163,7 +163,7 @@ def test_an_invitation_posted_to_the_user_service_reaches_the_invitees_channel(
     app = users_cli.build_app(users_cli.load(["--config", str(config)]))
     try:
         client = app.test_client()
-        client.environ_base["HTTP_" + SECRET_HEADER.upper().replace("-", "_")] = SECRET
+        client.environ_base[environ_key(SECRET_HEADER)] = SECRET
         alice, bob = name("alice"), name("bob")
         for user in (alice, bob):
             response = client.post("/v1/auth/register", json={"username": user, "password": PASSWORD})

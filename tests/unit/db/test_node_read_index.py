@@ -1,8 +1,7 @@
 """Node's ReadIndex rounds on the tick thread, over a scripted Raft and transport (no sockets).
 
-The round's decisions (`agenda.db.readindex`) are tested on their own; these tests cover how the node
-begins them, when it goes by the log instead, and how the held acks of an fsyncing follower carry the
-stamp of the AppendEntries they answer.
+The round's decisions and the transport's stamps (`tests/unit/db/test_readindex.py`) are tested on
+their own; these tests cover how the node begins the rounds and when it goes by the log instead.
 """
 
 from __future__ import annotations
@@ -12,13 +11,11 @@ from typing import Any
 import pytest
 
 import agenda.db.node as node_module
-from agenda.db.durability import DurableFileJournal
 from agenda.db.node import Node
 from agenda.db.peers import Peer
-from agenda.db.pysyncobj_adapter import FAIL_REASON, TransportBase
+from agenda.db.pysyncobj_adapter import FAIL_REASON
 from agenda.db.readindex import term_floor
 from agenda.db.tick import Waiter
-from agenda.db.transport import SEQ_KEY, DurableTransport
 
 TERM = 3
 FLOOR = term_floor(TERM)
@@ -83,6 +80,14 @@ def leader(raft: ScriptedRaft, clock: Clock, tmp_path: Any) -> Node:
     return node
 
 
+def reading(raft: ScriptedRaft, clock: Clock, tmp_path: Any) -> tuple[Node, Waiter]:
+    """A leader over `raft` and a reader whose round it has just begun."""
+    node = leader(raft, clock, tmp_path)
+    waiter = Waiter()
+    node._begin_read(waiter)
+    return node, waiter
+
+
 def served(waiter: Waiter) -> Any:
     """The outcome `waiter` got (without waiting), or None if it has none yet."""
     return waiter.error if waiter.wait(0) else None
@@ -92,9 +97,7 @@ def test_a_round_sends_append_entries_at_once_and_is_served_by_echoes_at_or_past
     clock: Clock, tmp_path: Any
 ) -> None:
     raft = ScriptedRaft()
-    node = leader(raft, clock, tmp_path)
-    waiter = Waiter()
-    node._begin_read(waiter)
+    node, waiter = reading(raft, clock, tmp_path)
     node._flush_leader(raft)  # type: ignore[arg-type]
     assert raft.sent == 1
     assert raft.noops == []
@@ -133,9 +136,7 @@ def test_a_read_goes_by_the_log_when_read_index_cannot_be_used(clock: Clock, tmp
 
 def test_a_round_cut_off_by_a_new_term_is_redone_by_the_log(clock: Clock, tmp_path: Any) -> None:
     raft = ScriptedRaft()
-    node = leader(raft, clock, tmp_path)
-    waiter = Waiter()
-    node._begin_read(waiter)
+    node, waiter = reading(raft, clock, tmp_path)
     raft.term = TERM + 2  # deposed and elected again before the round settled
     node._transport.acked.update(b=term_floor(TERM + 2), c=term_floor(TERM + 2))  # type: ignore[union-attr]
     node._settle_reads(raft)  # type: ignore[arg-type]
@@ -150,9 +151,7 @@ def test_a_slow_round_is_served_by_whichever_of_its_echoes_and_its_no_op_comes_f
     clock: Clock, tmp_path: Any
 ) -> None:
     raft = ScriptedRaft()
-    node = leader(raft, clock, tmp_path)
-    waiter = Waiter()
-    node._begin_read(waiter)
+    node, waiter = reading(raft, clock, tmp_path)
     clock.now += 0.2
     node._settle_reads(raft)  # type: ignore[arg-type]
     assert len(raft.noops) == 1
@@ -178,31 +177,5 @@ def test_a_single_member_is_served_in_the_same_tick(clock: Clock, tmp_path: Any)
 def test_a_member_that_is_not_leading_refuses_the_round(clock: Clock, tmp_path: Any) -> None:
     raft = ScriptedRaft()
     raft.leader = False
-    node = leader(raft, clock, tmp_path)
-    waiter = Waiter()
-    node._begin_read(waiter)
+    _, waiter = reading(raft, clock, tmp_path)
     assert served(waiter) == FAIL_REASON.NOT_LEADER
-
-
-def test_a_held_ack_carries_the_stamp_of_the_append_entries_it_answers(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    sent: list[dict[str, Any]] = []
-    monkeypatch.setattr(TransportBase.__mro__[1], "send", lambda _self, _node, message: sent.append(message))
-    link = object.__new__(DurableTransport)
-    link._held, link.next_seq, link.acked, link.echoed_at, link._answering = [], 0, {}, {}, None
-    link._last_ping = float("inf")  # no pings in after_tick
-    journal = object.__new__(DurableFileJournal)
-    journal._fsync, journal._dirty, journal.syncs = True, False, 0
-    link.raft_log = lambda: journal  # type: ignore[method-assign]
-    link.connection_timeout = lambda: 1.0  # type: ignore[method-assign]
-
-    def deliver(node: Any, message: Any) -> None:  # pysyncobj answering every AppendEntries
-        link.send(node, {"type": "next_node_idx", "next_node_idx": 5, "reset": False, "success": True})
-
-    link.deliver = deliver  # type: ignore[method-assign]
-    link.message_received("a", {"type": "append_entries", "term": 3, SEQ_KEY: 41})
-    link.message_received("a", {"type": "append_entries", "term": 3})  # an older leader: no stamp
-    assert sent == []  # held until the group commit
-    link.after_tick()
-    assert [m.get(SEQ_KEY) for m in sent] == [41, None]

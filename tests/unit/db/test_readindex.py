@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from agenda.db.durability import DurableFileJournal
 from agenda.db.pysyncobj_adapter import TransportBase
 from agenda.db.readindex import Once, ReadIndex, majority_echoed, term_floor
 from agenda.db.transport import SEQ_KEY, DurableTransport
@@ -155,13 +156,20 @@ def wire(monkeypatch: pytest.MonkeyPatch) -> Wire:
     return wire
 
 
-def transport(wire: Wire, answer: bool = False) -> DurableTransport:
-    """A DurableTransport without sockets or journal (acks are sent at once); when `answer`, pysyncobj
-    answers every AppendEntries it is handed with one next_node_idx to its sender."""
+def transport(wire: Wire, answer: bool = False, fsync: bool = False) -> DurableTransport:
+    """A DurableTransport without sockets; when `answer`, pysyncobj answers every AppendEntries it is
+    handed with one next_node_idx to its sender. Without `fsync` there is no journal and acks are sent
+    at once; with it they are held until `after_tick`'s group commit (of a journal with nothing to sync)."""
     link = object.__new__(DurableTransport)
     link._held, link.next_seq, link.acked, link.echoed_at, link._answering = [], 0, {}, {}, None
     link._unconfirmed = set()
-    link.raft_log = lambda: None  # type: ignore[method-assign]
+    journal = None
+    if fsync:
+        journal = object.__new__(DurableFileJournal)
+        journal._fsync, journal._dirty, journal.syncs = True, False, 0
+        link._last_ping = float("inf")  # no pings in after_tick
+        link.connection_timeout = lambda: 1.0  # type: ignore[method-assign]
+    link.raft_log = lambda: journal  # type: ignore[method-assign]
 
     def deliver(node: Any, message: Any) -> None:
         wire.delivered.append((node, dict(message)))
@@ -188,6 +196,15 @@ def test_a_follower_echoes_the_stamp_of_the_append_entries_it_answers(wire: Wire
     link.send("a", {"type": "next_node_idx", "next_node_idx": 5, "reset": False, "success": False})
     assert [m.get(SEQ_KEY) for _, m in wire.sent] == [41, None, None]
     assert [m["type"] for _, m in wire.delivered] == ["append_entries", "append_entries"]
+
+
+def test_a_held_ack_carries_the_stamp_of_the_append_entries_it_answers(wire: Wire) -> None:
+    link = transport(wire, answer=True, fsync=True)
+    link.message_received("a", {"type": "append_entries", "term": 3, SEQ_KEY: 41})
+    link.message_received("a", {"type": "append_entries", "term": 3})  # an older leader: no stamp
+    assert wire.sent == []  # held until the group commit
+    link.after_tick()
+    assert [m.get(SEQ_KEY) for _, m in wire.sent] == [41, None]
 
 
 def test_an_answer_to_another_member_is_not_stamped(wire: Wire) -> None:
