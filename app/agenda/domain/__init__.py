@@ -6,6 +6,7 @@ functions over plain data: no I/O, no Flask, no clock reads (callers pass `now`)
 identical in every copy of every service, deterministic under retries, and testable in milliseconds.
 
 Modules: `model` (dataclasses and their JSON form), `validation` (API input parsing that names the
-offending field), `rules` (conflicts, hierarchy, group fan-out, RSVP, privacy, free slots) and `ical`
-(a hand-written RFC 5545 exporter).
+offending field), `recurrence` (RRULE/RDATE/EXDATE and overridden occurrences, expanded in the series'
+time zone within bounds), `rules` (conflicts, hierarchy, group fan-out, RSVP, privacy, free slots) and
+`ical` (a hand-written RFC 5545 exporter).
 """

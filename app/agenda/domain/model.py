@@ -14,7 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    # Only for annotations: `recurrence` imports this module (its records use PartStat and the times'
+    # helpers), so this one loads it lazily, and only for records that recur.
+    from agenda.domain.recurrence import Override, Recurrence
 
 __all__ = [
     "Event",
@@ -151,6 +156,11 @@ class Event:
     so calendar clients replace their copy instead of keeping a stale one.
 
     The organizer is never in `participants`: organizing is itself the commitment.
+
+    A recurring event (a series) has a `recurrence`; its `start` and `end` are the first occurrence's
+    (iCalendar's DTSTART and DTEND), and `overrides` holds what differs for single occurrences, keyed by
+    recurrence-id (`agenda.domain.recurrence`). `recurrence_id` is set only on an occurrence expanded from
+    a series for a view (`agenda.domain.rules.instances`): such an instance is never stored.
     """
 
     id: str
@@ -168,6 +178,9 @@ class Event:
     status: EventStatus = EventStatus.CONFIRMED
     participants: Mapping[str, Participation] = field(default_factory=dict)
     sequence: int = 0
+    recurrence: Recurrence | None = None
+    overrides: Mapping[str, Override] = field(default_factory=dict)
+    recurrence_id: str | None = None
 
     def __post_init__(self) -> None:
         # Normalise here so every Event, however built, holds UTC times and plain enum values. What is
@@ -186,6 +199,10 @@ class Event:
         object.__setattr__(self, "participants", dict(self.participants))
         if self.organizer in self.participants:
             raise ValueError(f"organizer {self.organizer!r} must not also be a participant")
+        if self.overrides:
+            object.__setattr__(self, "overrides", dict(self.overrides))
+            if self.recurrence is None:
+                raise ValueError("only a recurring event has overridden occurrences")
 
     def involves(self, user: str) -> bool:
         """True when `user` organizes the event or was invited to it."""
@@ -219,11 +236,32 @@ class Event:
             "created": format_time(self.created),
             "updated": format_time(self.updated),
             "sequence": self.sequence,
+            # Only when there is something to say: records of plain events stay as they were.
+            **self._recurrence_dict(),
         }
+
+    def _recurrence_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.recurrence is not None:
+            data["recurrence"] = self.recurrence.to_dict()
+            if self.recurrence_id is None:
+                data["overrides"] = {rid: o.to_dict() for rid, o in sorted(self.overrides.items())}
+        if self.recurrence_id is not None:
+            data["recurrence_id"] = self.recurrence_id
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         participants = data.get("participants") or {}
+        recurring: dict[str, Any] = {}
+        if data.get("recurrence") is not None:
+            from agenda.domain.recurrence import Override, Recurrence  # see the TYPE_CHECKING import
+
+            recurring["recurrence"] = Recurrence.from_dict(data["recurrence"])
+            overrides = data.get("overrides") or {}
+            recurring["overrides"] = {rid: Override.from_dict(o) for rid, o in overrides.items()}
+        if data.get("recurrence_id") is not None:
+            recurring["recurrence_id"] = data["recurrence_id"]
         return cls(
             id=_require(data, "id", "event"),
             title=_require(data, "title", "event"),
@@ -240,6 +278,7 @@ class Event:
             status=EventStatus(data.get("status", EventStatus.CONFIRMED)),
             participants={user: Participation.from_dict(p) for user, p in participants.items()},
             sequence=int(data.get("sequence", 0)),
+            **recurring,
         )
 
 

@@ -23,6 +23,7 @@ from agenda.domain.model import (
     parse_stored_time,
     to_utc,
 )
+from agenda.domain.recurrence import Override, Recurrence
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 HAVANA = timezone(timedelta(hours=-5))
@@ -105,6 +106,53 @@ def test_event_from_dict_defaults_and_missing_keys() -> None:
     del data["title"]
     with pytest.raises(ValueError, match="'title'"):
         Event.from_dict(data)
+
+
+def test_a_recurring_event_round_trips_with_its_overrides() -> None:
+    recurrence = Recurrence("FREQ=WEEKLY;BYDAY=MO", (T0 + timedelta(days=2),), (), "Europe/Madrid")
+    overrides = {
+        "2026-12-03T10:00:00Z": Override(cancelled=True),
+        "2026-12-10T10:00:00Z": Override(
+            start=T0 + timedelta(days=14, hours=2),
+            end=T0 + timedelta(days=14, hours=3),
+            title="Later",
+            partstats={"bob": PartStat.DECLINED},
+        ),
+    }
+    event = make_event(
+        recurrence=recurrence, overrides=overrides, participants={"bob": Participation(PartStat.ACCEPTED)}
+    )
+    data = json.loads(json.dumps(event.to_dict()))
+    assert data["recurrence"] == {
+        "rrule": "FREQ=WEEKLY;BYDAY=MO",
+        "rdates": ["2026-11-28T10:00:00Z"],
+        "exdates": [],
+        "timezone": "Europe/Madrid",
+    }
+    assert data["overrides"]["2026-12-10T10:00:00Z"] == {
+        "start": "2026-12-10T12:00:00Z",
+        "end": "2026-12-10T13:00:00Z",
+        "title": "Later",
+        "partstats": {"bob": "declined"},
+    }
+    assert Event.from_dict(data) == event
+
+
+def test_a_plain_events_record_is_unchanged_and_old_records_load() -> None:
+    data = make_event().to_dict()
+    assert not {"recurrence", "overrides", "recurrence_id"} & set(data)
+    event = Event.from_dict({**data, "recurrence": None, "overrides": {}})
+    assert (event.recurrence, event.overrides, event.recurrence_id) == (None, {}, None)
+
+
+def test_only_a_series_has_overrides_and_an_occurrence_shows_its_recurrence_id() -> None:
+    with pytest.raises(ValueError, match="only a recurring event"):
+        make_event(overrides={"2026-11-26T10:00:00Z": Override(cancelled=True)})
+    occurrence = make_event(recurrence=Recurrence("FREQ=DAILY"), recurrence_id="2026-11-27T10:00:00Z")
+    data = occurrence.to_dict()
+    assert data["recurrence_id"] == "2026-11-27T10:00:00Z"
+    assert "overrides" not in data  # an occurrence's own override is already applied to it
+    assert Event.from_dict(data) == occurrence
 
 
 def test_participation_from_dict_rejects_bad_level() -> None:
