@@ -11,6 +11,15 @@
     copy of the event. ``<start>`` is RFC 3339 UTC (``2026-11-26T10:00:00Z``), which sorts as text, so
     a user's agenda between two instants is a single ordered range read starting at ``from - 31 days``
     (the longest possible event) and stopping at the first key starting at or after ``to``.
+``series/<username>/<last end>/<event_id>``
+    One index entry per user involved in a RECURRING event, instead of its ``agenda/`` entry, holding a
+    full copy of the series (rule, overrides and all). ``<last end>`` is RFC 3339 UTC of the latest
+    instant any occurrence can end (`agenda.domain.recurrence.series_end`: the last occurrence's end,
+    moved ones included, or the ten-year horizon's for an open-ended rule), so a user's agenda between
+    two instants reads, beside the ``agenda/`` range, the single range of series not over by ``from``
+    (starting at ``series/<username>/<from>``), whenever they began; a series is then expanded into its
+    occurrences in the window. Written in the same transaction as the event, like ``agenda/`` entries,
+    and moved (deleted and put) when its last end changes.
 ``notifications/<username>/<cursor>``
     One per notification (`notification_record`: `Notification.to_dict()` plus ``cursor``). The cursor is
     ``<20-digit microseconds since the epoch>.<notification id>``: sortable by time, unique, and the
@@ -37,6 +46,7 @@ import re
 from typing import Any, Final
 
 from agenda.domain.model import Event, Notification, format_time
+from agenda.domain.recurrence import series_end
 
 __all__ = [
     "NOTIFICATION_CURSOR",
@@ -45,10 +55,13 @@ __all__ = [
     "booking_key",
     "event_key",
     "group_key",
+    "index_key",
+    "index_tail",
     "membership_prefix",
     "notification_cursor",
     "notification_record",
     "notifications_prefix",
+    "series_prefix",
     "user_key",
 ]
 
@@ -67,6 +80,26 @@ def agenda_prefix(username: str) -> str:
 
 def agenda_key(username: str, event: Event) -> str:
     return f"{agenda_prefix(username)}{format_time(event.start)}/{event.id}"
+
+
+def series_prefix(username: str) -> str:
+    return f"series/{username}/"
+
+
+def index_tail(event: Event) -> str:
+    """What follows the user in `event`'s index keys: ``<start>/<id>``, or ``<last end>/<id>`` for a
+    series (its last end costs an expansion of the series: compute it once per record)."""
+    if event.recurrence is None:
+        return f"{format_time(event.start)}/{event.id}"
+    last = series_end(event.start, event.end, event.recurrence, event.overrides)
+    return f"{format_time(last)}/{event.id}"
+
+
+def index_key(username: str, event: Event, tail: str | None = None) -> str:
+    """Where `event` is indexed for `username`: ``series/`` for a recurring event, else ``agenda/``;
+    `tail` is `index_tail(event)` when the caller has it already."""
+    prefix = agenda_prefix(username) if event.recurrence is None else series_prefix(username)
+    return prefix + (index_tail(event) if tail is None else tail)
 
 
 def booking_key(username: str) -> str:

@@ -20,17 +20,19 @@ from typing import Any, Final
 
 from agenda.calendar.cas import Announce, Write, commit
 from agenda.calendar.layout import (
-    agenda_key,
     agenda_prefix,
     booking_key,
     event_key,
+    index_key,
+    index_tail,
     notifications_prefix,
+    series_prefix,
     user_key,
 )
 from agenda.db.client import DBClient, DBUnavailable, RevisionMismatch
 from agenda.db.txn import txn_compare, txn_delete, txn_get, txn_put
 from agenda.domain.model import Event, Notification, format_time
-from agenda.domain.rules import blocks, conflicts_for
+from agenda.domain.rules import Interval, blocks, conflict_window, conflicts_for
 from agenda.domain.validation import MAX_EVENT_DURATION
 
 __all__ = [
@@ -65,13 +67,32 @@ def _involved(event: Event | None) -> set[str]:
     return set() if event is None else {event.organizer, *event.participants}
 
 
+def _blocking(user: str, event: Event | None) -> tuple[Any, ...] | None:
+    """What of a series decides when it blocks `user`: its times, its rule, and per occurrence its
+    moves, cancellations and `user`'s own answers (other users' answers never block `user`)."""
+    if event is None:
+        return None
+    moved = tuple(
+        sorted(
+            (rid, o.start, o.end, o.cancelled, o.partstats.get(user)) for rid, o in event.overrides.items()
+        )
+    )
+    return (blocks(user, event), event.start, event.end, event.recurrence, moved)
+
+
 @dataclass(frozen=True)
 class Change:
-    """What a mutation of one event decided: the new record, notifications, and whose conflicts to check."""
+    """What a mutation of one event decided: the new record, notifications, and whose conflicts to check.
+
+    A series is checked within `agenda.domain.rules.conflict_window`: the year from its start, or from
+    `checked_from` (the caller's now) when that is later, so that a series that began long ago is checked
+    where it still happens.
+    """
 
     event: Event
     notifications: Sequence[Notification] = ()
     check_conflicts: Sequence[str] = ()
+    checked_from: datetime | None = None
 
 
 class EventStore:
@@ -120,11 +141,15 @@ class EventStore:
         return Event.from_dict(kv["value"]), int(kv["mod_revision"])
 
     def _iter_agenda(
-        self, username: str, start_key: str | None, revisions: list[int] | None = None
+        self,
+        username: str,
+        start_key: str | None,
+        revisions: list[int] | None = None,
+        prefix: str | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """The kvs of `username`'s agenda from `start_key` on, page by page; each page's revision (the
-        store's revision it was read at) is appended to `revisions` when given."""
-        prefix = agenda_prefix(username)
+        """The kvs of `username`'s agenda (or of another `prefix`) from `start_key` on, page by page;
+        each page's revision (the store's revision it was read at) is appended to `revisions` when given."""
+        prefix = prefix or agenda_prefix(username)
         start = start_key
         while True:
             page = self.db.range(prefix, start=start, limit=_PAGE)
@@ -138,7 +163,9 @@ class EventStore:
     def agenda(
         self, username: str, range_start: datetime | None = None, range_end: datetime | None = None
     ) -> list[Event]:
-        """`username`'s indexed events overlapping [range_start, range_end) (everything when unbounded)."""
+        """`username`'s indexed events overlapping [range_start, range_end) (everything when unbounded):
+        plain events in start order, then the series that may have an occurrence there, as records
+        (`agenda.domain.rules.expand` turns them into occurrences)."""
         return self._agenda(username, range_start, range_end)[0]
 
     def _agenda(
@@ -160,6 +187,13 @@ class EventStore:
             if range_start is not None and event.end <= range_start:
                 continue
             events.append(event)
+        # Series that are not over by range_start, whenever they began (keyed by their last end).
+        series = series_prefix(username)
+        series_start = None if range_start is None else series + format_time(range_start)
+        for kv in self._iter_agenda(username, series_start, revisions, series):
+            event = Event.from_dict(kv["value"])
+            if range_end is None or event.start < range_end:
+                events.append(event)
         return events, min(revisions)
 
     def notifications(self, username: str, since: str | None, limit: int) -> list[dict[str, Any]]:
@@ -184,9 +218,10 @@ class EventStore:
         """
         guards: dict[str, int] = {}
         new = change.event
+        window = conflict_window(new, change.checked_from)
         for user in change.check_conflicts:
-            existing, revision = self._agenda(user, new.start, new.end)
-            hits = conflicts_for(user, new, existing)
+            existing, revision = self._agenda(user, window.start, window.end)
+            hits = conflicts_for(user, new, existing, window=Interval(*window))
             if hits:
                 raise EventConflict(user, hits)
             guards[user] = revision
@@ -198,16 +233,26 @@ class EventStore:
         new = change.event
         value = new.to_dict()
         ops = [txn_put(event_key(new.id), value)]
+        recurring = new.recurrence is not None or (old is not None and old.recurrence is not None)
+        # Index keys are computed once per record: a series' key needs its last end (an expansion).
+        old_tail = None if old is None else index_tail(old)
+        new_tail = index_tail(new)
         for user in sorted(_involved(old) | _involved(new)):
-            old_key = agenda_key(user, old) if old is not None and user in _involved(old) else None
-            new_key = agenda_key(user, new) if user in _involved(new) else None
+            old_key = None
+            if old is not None and user in _involved(old):
+                old_key = index_key(user, old, old_tail)
+            new_key = index_key(user, new, new_tail) if user in _involved(new) else None
             if old_key is not None and old_key != new_key:
                 ops.append(txn_delete(old_key))
             if new_key is not None:
                 ops.append(txn_put(new_key, value))
-            was = old is not None and blocks(user, old)
-            moved = old is not None and (old.start, old.end) != (new.start, new.end)
-            if blocks(user, new) != was or (was and moved) or user in change.check_conflicts:
+            if recurring:
+                guard = _blocking(user, old) != _blocking(user, new)
+            else:
+                was = old is not None and blocks(user, old)
+                moved = old is not None and (old.start, old.end) != (new.start, new.end)
+                guard = blocks(user, new) != was or (was and moved)
+            if guard or user in change.check_conflicts:
                 ops.append(txn_put(booking_key(user), {"event": new.id, "sequence": new.sequence}))
         return ops
 

@@ -65,7 +65,9 @@ __all__ = [
     "Recurrence",
     "Rule",
     "horizon_end",
+    "is_occurrence",
     "occurrences",
+    "original_starts",
     "parse_override",
     "parse_recurrence",
     "parse_recurrence_id",
@@ -494,6 +496,17 @@ def _original_starts(start: datetime, recurrence: Recurrence, stop: datetime) ->
             continue
         previous = moment
         yield moment
+
+
+def original_starts(start: datetime, recurrence: Recurrence, stop: datetime) -> list[datetime]:
+    """The original starts (recurrence-ids as instants) of the series' occurrences before `stop`."""
+    return list(_original_starts(start, recurrence, stop))
+
+
+def is_occurrence(start: datetime, recurrence: Recurrence, recurrence_id: str) -> bool:
+    """Whether `recurrence_id` (stored form) is an occurrence of the series starting at `start`."""
+    original = parse_stored_time(recurrence_id)
+    return original in _original_starts(start, recurrence, _plus(original, timedelta(seconds=1)))
 
 
 def occurrences(

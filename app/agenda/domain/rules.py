@@ -20,15 +20,26 @@ Decisions taken here (the specification left them open):
   the same notifications again instead of duplicates.
 * The privacy mask also shows full details to a viewer who organizes or was invited to the event:
   they see it in their own agenda anyway.
+* Recurring events are seen as their occurrences (`instances`): each is an `Event` with the
+  occurrence's times, details and answers and its `recurrence_id`, so every rule above applies to one
+  occurrence as to a plain event. A series is checked for conflicts within `CONFLICT_HORIZON` (366
+  days) from its start or from now, whichever is later (`conflict_window`): clashes further out are
+  not found when booking, only flagged in the agenda when that time is listed. Two occurrences of one
+  series never conflict with each other.
+* One occurrence may be answered (`apply_response(..., occurrence=)`), changed or cancelled alone; the
+  answer is kept in its `Override` and wins over the series' answer for that occurrence only. In a
+  flat group the occurrence's status follows from its own answers: a decline cancels that occurrence,
+  not the series.
 """
 
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from agenda.domain.model import (
     Event,
@@ -43,9 +54,18 @@ from agenda.domain.model import (
     format_time,
     to_utc,
 )
-from agenda.domain.validation import MAX_GROUP_MEMBERS
+from agenda.domain.recurrence import (
+    Occurrence,
+    Override,
+    horizon_end,
+    is_occurrence,
+    occurrences,
+    original_starts,
+)
+from agenda.domain.validation import MAX_EVENT_DURATION, MAX_GROUP_MEMBERS, MAX_QUERY_RANGE, ValidationError
 
 __all__ = [
+    "CONFLICT_HORIZON",
     "Fanout",
     "Interval",
     "RuleError",
@@ -55,20 +75,30 @@ __all__ = [
     "can_invite",
     "can_remove",
     "cancel_event",
+    "cancel_occurrence",
     "change_notifications",
+    "change_occurrence",
     "check_invite",
     "check_remove",
+    "conflict_window",
     "conflicts_for",
     "consensus_required",
+    "expand",
     "flag_conflicts",
     "free_slots",
     "group_event_participation",
+    "instance_key",
+    "instances",
     "invitation_notifications",
     "is_senior",
     "notification_id",
     "overlaps",
+    "prune_overrides",
     "visible_block",
 ]
+
+# How far ahead a series' occurrences are checked for conflicts when it is booked (see the module).
+CONFLICT_HORIZON: Final = MAX_QUERY_RANGE
 
 
 class RuleError(Exception):
@@ -117,47 +147,154 @@ def _shows(user: str, event: Event) -> bool:
     return status is not None and status is not PartStat.DECLINED
 
 
-def conflicts_for(user: str, candidate: Event, existing: Iterable[Event]) -> list[str]:
+def _participants_at(event: Event, override: Override | None) -> dict[str, Participation]:
+    """The series' participations with the occurrence's own answers in place of theirs."""
+    if override is None or not override.partstats:
+        return dict(event.participants)
+    merged = dict(event.participants)
+    for user, status in override.partstats.items():
+        current = merged.get(user)
+        if current is not None:
+            merged[user] = Participation(status, current.level)
+    return merged
+
+
+def _status_at(event: Event, participants: Mapping[str, Participation]) -> EventStatus:
+    # A flat-group occurrence with answers of its own is decided by them, as the series is by its own.
+    if event.status is EventStatus.CANCELLED or not consensus_required(event):
+        return event.status
+    return _consensus_status(participants)
+
+
+def _instance(event: Event, occurrence: Occurrence) -> Event:
+    override = occurrence.override
+    participants = _participants_at(event, override)
+    details = {}
+    if override is not None:
+        details = {
+            name: getattr(override, name)
+            for name in ("title", "description", "location")
+            if getattr(override, name) is not None
+        }
+    return replace(
+        event,
+        start=occurrence.start,
+        end=occurrence.end,
+        participants=participants,
+        status=_status_at(event, participants) if override is not None else event.status,
+        overrides={},
+        recurrence_id=occurrence.recurrence_id,
+        **details,
+    )
+
+
+def instances(event: Event, window_start: datetime, window_end: datetime) -> list[Event]:
+    """`event` as it happens in [window_start, window_end): a plain event itself if it overlaps, a
+    series one `Event` per occurrence (`Event.recurrence_id` set), in the order of their original starts."""
+    if event.recurrence is None:
+        return [event] if event.start < window_end and event.end > window_start else []
+    found = occurrences(event.start, event.end, event.recurrence, window_start, window_end, event.overrides)
+    return [_instance(event, occurrence) for occurrence in found]
+
+
+def expand(events: Iterable[Event], window_start: datetime, window_end: datetime) -> list[Event]:
+    """Every event's `instances` in the window. Plain events keep their order (an agenda's is by start)
+    and nothing is sorted unless a series was expanded: then all by (start, id, recurrence-id)."""
+    listed: list[Event] = []
+    recurring = False
+    for event in events:
+        if event.recurrence is None:
+            if event.start < window_end and event.end > window_start:
+                listed.append(event)
+        else:
+            recurring = True
+            listed.extend(instances(event, window_start, window_end))
+    if recurring:
+        listed.sort(key=lambda e: (e.start, e.id, e.recurrence_id or ""))
+    return listed
+
+
+def conflict_window(event: Event, now: datetime | None = None) -> Interval:
+    """The span within which `event` is checked for conflicts: a plain event's own; for a series, the
+    `CONFLICT_HORIZON` from its start, or from `now` when the series began earlier."""
+    if event.recurrence is None:
+        return Interval(event.start, event.end)
+    begin = event.start if now is None else max(event.start, now)
+    return Interval(begin, begin + CONFLICT_HORIZON)
+
+
+def _order(event: Event) -> tuple[datetime, datetime, str, str]:
+    return (event.start, event.end, event.id, event.recurrence_id or "")
+
+
+def conflicts_for(
+    user: str, candidate: Event, existing: Iterable[Event], *, window: Interval | None = None
+) -> list[str]:
     """Ids of `user`'s commitments (see `blocks`) that overlap `candidate`, in start order.
 
     Used before creating an event or accepting an invitation; `candidate` itself is skipped so that
-    re-checking a stored event (e.g. when moving it) does not report it against itself.
+    re-checking a stored event (e.g. when moving it) does not report it against itself. Series, on
+    either side, are compared occurrence by occurrence within `window` (default `conflict_window`);
+    of a candidate series only the occurrences that would commit `user` are checked.
     """
-    hits = [
-        event
-        for event in existing
-        if event.id != candidate.id
-        and blocks(user, event)
-        and overlaps(candidate.start, candidate.end, event.start, event.end)
-    ]
-    hits.sort(key=lambda e: (e.start, e.end, e.id))
-    return [e.id for e in hits]
+    span = window or conflict_window(candidate)
+    wanted = instances(candidate, *span)
+    if candidate.recurrence is not None:
+        wanted = [w for w in wanted if blocks(user, w)]
+    wanted.sort(key=_order)
+    wanted_starts = [w.start for w in wanted]
+    hits = []
+    for event in existing:
+        if event.id == candidate.id:
+            continue
+        for commitment in instances(event, *span) if event.recurrence is not None else [event]:
+            if not blocks(user, commitment):
+                continue
+            # Candidates starting before the commitment ends and, since none lasts longer than
+            # MAX_EVENT_DURATION, not so long before it starts: only those can overlap it.
+            earliest = commitment.start - MAX_EVENT_DURATION
+            for index in range(bisect_left(wanted_starts, commitment.end) - 1, -1, -1):
+                mine = wanted[index]
+                if mine.start < earliest:
+                    break
+                if overlaps(mine.start, mine.end, commitment.start, commitment.end):
+                    hits.append(commitment)
+                    break
+    hits.sort(key=_order)
+    return list(dict.fromkeys(e.id for e in hits))
+
+
+def instance_key(event: Event) -> str:
+    """What tells apart the events listed in one agenda: the id, and the recurrence-id of an occurrence."""
+    return event.id if event.recurrence_id is None else f"{event.id}@{event.recurrence_id}"
 
 
 def flag_conflicts(user: str, events: Iterable[Event]) -> dict[str, list[str]]:
     """For each event in `user`'s agenda view (not cancelled, not declined by them), the ids of the
-    other such events overlapping it, in start order; events without conflicts map to [].
+    other such events overlapping it, in start order; events without conflicts map to []. The keys are
+    `instance_key`s (the id, for a plain event): give it occurrences (`expand`), not series.
 
     Sort and sweep with a heap of events still running: O(n log n + k) for k reported pairs, since an
     agenda query may cover a year of a busy user's events.
     """
     listed = [e for e in events if _shows(user, e)]
-    flags: dict[str, list[str]] = {e.id: [] for e in listed}
+    flags: dict[str, list[str]] = {instance_key(e): [] for e in listed}
     # Empty events overlap nothing; leaving them out keeps the sweep's invariant simple.
-    shown = sorted((e for e in listed if e.start < e.end), key=lambda e: (e.start, e.end, e.id))
+    shown = sorted((e for e in listed if e.start < e.end), key=_order)
+    clashes: dict[str, list[Event]] = {}
     running: list[tuple[datetime, int, Event]] = []  # (end, tiebreak, event) still open
     for index, event in enumerate(shown):
         while running and running[0][0] <= event.start:
             heapq.heappop(running)
         # Every event still running started no later than this one and ends after it starts.
         for _, _, other in running:
-            if other.id != event.id:
-                flags[other.id].append(event.id)
-                flags[event.id].append(other.id)
+            if other.id != event.id:  # nor does a series clash with itself
+                clashes.setdefault(instance_key(other), []).append(event)
+                clashes.setdefault(instance_key(event), []).append(other)
         heapq.heappush(running, (event.end, index, event))
-    order = {e.id: (e.start, e.end, e.id) for e in shown}
-    for ids in flags.values():
-        ids.sort(key=order.__getitem__)
+    for key, others in clashes.items():
+        others.sort(key=_order)
+        flags[key] = list(dict.fromkeys(e.id for e in others))
     return flags
 
 
@@ -335,7 +472,7 @@ def _everyone(event: Event) -> list[str]:
 
 
 def apply_response(
-    event: Event, user: str, status: PartStat, *, now: datetime
+    event: Event, user: str, status: PartStat, *, now: datetime, occurrence: str | None = None
 ) -> tuple[Event, list[Notification]]:
     """Record `user`'s answer to `event`; return the revised event and the notifications to store.
 
@@ -344,6 +481,9 @@ def apply_response(
     of a confirmed event falling back to tentative. Repeating the recorded answer changes nothing and
     notifies nobody, so retries are harmless. Raises `RuleError` for non-participants, for
     "needs-action" (not an answer) and for answers to a cancelled event.
+
+    With `occurrence` (a recurrence-id) the answer is for that occurrence of the series only (see
+    `_answer_occurrence`); a `ValidationError` on ``occurrence`` says it is not one.
     """
     status = PartStat(status)
     if status is PartStat.NEEDS_ACTION:
@@ -356,6 +496,8 @@ def apply_response(
         raise RuleError(
             "not-a-participant", f"{user} {detail} this event and cannot answer it", forbidden=True
         )
+    if occurrence is not None:
+        return _answer_occurrence(event, user, current, status, occurrence, now)
     if current.status is status:
         return event, []
     if event.status is EventStatus.CANCELLED:
@@ -378,6 +520,111 @@ def apply_response(
         }[new_status]
         notes += _notify(revised, kind, _everyone(revised), now, detail)
     return revised, notes
+
+
+def _check_occurrence(event: Event, recurrence_id: str, field: str = "occurrence") -> Override | None:
+    """The occurrence's override; raise ValidationError(field) unless it is a live occurrence."""
+    if event.recurrence is None:
+        raise ValidationError(field, "is only for a recurring event")
+    override = event.overrides.get(recurrence_id)
+    if not is_occurrence(event.start, event.recurrence, recurrence_id):
+        raise ValidationError(field, f"{recurrence_id} is not an occurrence of the event")
+    return override
+
+
+_STATUS_NOTES: Final = {
+    EventStatus.CONFIRMED: NotificationKind.CONFIRMED,
+    EventStatus.CANCELLED: NotificationKind.CANCELLED,
+    EventStatus.TENTATIVE: NotificationKind.CHANGED,
+}
+
+
+def _answer_occurrence(
+    event: Event, user: str, series: Participation, status: PartStat, recurrence_id: str, now: datetime
+) -> tuple[Event, list[Notification]]:
+    """`user`'s answer to one occurrence, kept in its override (and dropped from it when it is the
+    series' answer again). A flat-group occurrence is confirmed, cancelled or back to tentative by its
+    own answers, and everyone is told; cancelled occurrences take no answers, as cancelled events."""
+    override = _check_occurrence(event, recurrence_id)
+    if override is not None and override.cancelled:
+        raise RuleError("event-cancelled", f"the occurrence {recurrence_id} is cancelled")
+    answered = (override.partstats.get(user) if override is not None else None) or series.status
+    if answered is status:
+        return event, []
+    before = _status_at(event, _participants_at(event, override))
+    if event.status is EventStatus.CANCELLED or before is EventStatus.CANCELLED:
+        raise RuleError("event-cancelled", "the occurrence is cancelled and no longer takes answers")
+    partstats = dict(override.partstats) if override is not None else {}
+    if status is series.status:
+        partstats.pop(user, None)
+    else:
+        partstats[user] = status
+    changed = replace(override or Override(), partstats=partstats)
+    overrides = dict(event.overrides)
+    if changed.empty:
+        overrides.pop(recurrence_id, None)
+    else:
+        overrides[recurrence_id] = changed
+    revised = event.revised(now, overrides=overrides)
+    what = f"the occurrence of {recurrence_id}"
+    notes = _notify(
+        revised, NotificationKind.RESPONDED, [event.organizer], now, f"{user} {status.value} {what}"
+    )
+    after = _status_at(event, _participants_at(event, changed))
+    if after is not before:
+        notes += _notify(revised, _STATUS_NOTES[after], _everyone(revised), now, f"{what} is {after.value}")
+    return revised, notes
+
+
+def cancel_occurrence(
+    event: Event, actor: str, recurrence_id: str, *, now: datetime
+) -> tuple[Event, list[Notification]]:
+    """The organizer cancels one occurrence (its override says so); every participant is told. Twice
+    is a no-op. Raises ValidationError on ``occurrence`` unless it is one."""
+    if actor != event.organizer:
+        raise RuleError("organizer-only", "only the organizer may cancel an occurrence", forbidden=True)
+    override = _check_occurrence(event, recurrence_id)
+    if event.status is EventStatus.CANCELLED or (override is not None and override.cancelled):
+        return event, []
+    overrides = {**event.overrides, recurrence_id: replace(override or Override(), cancelled=True)}
+    revised = event.revised(now, overrides=overrides)
+    detail = f"{actor} cancelled the occurrence of {recurrence_id}"
+    return revised, _notify(revised, NotificationKind.CANCELLED, revised.participants, now, detail)
+
+
+def change_occurrence(
+    event: Event, actor: str, recurrence_id: str, changes: Override, *, now: datetime
+) -> Event | None:
+    """`event` with one occurrence moved or its details changed (what `changes` sets), or None when
+    that changes nothing. Organizer only; raises ValidationError on ``occurrence`` unless it is a live
+    occurrence. The caller tells the participants (`change_notifications`)."""
+    if actor != event.organizer:
+        raise RuleError("organizer-only", "only the organizer may change an occurrence", forbidden=True)
+    override = _check_occurrence(event, recurrence_id) or Override()
+    if override.cancelled:
+        raise RuleError("event-cancelled", f"the occurrence {recurrence_id} is cancelled")
+    merged = replace(
+        override,
+        **{
+            name: getattr(changes, name)
+            for name in ("start", "end", "title", "description", "location")
+            if getattr(changes, name) is not None
+        },
+    )
+    if merged == override:
+        return None
+    return event.revised(now, overrides={**event.overrides, recurrence_id: merged})
+
+
+def prune_overrides(event: Event) -> dict[str, Override]:
+    """The overrides of `event` that still name one of its occurrences (after its start or rule changed,
+    an override of an occurrence that no longer exists is dropped with its answers)."""
+    if event.recurrence is None or not event.overrides:
+        return {}
+    starts = {
+        format_time(t) for t in original_starts(event.start, event.recurrence, horizon_end(event.start))
+    }
+    return {rid: o for rid, o in event.overrides.items() if rid in starts}
 
 
 def invitation_notifications(event: Event, now: datetime) -> list[Notification]:
@@ -442,6 +689,8 @@ def visible_block(viewer: str, member: str, event: Event, group: Group) -> dict[
         return {"start": format_time(event.start), "end": format_time(event.end), "busy": True}
     data = event.to_dict()
     block = {key: data[key] for key in _FULL_FIELDS}
+    if event.recurrence_id is not None:
+        block["recurrence_id"] = event.recurrence_id
     block["busy"] = True
     return block
 

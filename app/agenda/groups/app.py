@@ -50,6 +50,7 @@ from agenda.domain.rules import (
     busy_intervals,
     check_invite,
     check_remove,
+    expand,
     free_slots,
     group_event_participation,
     invitation_notifications,
@@ -275,8 +276,11 @@ def create_group_event(group_id: str) -> Any:
 
 
 def _members_events(group: Group, start: datetime, end: datetime) -> dict[str, list[Event]]:
+    """Each active member's commitments in [start, end): plain events and occurrences of series."""
     return {
-        member: [e for e in _deps().events.agenda(member, start, end) if e.start < end and blocks(member, e)]
+        member: [
+            e for e in expand(_deps().events.agenda(member, start, end), start, end) if blocks(member, e)
+        ]
         for member in group.active_members()
     }
 

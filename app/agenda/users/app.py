@@ -52,7 +52,9 @@ from agenda.domain.rules import (
     apply_response,
     cancel_event,
     change_notifications,
+    expand,
     flag_conflicts,
+    instance_key,
     invitation_notifications,
 )
 from agenda.domain.validation import (
@@ -232,10 +234,15 @@ _LISTING_ARGS: Final = ("from", "to")
 
 
 def _listing(store: EventStore, me: str, start: datetime, end: datetime) -> dict[str, Any]:
-    """`me`'s agenda in [start, end), each event with the ids of the ones clashing with it."""
-    events = [e for e in store.agenda(me, start, end) if e.start < end]
+    """`me`'s agenda in [start, end), each event (each occurrence of a series) with the ids of the
+    ones clashing with it."""
+    events = expand(store.agenda(me, start, end), start, end)
     flags = flag_conflicts(me, events)
-    listed = [event_view(e, me, flags[e.id]) for e in events if e.id in flags]
+    listed = []
+    for event in events:
+        key = instance_key(event)
+        if key in flags:
+            listed.append(event_view(event, me, flags[key]))
     return {"from": format_time(start), "to": format_time(end), "events": listed}
 
 
@@ -357,9 +364,10 @@ def conflicts() -> Any:
     check_args({"from", "to"})
     me = current_user()
     start, end = query_range()
-    events = [e for e in _deps().store.agenda(me, start, end) if e.start < end]
+    events = expand(_deps().store.agenda(me, start, end), start, end)
     flags = flag_conflicts(me, events)
-    return {"conflicts": [event_view(e, me, flags[e.id]) for e in events if flags.get(e.id)]}
+    listed = [event_view(e, me, flags[instance_key(e)]) for e in events if flags.get(instance_key(e))]
+    return {"conflicts": listed}
 
 
 @events_bp.get("/v1/notifications")
