@@ -93,6 +93,8 @@ class Change:
     notifications: Sequence[Notification] = ()
     check_conflicts: Sequence[str] = ()
     checked_from: datetime | None = None
+    # Check only there instead (one occurrence answered or moved: the others are as they were).
+    checked_within: Interval | None = None
 
 
 class EventStore:
@@ -127,6 +129,11 @@ class EventStore:
     def get_user(self, username: str) -> dict[str, Any] | None:
         kv = self.db.get(user_key(username))
         return None if kv is None else kv["value"]
+
+    def timezone_of(self, username: str) -> str:
+        """The account's IANA time zone ("UTC" when it has none, or no longer exists)."""
+        record = self.get_user(username)
+        return "UTC" if record is None else str(record.get("timezone") or "UTC")
 
     def missing_users(self, usernames: Iterable[str]) -> list[str]:
         """The usernames among `usernames` that have no account."""
@@ -218,7 +225,7 @@ class EventStore:
         """
         guards: dict[str, int] = {}
         new = change.event
-        window = conflict_window(new, change.checked_from)
+        window = change.checked_within or conflict_window(new, change.checked_from)
         for user in change.check_conflicts:
             existing, revision = self._agenda(user, window.start, window.end)
             hits = conflicts_for(user, new, existing, window=Interval(*window))

@@ -60,6 +60,7 @@ __all__ = [
     "MAX_INTERVAL",
     "MAX_OVERRIDES",
     "MAX_RDATES",
+    "MAX_RRULE_LENGTH",
     "Occurrence",
     "Override",
     "Recurrence",
@@ -72,6 +73,7 @@ __all__ = [
     "parse_recurrence",
     "parse_recurrence_id",
     "parse_rrule",
+    "recheck",
     "series_end",
 ]
 
@@ -637,30 +639,45 @@ def parse_recurrence(
     return Recurrence(recurrence.rrule, recurrence.rdates, tuple(exdates), timezone)
 
 
-def parse_override(value: Any, *, field: str) -> Override:
-    """An override's changes from a request: start and end (together), title, description, location."""
-    body = _object(value, field)
+def parse_override(value: Any, *, field: str = "") -> Override:
+    """An override's changes from a request: start and end (together), title, description, location.
+    Errors name ``<field>.<key>``, or just the key when `field` is empty (the fields of a whole body)."""
+
+    def name(key: str) -> str:
+        return f"{field}.{key}" if field else key
+
+    body = _object(value, field or "body")
     allowed = ("start", "end", "title", "description", "location")
     for key in body:
         if key not in allowed:
-            raise ValidationError(f"{field}.{key}", f"is not an occurrence field ({', '.join(allowed)})")
+            raise ValidationError(name(key), f"is not an occurrence field ({', '.join(allowed)})")
     start = end = None
     if "start" in body or "end" in body:
         if "start" not in body or "end" not in body:
-            raise ValidationError(
-                f"{field}.{'end' if 'start' in body else 'start'}", "is required to move it"
-            )
-        start, end = parse_time(body["start"], f"{field}.start"), parse_time(body["end"], f"{field}.end")
+            raise ValidationError(name("end" if "start" in body else "start"), "is required to move it")
+        start, end = parse_time(body["start"], name("start")), parse_time(body["end"], name("end"))
         if end <= start:
-            raise ValidationError(f"{field}.end", "must be after the occurrence's start")
+            raise ValidationError(name("end"), "must be after the occurrence's start")
         if end - start > MAX_EVENT_DURATION:
-            raise ValidationError(f"{field}.end", f"must be at most {MAX_EVENT_DURATION.days} days after it")
-    return Override(
-        start=start,
-        end=end,
-        title=None if "title" not in body else validate_title(body["title"], f"{field}.title"),
-        description=None
-        if "description" not in body
-        else validate_description(body["description"], f"{field}.description"),
-        location=None if "location" not in body else validate_location(body["location"], f"{field}.location"),
-    )
+            raise ValidationError(name("end"), f"must be at most {MAX_EVENT_DURATION.days} days after it")
+    text = {
+        key: check(body[key], name(key))
+        for key, check in (
+            ("title", validate_title),
+            ("description", validate_description),
+            ("location", validate_location),
+        )
+        if key in body
+    }
+    return Override(start=start, end=end, **text)
+
+
+def recheck(
+    recurrence: Recurrence, *, start: datetime, end: datetime, field: str = "recurrence"
+) -> Recurrence:
+    """`recurrence` checked again for a series moved to [start, end) (as `parse_recurrence` checks it);
+    EXDATEs that are no longer occurrences are dropped rather than refused."""
+    checked = parse_recurrence({**recurrence.to_dict(), "exdates": []}, start=start, end=end, field=field)
+    starts = set(_original_starts(start, checked, horizon_end(start)))
+    kept = tuple(t for t in recurrence.exdates if t in starts)
+    return Recurrence(checked.rrule, checked.rdates, kept, checked.timezone)

@@ -52,9 +52,11 @@ from agenda.domain.model import (
     PartStat,
     Visibility,
     format_time,
+    parse_stored_time,
     to_utc,
 )
 from agenda.domain.recurrence import (
+    MAX_OVERRIDES,
     Occurrence,
     Override,
     horizon_end,
@@ -92,6 +94,7 @@ __all__ = [
     "invitation_notifications",
     "is_senior",
     "notification_id",
+    "occurrence_span",
     "overlaps",
     "prune_overrides",
     "visible_block",
@@ -522,6 +525,30 @@ def apply_response(
     return revised, notes
 
 
+def _with_override(event: Event, recurrence_id: str, override: Override) -> dict[str, Override]:
+    """`event`'s overrides with `override` for `recurrence_id` (none if it changes nothing), bounded:
+    every override is copied into each involved user's index entry, so their number is capped."""
+    overrides = dict(event.overrides)
+    if override.empty:
+        overrides.pop(recurrence_id, None)
+        return overrides
+    if recurrence_id not in overrides and len(overrides) >= MAX_OVERRIDES:
+        raise RuleError(
+            "too-many-overrides", f"a series may have at most {MAX_OVERRIDES} occurrences of its own"
+        )
+    overrides[recurrence_id] = override
+    return overrides
+
+
+def occurrence_span(event: Event, recurrence_id: str) -> Interval:
+    """Where the occurrence `recurrence_id` of the series `event` is: moved, or at its original start."""
+    override = event.overrides.get(recurrence_id)
+    if override is not None and override.start is not None and override.end is not None:
+        return Interval(override.start, override.end)
+    original = parse_stored_time(recurrence_id)
+    return Interval(original, original + (event.end - event.start))
+
+
 def _check_occurrence(event: Event, recurrence_id: str, field: str = "occurrence") -> Override | None:
     """The occurrence's override; raise ValidationError(field) unless it is a live occurrence."""
     if event.recurrence is None:
@@ -560,12 +587,7 @@ def _answer_occurrence(
     else:
         partstats[user] = status
     changed = replace(override or Override(), partstats=partstats)
-    overrides = dict(event.overrides)
-    if changed.empty:
-        overrides.pop(recurrence_id, None)
-    else:
-        overrides[recurrence_id] = changed
-    revised = event.revised(now, overrides=overrides)
+    revised = event.revised(now, overrides=_with_override(event, recurrence_id, changed))
     what = f"the occurrence of {recurrence_id}"
     notes = _notify(
         revised, NotificationKind.RESPONDED, [event.organizer], now, f"{user} {status.value} {what}"
@@ -586,7 +608,7 @@ def cancel_occurrence(
     override = _check_occurrence(event, recurrence_id)
     if event.status is EventStatus.CANCELLED or (override is not None and override.cancelled):
         return event, []
-    overrides = {**event.overrides, recurrence_id: replace(override or Override(), cancelled=True)}
+    overrides = _with_override(event, recurrence_id, replace(override or Override(), cancelled=True))
     revised = event.revised(now, overrides=overrides)
     detail = f"{actor} cancelled the occurrence of {recurrence_id}"
     return revised, _notify(revised, NotificationKind.CANCELLED, revised.participants, now, detail)
@@ -613,7 +635,7 @@ def change_occurrence(
     )
     if merged == override:
         return None
-    return event.revised(now, overrides={**event.overrides, recurrence_id: merged})
+    return event.revised(now, overrides=_with_override(event, recurrence_id, merged))
 
 
 def prune_overrides(event: Event) -> dict[str, Override]:

@@ -15,6 +15,7 @@ from typing import Any, Final
 from agenda.calendar import MAX_INVITEES
 from agenda.common.web import IDEMPOTENCY_HEADER, IDEMPOTENCY_KEY_SCHEMA
 from agenda.domain.model import EventKind, EventStatus, MemberState, NotificationKind, PartStat, Visibility
+from agenda.domain.recurrence import MAX_EXDATES, MAX_RDATES, MAX_RRULE_LENGTH
 from agenda.domain.validation import (
     MAX_DESCRIPTION,
     MAX_DISPLAY_NAME,
@@ -131,6 +132,40 @@ _EVENT_PROPS: Final = {
     "location": _line(0, MAX_LOCATION),
     "visibility": _enum(Visibility),
 }
+# What a client sends (agenda.domain.recurrence.parse_recurrence) and what an event shows.
+_RECURRENCE: Final = {
+    **_obj(
+        [],
+        {
+            "rrule": {
+                "type": ["string", "null"],
+                "maxLength": MAX_RRULE_LENGTH,
+                "description": "RFC 5545 RRULE, at most daily, e.g. FREQ=WEEKLY;BYDAY=MO,WE",
+            },
+            "rdates": _array(_TIME, max_items=MAX_RDATES),
+            "exdates": _array(_TIME, max_items=MAX_EXDATES),
+            "timezone": {
+                "type": "string",
+                "description": "IANA zone the rule follows (default: the account's)",
+            },
+        },
+    ),
+    "description": "How the event recurs; its start and end are the first occurrence's",
+}
+_OCCURRENCE: Final = {**_TIME, "description": "an occurrence's recurrence-id: its original start"}
+_OVERRIDE: Final = _obj(
+    [],
+    {
+        "start": _TIME,
+        "end": _TIME,
+        "title": _S,
+        "description": _S,
+        "location": _S,
+        "cancelled": {"type": "boolean"},
+        "partstats": {"type": "object", "additionalProperties": _enum(PartStat)},
+    },
+    closed=False,
+)
 _CREDENTIALS: Final = {
     "username": _USERNAME,
     "password": {
@@ -185,6 +220,11 @@ _EVENT: Final = {
     ),
 }
 _EVENT["properties"]["conflicts"] = _array(_ID)  # listed views only: the ids it overlaps
+# Recurring events only: the series' rule, its occurrences of their own (keyed by recurrence-id), and,
+# on an occurrence listed from a series, which occurrence it is.
+_EVENT["properties"]["recurrence"] = _RECURRENCE
+_EVENT["properties"]["overrides"] = {"type": "object", "additionalProperties": _OVERRIDE}
+_EVENT["properties"]["recurrence_id"] = _OCCURRENCE
 _NOTIFICATION: Final = _out(
     {
         "id": _S,
@@ -216,7 +256,14 @@ _GROUP: Final = _out(
 _BLOCK: Final = {
     "type": "object",
     "required": ["start", "end"],
-    "properties": {"start": _TIME, "end": _TIME, "busy": {"type": "boolean"}, "id": _ID, "title": _S},
+    "properties": {
+        "start": _TIME,
+        "end": _TIME,
+        "busy": {"type": "boolean"},
+        "id": _ID,
+        "title": _S,
+        "recurrence_id": _OCCURRENCE,
+    },
 }
 _SLOT: Final = _out({"start": _TIME, "end": _TIME})
 
@@ -292,7 +339,11 @@ ROUTES: Final[tuple[Route, ...]] = (
         "Create an event (409 on the organizer's conflicts unless allow_conflict=true)",
         body=_obj(
             ["title", "start", "end"],
-            {**_EVENT_PROPS, "participants": _array(_USERNAME, max_items=MAX_INVITEES)},
+            {
+                **_EVENT_PROPS,
+                "participants": _array(_USERNAME, max_items=MAX_INVITEES),
+                "recurrence": _RECURRENCE,
+            },
         ),
         query=_ALLOW,
         headers=_KEYED,
@@ -305,7 +356,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         "GET",
         "/v1/events",
         "users",
-        "The caller's agenda with conflict flags",
+        "The caller's agenda with conflict flags: one item per occurrence of a recurring event",
         query=_RANGE,
         response=_out({"from": _TIME, "to": _TIME, "events": _array(_EVENT)}),
     ),
@@ -314,8 +365,15 @@ ROUTES: Final[tuple[Route, ...]] = (
         "PATCH",
         "/v1/events/{event_id}",
         "users",
-        "Change an event (organizer only)",
-        body=_obj([], _EVENT_PROPS),
+        "Change an event (organizer only); with occurrence, only that occurrence of a series",
+        body=_obj(
+            [],
+            {
+                **_EVENT_PROPS,
+                "recurrence": {"anyOf": [_RECURRENCE, {"type": "null"}]},
+                "occurrence": _OCCURRENCE,
+            },
+        ),
         query=_ALLOW,
         response=_EVENT,
         errors=(403, 409),
@@ -324,7 +382,8 @@ ROUTES: Final[tuple[Route, ...]] = (
         "DELETE",
         "/v1/events/{event_id}",
         "users",
-        "Cancel an event (organizer only)",
+        "Cancel an event, or one occurrence of a series (organizer only)",
+        query=(Query("occurrence", False, "cancel only this occurrence (its recurrence-id)", _TIME),),
         success=204,
         errors=(403,),
     ),
@@ -332,8 +391,11 @@ ROUTES: Final[tuple[Route, ...]] = (
         "POST",
         "/v1/events/{event_id}/respond",
         "users",
-        "Answer an invitation",
-        body=_obj(["status"], {"status": _enum(PartStat, exclude=(PartStat.NEEDS_ACTION,))}),
+        "Answer an invitation (with occurrence, for that occurrence of a series only)",
+        body=_obj(
+            ["status"],
+            {"status": _enum(PartStat, exclude=(PartStat.NEEDS_ACTION,)), "occurrence": _OCCURRENCE},
+        ),
         query=_ALLOW,
         response=_EVENT,
         errors=(403, 409),
@@ -439,7 +501,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         "/v1/groups/{group_id}/events",
         "groups",
         "Create a group event, fanned out to every active member",
-        body=_obj(["title", "start", "end"], _EVENT_PROPS),
+        body=_obj(["title", "start", "end"], {**_EVENT_PROPS, "recurrence": _RECURRENCE}),
         query=_ALLOW,
         headers=_KEYED,
         success=201,

@@ -44,6 +44,7 @@ from agenda.domain.model import (
     NotificationKind,
     format_time,
 )
+from agenda.domain.recurrence import parse_recurrence
 from agenda.domain.rules import (
     RuleError,
     blocks,
@@ -247,9 +248,15 @@ def create_group_event(group_id: str) -> Any:
     allow = query_flag("allow_conflict")
     me = current_user()
     body = json_body(
-        {"title": str, "start": str, "end": str}, {"description": str, "location": str, "visibility": str}
+        {"title": str, "start": str, "end": str},
+        {"description": str, "location": str, "visibility": str, "recurrence": dict},
     )
     details = validate_event_details(body)
+    recurrence = None
+    if "recurrence" in body:
+        raw = body["recurrence"]
+        zone = _deps().events.timezone_of(me) if "timezone" not in raw else "UTC"
+        recurrence = parse_recurrence(raw, start=details["start"], end=details["end"], default_timezone=zone)
     group = _group(group_id, me)
     fanout = group_event_participation(group, me)
     if len(fanout.participants) > MAX_INVITEES:
@@ -269,8 +276,10 @@ def create_group_event(group_id: str) -> Any:
         kind=EventKind.GROUP,
         status=fanout.status,
         participants=fanout.participants,
+        recurrence=recurrence,
     )
-    change = Change(event, invitation_notifications(event, now), () if allow else (me,))
+    notes = invitation_notifications(event, now)
+    change = Change(event, notes, () if allow else (me,), checked_from=now)
     stored = _deps().events.create(lambda: change, event_id=event_id)
     return event_view(stored, me), 201, {"Location": f"/v1/events/{stored.id}"}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -48,14 +48,19 @@ from agenda.domain.model import (
     PartStat,
     format_time,
 )
+from agenda.domain.recurrence import parse_override, parse_recurrence, parse_recurrence_id, recheck
 from agenda.domain.rules import (
     apply_response,
     cancel_event,
+    cancel_occurrence,
     change_notifications,
+    change_occurrence,
     expand,
     flag_conflicts,
     instance_key,
     invitation_notifications,
+    occurrence_span,
+    prune_overrides,
 )
 from agenda.domain.validation import (
     ValidationError,
@@ -190,7 +195,15 @@ _EVENT_FIELDS: Final = {
     "location": str,
     "visibility": str,
     "participants": list,
+    "recurrence": dict,
 }
+
+
+def _timezone_for(store: EventStore, me: str, recurrence: Any) -> str:
+    """The time zone a recurrence without one follows: the caller's account's (read only if needed)."""
+    if isinstance(recurrence, dict) and "timezone" not in recurrence:
+        return store.timezone_of(me)
+    return "UTC"
 
 
 @events_bp.post("/v1/events")
@@ -207,6 +220,12 @@ def create_event() -> Any:
     for index, name in enumerate(participants):
         if name in store.missing_users([name]):
             raise bad_request(f"participants[{index}] {name} has no account", field=f"participants[{index}]")
+    recurrence = None
+    if "recurrence" in body:
+        zone = _timezone_for(store, me, body["recurrence"])
+        recurrence = parse_recurrence(
+            body["recurrence"], start=details["start"], end=details["end"], default_timezone=zone
+        )
     now = _deps().clock()
     event_id = new_record_id("event", me)
     event = Event(
@@ -217,8 +236,10 @@ def create_event() -> Any:
         **details,
         kind=EventKind.APPOINTMENT if participants else EventKind.PERSONAL,
         participants={name: Participation() for name in participants},
+        recurrence=recurrence,
     )
-    change = Change(event, invitation_notifications(event, now), () if allow else (me,))
+    notes = invitation_notifications(event, now)
+    change = Change(event, notes, () if allow else (me,), checked_from=now)
     stored = store.create(lambda: change, event_id=event_id)
     return event_view(stored, me), 201, {"Location": f"/v1/events/{stored.id}"}
 
@@ -277,8 +298,20 @@ def patch_event(event_id: str) -> Any:
     if current.organizer != me:
         raise forbidden("Only the organizer may change this event.", type=problem_type("organizer-only"))
     body = json_body(
-        {}, {"title": str, "start": str, "end": str, "description": str, "location": str, "visibility": str}
+        {},
+        {
+            "title": str,
+            "start": str,
+            "end": str,
+            "description": str,
+            "location": str,
+            "visibility": str,
+            "recurrence": (dict, type(None)),
+            "occurrence": str,
+        },
     )
+    if "occurrence" in body:
+        return _patch_occurrence(current, me, body, allow)
     changes: dict[str, Any] = {}
     if "title" in body:
         changes["title"] = validate_title(body["title"])
@@ -293,18 +326,58 @@ def patch_event(event_id: str) -> Any:
         end_raw = body.get("end", format_time(current.end))
         changes["start"], changes["end"] = parse_event_times(start_raw, end_raw)
 
+    zone = _timezone_for(_deps().store, me, body.get("recurrence"))
+
     def mutate(event: Event) -> Change | None:
         if event.organizer != me:
             raise forbidden("Only the organizer may change this event.", type=problem_type("organizer-only"))
         if event.status is EventStatus.CANCELLED:
             raise conflict("The event is cancelled.", type=problem_type("event-cancelled"))
-        if all(getattr(event, k) == v for k, v in changes.items()):
+        wanted = dict(changes)
+        start, end = wanted.get("start", event.start), wanted.get("end", event.end)
+        if "recurrence" in body:
+            raw = body["recurrence"]
+            wanted["recurrence"] = (
+                None if raw is None else parse_recurrence(raw, start=start, end=end, default_timezone=zone)
+            )
+        elif event.recurrence is not None and (start, end) != (event.start, event.end):
+            # A moved series keeps its rule, checked again against its new times.
+            wanted["recurrence"] = recheck(event.recurrence, start=start, end=end)
+        if all(getattr(event, k) == v for k, v in wanted.items()):
             return None
         now = _deps().clock()
-        revised = event.revised(now, **changes)
-        moved = (revised.start, revised.end) != (event.start, event.end)
+        if wanted.get("recurrence", event.recurrence) is None:
+            wanted["overrides"] = {}  # no longer a series: no occurrences of its own
+        revised = event.revised(now, **wanted)
+        # Overrides of occurrences that no longer exist go, with the answers they held.
+        revised = replace(revised, overrides=prune_overrides(revised))
+        moved = (revised.start, revised.end, revised.recurrence) != (event.start, event.end, event.recurrence)
         notes = change_notifications(revised, me, now)
-        return Change(revised, notes, (me,) if moved and not allow else ())
+        return Change(revised, notes, (me,) if moved and not allow else (), checked_from=now)
+
+    stored = _deps().store.update(current.id, mutate)
+    return event_view(stored, me)
+
+
+def _patch_occurrence(current: Event, me: str, body: dict[str, Any], allow: bool) -> Any:
+    """PATCH with ``occurrence``: move that occurrence or change its details, the series untouched."""
+    recurrence_id = parse_recurrence_id(body["occurrence"])
+    for name in ("visibility", "recurrence"):
+        if name in body:
+            raise bad_request(f"{name} belongs to the whole series, not to one occurrence", field=name)
+    changes = parse_override({k: v for k, v in body.items() if k != "occurrence"})
+
+    def mutate(event: Event) -> Change | None:
+        if event.status is EventStatus.CANCELLED:
+            raise conflict("The event is cancelled.", type=problem_type("event-cancelled"))
+        now = _deps().clock()
+        revised = change_occurrence(event, me, recurrence_id, changes, now=now)
+        if revised is None:
+            return None
+        notes = change_notifications(revised, me, now)
+        if changes.start is None or allow:
+            return Change(revised, notes)
+        return Change(revised, notes, (me,), checked_within=occurrence_span(revised, recurrence_id))
 
     stored = _deps().store.update(current.id, mutate)
     return event_view(stored, me)
@@ -312,13 +385,19 @@ def patch_event(event_id: str) -> Any:
 
 @events_bp.delete("/v1/events/<event_id>")
 def delete_event(event_id: str) -> Any:
-    """Cancel the event: it stays (status cancelled) so participants can see what happened."""
-    check_args(set())
+    """Cancel the event (``?occurrence=`` one occurrence of a series): it stays, status cancelled (the
+    occurrence's override says cancelled), so participants can see what happened."""
+    check_args({"occurrence"})
     me = current_user()
+    raw = flask.request.args.get("occurrence")
+    recurrence_id = None if raw is None else parse_recurrence_id(raw)
     current = _load(event_id, me)
 
     def mutate(event: Event) -> Change | None:
-        revised, notes = cancel_event(event, me, now=_deps().clock())
+        if recurrence_id is None:
+            revised, notes = cancel_event(event, me, now=_deps().clock())
+        else:
+            revised, notes = cancel_occurrence(event, me, recurrence_id, now=_deps().clock())
         return None if revised is event else Change(revised, notes)
 
     if current.organizer != me:
@@ -332,16 +411,20 @@ def respond(event_id: str) -> Any:
     check_args({"allow_conflict"})
     allow = query_flag("allow_conflict")
     me = current_user()
-    body = json_body({"status": str})
+    body = json_body({"status": str}, {"occurrence": str})
     status = validate_response_status(body["status"])
+    recurrence_id = parse_recurrence_id(body["occurrence"]) if "occurrence" in body else None
     current = _load(event_id, me)
 
     def mutate(event: Event) -> Change | None:
-        revised, notes = apply_response(event, me, status, now=_deps().clock())
+        now = _deps().clock()
+        revised, notes = apply_response(event, me, status, now=now, occurrence=recurrence_id)
         if revised is event:
             return None
         check = (me,) if status is PartStat.ACCEPTED and not allow else ()
-        return Change(revised, notes, check)
+        # One occurrence answered: only it is checked; the series from now on otherwise.
+        within = None if recurrence_id is None else occurrence_span(revised, recurrence_id)
+        return Change(revised, notes, check, checked_from=now, checked_within=within)
 
     stored = _deps().store.update(current.id, mutate)
     return event_view(stored, me)

@@ -173,3 +173,22 @@ def test_an_unexpected_failure_is_flasks_opaque_500_logged_with_the_request_id(
     logged = [r for r in caplog.records if r.exc_info and "secret detail" in str(r.exc_info[1])]
     assert len(logged) == 2
     assert {getattr(r, "request_id", None) for r in logged} == {"req-1"}
+
+
+def test_a_listing_with_occurrences_of_a_series_is_answered_alike(apps: Pair) -> None:
+    client = apps.apps["flask"].test_client()
+    caller = {SECRET_HEADER: SECRET, IDENTITY_HEADER: "alice"}
+    body = {
+        "title": "Daily",
+        "start": at(1, 9),
+        "end": at(1, 10),
+        "participants": ["bob"],
+        "recurrence": {"rrule": "FREQ=DAILY;COUNT=5", "timezone": "Europe/Madrid"},
+    }
+    ok(client.post("/v1/events?allow_conflict=true", json=body, headers=caller), 201)
+    fast, slow = apps.both("GET", f"/v1/events?{WEEK}", USER)
+    same(fast, slow)
+    listed = fast.get_json()["events"]
+    assert [e.get("recurrence_id") for e in listed].count(None) == 3  # the three plain events
+    assert len(listed) == 3 + 5
+    assert apps.flask_views == {"fast": 0, "flask": 1}
