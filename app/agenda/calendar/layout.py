@@ -21,6 +21,17 @@
     one read *before* the agenda was read. So between "no conflict found" and "event written", no
     other commitment of that user can have been written: double-booking is impossible under
     concurrency, across any number of service instances.
+``calendars/<username>/<name>``
+    A CalDAV calendar collection the user made (MKCALENDAR): ``{displayname, description, color,
+    order, created}``. The default calendar (``default``) exists without a record until one is written.
+    Events name the organizer's collection in ``calendar`` ("" for the default one).
+``dav-uids/<username>/<calendar>/<sha256 of the UID>``
+    ``{"event": id}``: which event holds an iCalendar UID in one of the user's calendars, so a second
+    resource with the same UID is refused (CalDAV's ``no-uid-conflict``) with one read. Written and
+    deleted in the event's own transaction.
+``dav-inbox/<username>/<event_id>``
+    ``{"sequence": n}``: the user's CalDAV client took the invitation out of its schedule inbox at that
+    sequence. The inbox lists the pending invitations changed since (RFC 6638's inbox, derived).
 ``groups/<group_id>``
     The group (`agenda.domain.model.Group.to_dict()`), members and their levels and states included.
 ``memberships/<username>/<group_id>``
@@ -33,6 +44,7 @@ participant's agenda, conflicts, notifications and calendar export.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any, Final
 
@@ -43,12 +55,17 @@ __all__ = [
     "agenda_key",
     "agenda_prefix",
     "booking_key",
+    "calendar_key",
+    "calendars_prefix",
     "event_key",
     "group_key",
+    "inbox_key",
+    "inbox_prefix",
     "membership_prefix",
     "notification_cursor",
     "notification_record",
     "notifications_prefix",
+    "uid_key",
     "user_key",
 ]
 
@@ -89,6 +106,27 @@ def notification_cursor(note: Notification) -> str:
 def notification_record(note: Notification) -> dict[str, Any]:
     """What is stored for `note` (and what is published about it): its dict plus its ``cursor``."""
     return {**note.to_dict(), "cursor": notification_cursor(note)}
+
+
+def calendar_key(username: str, name: str) -> str:
+    return f"calendars/{username}/{name}"
+
+
+def calendars_prefix(username: str) -> str:
+    return f"calendars/{username}/"
+
+
+def uid_key(username: str, calendar: str, uid: str) -> str:
+    digest = hashlib.sha256(uid.encode()).hexdigest()
+    return f"dav-uids/{username}/{calendar or 'default'}/{digest}"
+
+
+def inbox_key(username: str, event_id: str) -> str:
+    return f"dav-inbox/{username}/{event_id}"
+
+
+def inbox_prefix(username: str) -> str:
+    return f"dav-inbox/{username}/"
 
 
 def group_key(group_id: str) -> str:

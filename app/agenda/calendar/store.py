@@ -67,11 +67,17 @@ def _involved(event: Event | None) -> set[str]:
 
 @dataclass(frozen=True)
 class Change:
-    """What a mutation of one event decided: the new record, notifications, and whose conflicts to check."""
+    """What a mutation of one event decided: the new record, notifications, and whose conflicts to check.
+
+    `extra_ops` and `extra_compare` join the event's transaction: what a caller keeps beside the event
+    (CalDAV's UID index) is written, and checked, atomically with it.
+    """
 
     event: Event
     notifications: Sequence[Notification] = ()
     check_conflicts: Sequence[str] = ()
+    extra_ops: Sequence[Mapping[str, Any]] = ()
+    extra_compare: Sequence[Mapping[str, Any]] = ()
 
 
 class EventStore:
@@ -162,6 +168,16 @@ class EventStore:
             events.append(event)
         return events, min(revisions)
 
+    def agenda_entries(self, username: str) -> tuple[list[tuple[Event, int]], int]:
+        """Every indexed event of `username` with its index entry's ``mod_revision``, and the lowest
+        revision the pages were read at: what CalDAV's ctag and sync token are made of."""
+        revisions: list[int] = []
+        pairs = [
+            (Event.from_dict(kv["value"]), int(kv["mod_revision"]))
+            for kv in self._iter_agenda(username, None, revisions)
+        ]
+        return pairs, min(revisions)
+
     def notifications(self, username: str, since: str | None, limit: int) -> list[dict[str, Any]]:
         prefix = notifications_prefix(username)
         start = None if since is None else prefix + since + "\0"
@@ -229,6 +245,39 @@ class EventStore:
         """Apply `mutate` to the current event; None from it means "nothing to change"."""
         return self._commit(event_id, mutate)
 
+    def remove(
+        self,
+        event_id: str,
+        decide: Callable[[Event], Sequence[Notification]],
+        *,
+        extra_ops: Callable[[Event], Sequence[Mapping[str, Any]]] = lambda _event: (),
+    ) -> Event:
+        """Delete the event outright: its record and every index entry, in one transaction.
+
+        `decide` gets the current event, raises to refuse, and returns the notifications to store (the
+        participants' "cancelled"); `extra_ops` adds the caller's own deletions (CalDAV's UID index).
+        The users it blocked get their booking guard put, as for any change of what blocks them.
+        Returns the event as it was. (The JSON API's DELETE cancels instead, so the event stays visible;
+        a CalDAV client's DELETE means the resource is gone.)
+        """
+
+        def attempt() -> tuple[Event, Write | None]:
+            old, revision = self._read_event(event_id)
+            if old is None:
+                raise EventNotFound(event_id)
+            notes = decide(old)
+            key = event_key(event_id)
+            ops = [txn_delete(key)]
+            for user in sorted(_involved(old)):
+                ops.append(txn_delete(agenda_key(user, old)))
+                if blocks(user, old):
+                    ops.append(txn_put(booking_key(user), {"event": old.id, "removed": old.sequence}))
+            ops.extend(extra_ops(old))
+            compare = [txn_compare(key, "mod_revision", "eq", revision)]
+            return old, Write(compare, ops, key, None, notes)
+
+        return commit(self.db, attempt, what="event", announce=self.announce)
+
     def _read_event(self, event_id: str) -> tuple[Event | None, int]:
         try:
             return self.get_event(event_id)
@@ -285,7 +334,8 @@ class EventStore:
             key = event_key(change.event.id)
             compare = [txn_compare(key, "mod_revision", "eq", revision)]
             compare += [txn_compare(booking_key(u), "mod_revision", "lt", r + 1) for u, r in guards.items()]
-            ops = self._ops(old, change)
+            compare += change.extra_compare
+            ops = [*self._ops(old, change), *change.extra_ops]
             if event_id is None:
                 return change.event, Write(compare, ops, key, change.event.to_dict(), change.notifications)
             write = Write(

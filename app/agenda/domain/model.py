@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Final, Self
 
 __all__ = [
     "Event",
@@ -145,6 +145,10 @@ class Participation:
         return cls(status=PartStat(_require(data, "status", "participation")), level=level)
 
 
+# Event fields written only when set, so an event made through the JSON API is stored as before.
+_DAV_FIELDS: Final = ("uid", "ical", "calendar", "dav_name")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     """One calendar entry. `sequence` grows by one on every change, as iCalendar's SEQUENCE requires,
@@ -168,6 +172,14 @@ class Event:
     status: EventStatus = EventStatus.CONFIRMED
     participants: Mapping[str, Participation] = field(default_factory=dict)
     sequence: int = 0
+    # CalDAV (`agenda.domain.ical`): the iCalendar UID ("" means derived from the id), the client's own
+    # calendar object, kept so its alarms, categories and time zones come back as it wrote them, and
+    # where the organizer keeps it: their calendar collection ("" is the default one) and the resource
+    # name it was PUT under. All empty for an event made through the JSON API.
+    uid: str = ""
+    ical: str = ""
+    calendar: str = ""
+    dav_name: str = ""
 
     def __post_init__(self) -> None:
         # Normalise here so every Event, however built, holds UTC times and plain enum values. What is
@@ -219,7 +231,7 @@ class Event:
             "created": format_time(self.created),
             "updated": format_time(self.updated),
             "sequence": self.sequence,
-        }
+        } | {name: getattr(self, name) for name in _DAV_FIELDS if getattr(self, name)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
@@ -240,6 +252,10 @@ class Event:
             status=EventStatus(data.get("status", EventStatus.CONFIRMED)),
             participants={user: Participation.from_dict(p) for user, p in participants.items()},
             sequence=int(data.get("sequence", 0)),
+            uid=data.get("uid", ""),
+            ical=data.get("ical", ""),
+            calendar=data.get("calendar", ""),
+            dav_name=data.get("dav_name", ""),
         )
 
 
