@@ -260,7 +260,7 @@ def read_body(
     deadline = clock() + timeout
     pieces: list[bytes] = []
     got = 0
-    timed_out = False
+    timed_out = ended = False
     try:
         while got < want:
             left = deadline - clock()
@@ -275,11 +275,11 @@ def read_body(
             got += len(piece)
     except TimeoutError:
         timed_out = True
-    except ClientDisconnected as exc:
-        # The connection ended before the body did; Werkzeug's streams say so for a timed-out socket
-        # too (the timeout is the context).
+    except (ClientDisconnected, OSError) as exc:
+        # The connection ended before the body did (gunicorn's readers raise an OSError; Werkzeug's
+        # streams ClientDisconnected, for a timed-out socket too: the timeout is then the context).
         timed_out = isinstance(exc.__context__, TimeoutError)
-        got = -1
+        ended = True
     except RequestEntityTooLarge:
         environ[CLOSE_CONNECTION] = True
         raise _too_large(limit) from None
@@ -293,9 +293,9 @@ def read_body(
     if length is None and got > limit:
         environ[CLOSE_CONNECTION] = True
         raise _too_large(limit)
-    if length is not None and got != length:
-        environ[CLOSE_CONNECTION] = True
-        raise Problem(400, detail="The request body ended before its Content-Length.", field="Content-Length")
+    if ended or (length is not None and got != length):
+        environ[CLOSE_CONNECTION] = True  # never forward a truncated body
+        raise Problem(400, detail="The request body ended before it was complete.", field="body")
     return b"".join(pieces)
 
 

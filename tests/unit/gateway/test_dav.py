@@ -550,7 +550,27 @@ def test_a_body_shorter_than_its_content_length_is_400(gw: Gateway) -> None:
         headers=bearer(token()),
         environ_overrides={"CONTENT_LENGTH": "100"},
     )
-    assert (response.status_code, response.get_json()["field"]) == (400, "Content-Length")
+    assert (response.status_code, response.get_json()["field"]) == (400, "body")
+    assert gw.users.calls == []
+
+
+class BrokenChunks(io.BytesIO):
+    """A chunked body whose connection ends after the first piece (gunicorn's reader raises then)."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.tell():
+            raise OSError("No more data after: b'0'")
+        return super().read(4)
+
+
+def test_a_chunked_body_cut_short_is_400_and_never_forwarded(gw: Gateway) -> None:
+    response = gw.client.put(
+        "/dav/alice/x.ics",
+        input_stream=BrokenChunks(b"BEGIN:VCALENDAR"),
+        headers={**bearer(token()), "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert (response.status_code, response.get_json()["field"]) == (400, "body")
     assert gw.users.calls == []
 
 
