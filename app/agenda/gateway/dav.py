@@ -119,6 +119,7 @@ _SAFE: Final = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND", "REPORT"})
 _REPEATABLE_UNLESS_CONDITIONAL: Final = frozenset({"PUT", "DELETE", "PROPPATCH"})
 _CONDITIONS: Final = ("If-Match", "If-None-Match")
 _READ_PIECE: Final = 64 * 1024
+_CHECK_STRIPES: Final = 64
 _LOGIN_PATH: Final = "/v1/auth/login"
 # Characters of a path segment (RFC 3986 pchar) sent as they are; anything else percent-encoded.
 _PATH_SAFE: Final = "/:@!$&'()*+,;="
@@ -178,6 +179,8 @@ class BasicLoginCache:
     could be attacked offline without that key. An entry lives at most `ttl` seconds and never longer
     than the token the login returned; at most `max_entries` are kept, the least recently used going
     first. Failures are never stored: a wrong password costs its hash, and counts, every time.
+    `verifying` makes the requests of one header that arrive together (a client syncing several
+    calendars at once) wait for the first one's check instead of each paying, and counting, their own.
     Thread-safe; the clock is injected for tests.
     """
 
@@ -192,6 +195,13 @@ class BasicLoginCache:
         self._key = secrets.token_bytes(32)
         self._entries: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
         self._lock = threading.Lock()
+        # Striped: one header always takes the same lock; two others share one rarely, and then only
+        # wait for each other's check.
+        self._checks = tuple(threading.Lock() for _ in range(_CHECK_STRIPES))
+
+    def verifying(self, authorization: str) -> threading.Lock:
+        """Hold this while checking `authorization` (then `get` again: another may have just done it)."""
+        return self._checks[self._digest(authorization)[0] % _CHECK_STRIPES]
 
     def _digest(self, authorization: str) -> bytes:
         return hmac.new(self._key, authorization.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
@@ -403,8 +413,12 @@ def authenticate(deps: GatewayDeps) -> str:
         username, password = parse_basic(credentials)
     except ValueError as exc:
         raise challenge(f"Authorization: {exc}.", type=problem_type("malformed-credentials")) from None
-    user, lifetime = _login(deps, username, password)
-    cache.put(header, user, lifetime)
+    with cache.verifying(header):
+        known = cache.get(header)  # checked meanwhile by a request that came with this one
+        if known is not None:
+            return known
+        user, lifetime = _login(deps, username, password)
+        cache.put(header, user, lifetime)
     return user
 
 

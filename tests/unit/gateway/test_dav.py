@@ -428,6 +428,48 @@ def test_a_verified_password_is_reused_without_another_login(gw: Gateway) -> Non
     assert {call["headers"][IDENTITY_HEADER] for call in gw.users.forwarded} == {"alice"}
 
 
+def test_requests_arriving_together_share_one_check_of_their_password() -> None:
+    gw = gateway()
+    entered, release = threading.Event(), threading.Event()
+    login = gw.users.request
+
+    def slow_login(method: str, path: str, **kwargs: Any) -> requests.Response:
+        if path == LOGIN:
+            entered.set()
+            assert release.wait(10)
+        return login(method, path, **kwargs)
+
+    gw.users.request = slow_login  # type: ignore[method-assign]
+    looked_up: list[str] = []
+    get = gw.deps.dav_logins.get
+
+    def counting_get(authorization: str) -> str | None:
+        looked_up.append(authorization)
+        return get(authorization)
+
+    gw.deps.dav_logins.get = counting_get  # type: ignore[method-assign]
+    statuses: list[int] = []
+
+    def sync() -> None:
+        client = gw.client.application.test_client()
+        statuses.append(client.open("/dav/alice/", method="PROPFIND", headers=basic("alice")).status_code)
+
+    threads = [threading.Thread(target=sync) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    # Every request has missed the cache (and so waits for the one checking) before the check ends.
+    assert entered.wait(10)
+    deadline = time.monotonic() + 10
+    while len(looked_up) < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(looked_up) >= 6
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert statuses == [207] * 6  # none refused by the login limit (2 attempts here)
+    assert len(gw.users.logins) == 1
+
+
 def test_a_wrong_password_is_never_remembered(gw: Gateway) -> None:
     gw = gateway(login_limit=10)
     gw.client.open("/dav/", method="PROPFIND", headers=basic("alice"))  # the right one, remembered
