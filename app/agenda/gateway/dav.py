@@ -81,6 +81,7 @@ DAV_METHODS: Final = (
     "MKCOL",
     "MOVE",
     "OPTIONS",
+    "POST",  # RFC 6638: free-busy requests to the schedule outbox
     "PROPFIND",
     "PROPPATCH",
     "PUT",
@@ -91,6 +92,7 @@ DAV_REQUEST_HEADERS: Final = (
     "Depth",
     "If-Match",
     "If-None-Match",
+    "If-Schedule-Tag-Match",  # RFC 6638 3.2.10: an attendee's answer made against the organizer's version
     "Destination",
     "Overwrite",
     "Brief",
@@ -117,7 +119,7 @@ _SAFE: Final = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND", "REPORT"})
 # Doing them twice leaves what doing them once left, unless they are conditional: a resent
 # ``PUT If-None-Match: *`` that had been carried out would answer 412 to a create that succeeded.
 _REPEATABLE_UNLESS_CONDITIONAL: Final = frozenset({"PUT", "DELETE", "PROPPATCH"})
-_CONDITIONS: Final = ("If-Match", "If-None-Match")
+_CONDITIONS: Final = ("If-Match", "If-None-Match", "If-Schedule-Tag-Match")
 _READ_PIECE: Final = 64 * 1024
 _CHECK_STRIPES: Final = 64
 _LOGIN_PATH: Final = "/v1/auth/login"

@@ -1,10 +1,9 @@
 """CalDAV through the real gateway to the real User Service: Basic credentials checked by its login.
 
-The User Service has no /dav routes yet (they are being written), so what comes back from it is its own
-404; what this shows is the path: the gateway verifies the password with the User Service's login,
-forwards the PROPFIND with its secret and the caller's identity (the backend's trust check accepts
-both, and counts the request), and relays the backend's answer with the request id the client chose.
-When the routes land, the 404 below becomes their 207.
+The gateway verifies the password with the User Service's login, forwards the PROPFIND with its secret
+and the caller's identity (the backend's trust check accepts both, and counts the request), and relays
+the backend's answer with the request id the client chose: the multistatus names the caller's own
+principal, so the identity the backend saw is the one whose password was checked.
 """
 
 from __future__ import annotations
@@ -22,8 +21,6 @@ PROPFIND = (
     b'<?xml version="1.0" encoding="utf-8"?>'
     b'<d:propfind xmlns:d="DAV:"><d:prop><d:current-user-principal/></d:prop></d:propfind>'
 )
-# Werkzeug's text for a path no rule matches: the User Service's router answered, not the gateway.
-BACKEND_NOT_FOUND = "The requested URL was not found on the server."
 
 
 def propfind(stack: Stack, path: str, auth: tuple[str, str] | None, request_id: str) -> requests.Response:
@@ -44,17 +41,15 @@ def test_a_propfind_with_basic_credentials_reaches_the_user_service_and_comes_ba
 
     request_id = f"dav-{uuid.uuid4().hex}"
     response = propfind(stack, "/dav/", (name, PASSWORD), request_id)
-    assert response.status_code == 404, response.text
-    assert response.headers["Content-Type"].startswith("application/problem+json")
-    assert response.headers["X-Request-ID"] == request_id
-    body = response.json()
-    assert body["request_id"] == request_id  # bound by the backend from what the gateway forwarded
-    assert body["detail"].startswith(BACKEND_NOT_FOUND)
+    assert response.status_code == 207, response.text
+    assert response.headers["Content-Type"].startswith("application/xml")
+    assert response.headers["X-Request-ID"] == request_id  # bound by the backend, echoed back
+    assert f"<D:href>/dav/principals/{name}/</D:href>" in response.text
     # Two requests reached the User Service with the gateway's secret: the login, then the PROPFIND.
     assert stack.backend_requests() - before == 2
 
     # The verified password is remembered: the next request costs the backend no login.
-    assert propfind(stack, "/dav/", (name, PASSWORD), f"dav-{uuid.uuid4().hex}").status_code == 404
+    assert propfind(stack, "/dav/", (name, PASSWORD), f"dav-{uuid.uuid4().hex}").status_code == 207
     assert stack.backend_requests() - before == 3
 
     # A wrong password: the backend's login said no, nothing was forwarded, the client is asked again.

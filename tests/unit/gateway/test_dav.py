@@ -180,7 +180,7 @@ def test_every_caldav_method_reaches_the_user_service_with_path_and_query_unchan
     assert call["headers"][SECRET_HEADER] == SECRET
     assert "params" not in call  # the query travels in the target, as the client wrote it
     # Resent after a lost answer only when doing it twice is harmless.
-    assert call["idempotent"] is (method not in ("MKCALENDAR", "MKCOL", "MOVE", "COPY"))
+    assert call["idempotent"] is (method not in ("MKCALENDAR", "MKCOL", "MOVE", "COPY", "POST"))
 
 
 @pytest.mark.parametrize("path", ["/dav", "/dav/", "/dav/alice/"])
@@ -195,13 +195,13 @@ def test_a_path_that_only_starts_like_dav_is_not_forwarded(gw: Gateway, path: st
     assert gw.users.calls == []
 
 
-@pytest.mark.parametrize("method", ["POST", "PATCH", "LOCK", "UNLOCK", "TRACE", "SEARCH"])
+@pytest.mark.parametrize("method", ["PATCH", "LOCK", "UNLOCK", "TRACE", "SEARCH"])
 def test_a_method_outside_caldav_is_405_with_the_caldav_methods_in_allow(gw: Gateway, method: str) -> None:
     response = gw.client.open("/dav/alice/", method=method, headers=bearer(token()))
     assert response.status_code == 405
     assert response.mimetype == PROBLEM
     assert response.headers["Allow"] == (
-        "COPY, DELETE, GET, HEAD, MKCALENDAR, MKCOL, MOVE, OPTIONS, PROPFIND, PROPPATCH, PUT, REPORT"
+        "COPY, DELETE, GET, HEAD, MKCALENDAR, MKCOL, MOVE, OPTIONS, POST, PROPFIND, PROPPATCH, PUT, REPORT"
     )
     assert method in response.get_json()["detail"]
     assert gw.users.calls == []
@@ -231,6 +231,7 @@ def test_the_caldav_request_headers_are_passed_on_and_nothing_else(gw: Gateway) 
         "Depth": "1",
         "If-Match": '"etag-1"',
         "If-None-Match": "*",
+        "If-Schedule-Tag-Match": '"tag-1"',
         "Destination": "https://agenda.example/dav/alice/calendars/home/moved.ics",
         "Overwrite": "F",
         "Brief": "t",

@@ -19,7 +19,6 @@ from agenda.gateway.dav import DAV_METHODS, is_dav_path
 from agenda.gateway.routes import LOCAL_ROUTES, ROUTES, Route, RouteTable
 
 from ..backends import Clock, groups_app, url_rules, users_app
-from ..users import test_dav
 
 # Answered by each process for itself (the gateway has its own /v1/health), or the operator's, asked of
 # one instance directly: never routed.
@@ -27,13 +26,6 @@ NOT_ROUTED = {
     ("users", "GET", "/v1/health"),
     ("users", "GET", "/internal/stats"),
     ("groups", "GET", "/v1/health"),
-}
-# CalDAV is forwarded by its prefix, not by the route table: every method under /dav goes to the User
-# Service as it came (the gateway's CalDAV forwarding).
-NOT_ROUTED |= {
-    ("users", route.split()[0], openapi_rule)
-    for route in test_dav.ROUTES
-    for openapi_rule in [route.split()[1].replace("<path:path>", "{path}")]
 }
 SAMPLE_PARAMS = {"event_id": "0123456789abcdef0123456789abcdef", "group_id": "f" * 32, "username": "bob"}
 
