@@ -487,14 +487,14 @@ class _Call:
         cursor = [start]
 
         def probe() -> tuple[list[dict[str, Any]], int] | None:
-            events = self.sm.events_since(cursor[0])  # Compacted -> 410 (only possible on the first probe)
+            events = self.sm.events_since(cursor[0])  # Compacted -> 410, as in the API's watch
             cursor[0] = max(cursor[0], self.sm.revision)
             matching = [event for event in events if event["kv"]["key"].startswith(prefix)]
             return (matching, self.sm.revision) if matching else None
 
         found = self.db.wait_for(probe, timeout)
         if found is None:
-            return 200, {"events": [], "revision": max(self.sm.revision, start)}
+            return 200, {"events": [], "revision": cursor[0]}  # checked up to there, as in the API
         events, revision = found
         return 200, {"events": events, "revision": revision}
 
