@@ -171,8 +171,8 @@ def test_a_member_restarted_from_its_snapshot_answers_the_same_410(
     assert bookmark < left.compact_revision == left.revision - HISTORY
 
     cluster.start(victim)
-    # Its journal no longer holds the entries the snapshot replaced, so the revision it reaches first
-    # comes from a snapshot, and with it the history: the bookmark is refused before any catching up.
+    # Once it holds the snapshot's state (its own dump, loaded by its first tick, or the leader's), it
+    # holds the snapshot's history too: the bookmark is refused, not answered with an empty watch.
     wait(lambda: local_revision(cluster, victim) >= left.revision, 60, message=f"{victim} to load its dump")
     assert gone(watch(cluster, victim, bookmark, PREFIX))["compact_revision"] >= left.compact_revision
 
