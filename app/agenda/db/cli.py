@@ -29,6 +29,7 @@ from agenda.common.service import (
     tls_section,
 )
 from agenda.db.peers import Peer, parse_peer, validate_node_id
+from agenda.db.state import DEFAULT_HISTORY_LIMIT
 
 __all__ = ["SCHEMA", "Settings", "build_parser", "load_settings", "main", "overrides_from_args"]
 
@@ -73,6 +74,22 @@ SCHEMA: Final = [
     ),
     Field("fsync", bool, default=True),
     Field("proposal_timeout", float, default=3.0, min=0.1, max=60.0),
+    Field(
+        "history_limit",
+        int,
+        default=DEFAULT_HISTORY_LIMIT,
+        min=1,
+        max=10_000_000,
+        help="watch events kept in memory; a watch from an older revision is answered 410",
+    ),
+    Field(
+        "log_compaction_entries",
+        int,
+        default=5000,  # pysyncobj's default
+        min=2,  # pysyncobj's minimum
+        max=10_000_000,
+        help="compact the Raft log into a snapshot once it holds more entries than this",
+    ),
     *log_fields(),
 ]
 
@@ -91,6 +108,8 @@ class Settings:
     cluster_secret: str | None
     fsync: bool
     proposal_timeout: float
+    history_limit: int
+    log_compaction_entries: int
     log_level: str
     log_format: str
 
@@ -122,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-fsync", action="store_true", help="do not fsync the journal (faster, less safe)"
     )
     parser.add_argument("--proposal-timeout", metavar="SECONDS")
+    parser.add_argument("--history-limit", metavar="EVENTS", help="watch events kept (default 10000)")
+    parser.add_argument(
+        "--log-compaction-entries",
+        metavar="ENTRIES",
+        help="snapshot the Raft log past this size (default 5000)",
+    )
     parser.add_argument("--log-level", metavar="LEVEL")
     parser.add_argument("--log-format", choices=("json", "plain"))
     return parser
@@ -137,6 +162,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         ("data_dir", "data_dir"),
         ("cluster_secret", "cluster_secret"),
         ("proposal_timeout", "proposal_timeout"),
+        ("history_limit", "history_limit"),
+        ("log_compaction_entries", "log_compaction_entries"),
         ("log_level", "log_level"),
         ("log_format", "log_format"),
     ):
@@ -191,6 +218,8 @@ def _settings_from(cfg: Config) -> Settings:
         cluster_secret=cfg.cluster_secret,
         fsync=cfg.fsync,
         proposal_timeout=cfg.proposal_timeout,
+        history_limit=cfg.history_limit,
+        log_compaction_entries=cfg.log_compaction_entries,
         log_level=cfg.log_level,
         log_format=cfg.log_format,
     )
@@ -258,6 +287,8 @@ def _run(settings: Settings) -> int:
         cluster_secret=settings.cluster_secret,
         fsync=settings.fsync,
         proposal_timeout=settings.proposal_timeout,
+        history_limit=settings.history_limit,
+        log_compaction_entries=settings.log_compaction_entries,
     )
     forwarder = Forwarder(
         "https" if settings.tls_enabled else "http",

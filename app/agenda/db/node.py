@@ -44,6 +44,16 @@ Durability (``fsync=True``) - pysyncobj writes its journal through mmap and neve
 (:mod:`agenda.db.durability`) and the transport (:mod:`agenda.db.transport`) add fsyncs so that an
 acknowledged write is on the disks of a majority.
 
+History and snapshots - two separate bounds, both node configuration (``agenda-db`` keys
+``history_limit`` and ``log_compaction_entries``). The state machine keeps the last ``history_limit``
+watch events (whole revisions); a watch from an older revision is answered 410 with ``compact_revision``
+and ``oldest_available``, and the watcher re-reads, then watches from the read's revision. The Raft log is
+compacted into a dump (KV snapshot, watch history included, written by :meth:`Node._write_dump`) once it
+holds more than ``log_compaction_entries`` entries, or 5 minutes after the previous dump (pysyncobj's
+``logCompactionMinTime``); a member restarts from its dump plus the journal after it, and a lagging one
+is sent the leader's. Restoring a snapshot trims its history to this member's own ``history_limit``, so a
+restart answers the same 410s as before it.
+
 Membership (``dynamicMembershipChange=True``) - pysyncobj changes the configuration one member at a time:
 a MEMBERSHIP log entry carries the member's ``TCPNode``, every member switches to the new configuration as
 soon as the entry is in its log (single-server changes, as in the Raft dissertation), and a log-compaction
@@ -232,6 +242,7 @@ class Node:
         timers: RaftTimers | None = None,
         proposal_timeout: float = 3.0,
         history_limit: int | None = None,
+        log_compaction_entries: int | None = None,
         lease_check_interval: float = 0.25,
     ) -> None:
         self.self_peer = self_peer
@@ -240,6 +251,7 @@ class Node:
         self.fsync = fsync
         self.timers = timers or RaftTimers()
         self.proposal_timeout = proposal_timeout
+        self.log_compaction_entries = log_compaction_entries  # None: pysyncobj's default (5000)
         self._cluster_secret = cluster_secret
         self._lease_check_interval = lease_check_interval
         self._lock = threading.Lock()
@@ -293,7 +305,13 @@ class Node:
         self._lock_data_dir()
         journal_path = str(self.data_dir / JOURNAL_FILE)
         dump_path = str(self.data_dir / DUMP_FILE)
+        compaction = (
+            {}
+            if self.log_compaction_entries is None
+            else {"logCompactionMinEntries": self.log_compaction_entries}
+        )
         conf = SyncObjConf(
+            **compaction,
             password=self._cluster_secret,
             autoTickPeriod=self.timers.auto_tick_period,
             appendEntriesPeriod=self.timers.append_entries_period,
