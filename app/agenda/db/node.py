@@ -288,7 +288,11 @@ class Node:
     # ------------------------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Lock the data dir, open the journal, start Raft and the lease-expiry thread."""
+        """Lock the data dir, open the journal, start Raft and the lease-expiry thread.
+
+        Raises :class:`~agenda.db.journal_format.JournalCorrupted` when the journal cannot be trusted (a torn
+        tail is cut and logged instead, see :mod:`agenda.db.durability`).
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
         journal_path = str(self.data_dir / JOURNAL_FILE)
@@ -319,8 +323,13 @@ class Node:
             self._journal = DurableFileJournal(path, fsync=self.fsync, dump_path=dump_path)
             return self._journal
 
-        with journal_factory(factory):
-            self._raft = _RaftKV(self, self.self_peer.raft_addr, [p.raft_addr for p in self.peers], conf)
+        try:
+            with journal_factory(factory):
+                self._raft = _RaftKV(self, self.self_peer.raft_addr, [p.raft_addr for p in self.peers], conf)
+        except BaseException:
+            # e.g. JournalCorrupted: nothing runs yet, but the data dir must not stay locked by a failed start
+            self.stop()
+            raise
         self._wakeup = Wakeup(self._raft.poller())
         transport = self._raft.transport()
         self._transport = transport if isinstance(transport, DurableTransport) else None
