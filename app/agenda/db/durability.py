@@ -236,8 +236,8 @@ class DurableFileJournal(JournalBase):
         last = f"the last is index {scan.records[-1].idx}" if scan.records else "none left"
         log.warning(
             "journal %s: cut off a torn or damaged tail at offset %d (%s): %d byte(s), the damaged record "
-            "and %d whole record(s) after it, none of them synced; %d record(s) kept, %s. This member "
-            "catches up from the leader.",
+            "and %d whole record(s) after it, which no later record shows were synced; %d record(s) kept, "
+            "%s. This member catches up from the leader.",
             self._path,
             cut.offset,
             cut.reason,
