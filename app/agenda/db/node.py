@@ -40,9 +40,9 @@ leader's ``setRaftCommitIndex`` sync is a no-op and the commit is not delayed by
 * ``connection_retry_time = 0.5`` s (default 5 s): how often to redial a lost member, so a restarted
   member rejoins within half a second.
 
-Durability (``fsync=True``) - pysyncobj writes its journal through mmap and never fsyncs; the journal
-(:mod:`agenda.db.durability`) and the transport (:mod:`agenda.db.transport`) add fsyncs so that an
-acknowledged write is on the disks of a majority.
+Durability (``fsync=True``) - pysyncobj's own journal never fsyncs and has no checksums; ours
+(:mod:`agenda.db.durability`, checksummed and checked at start) and the transport
+(:mod:`agenda.db.transport`) add fsyncs so that an acknowledged write is on the disks of a majority.
 
 Membership (``dynamicMembershipChange=True``) - pysyncobj changes the configuration one member at a time:
 a MEMBERSHIP log entry carries the member's ``TCPNode``, every member switches to the new configuration as
