@@ -1,7 +1,9 @@
 """``agenda-db``: run one member of the DB cluster (Raft node + HTTP API) in a single process.
 
 Settings come from ``--config FILE`` (YAML, keys as in :data:`SCHEMA`), then command-line flags (which
-override the file). Anything wrong fails at start with a message naming the key, exit status 2.
+override the file). Anything wrong fails at start with a message naming the key, exit status 2. A journal
+damaged in the middle (:class:`~agenda.db.journal_format.JournalCorrupted`) is exit status 3, with a logged
+message naming the file, the offset and the recovery; any other failure to start is status 1.
 
 The HTTP API is served by Werkzeug's threaded WSGI server (with HTTP/1.1 keep-alive, see
 :mod:`agenda.common.httpserver`) inside the same process as the Raft node: the node must be a single
@@ -31,9 +33,19 @@ from agenda.common.service import (
 from agenda.db.peers import Peer, parse_peer, validate_node_id
 from agenda.db.state import DEFAULT_HISTORY_LIMIT
 
-__all__ = ["SCHEMA", "Settings", "build_parser", "load_settings", "main", "overrides_from_args"]
+__all__ = [
+    "EXIT_JOURNAL_CORRUPTED",
+    "SCHEMA",
+    "Settings",
+    "build_parser",
+    "load_settings",
+    "main",
+    "overrides_from_args",
+]
 
 log = logging.getLogger("agenda.db")
+
+EXIT_JOURNAL_CORRUPTED: Final = 3
 
 # An item starts a new peer when it looks like "ID=": lets "a=h:1,h:2,b=h:3,h:4" (a string from an
 # environment variable, split on commas by the config loader) be reassembled into whole peers.
@@ -251,6 +263,7 @@ def _run(settings: Settings) -> int:
     from agenda.common.httpserver import make_keepalive_server
     from agenda.common.tls import server_context
     from agenda.db.api import Forwarder, create_app
+    from agenda.db.journal_format import JournalCorrupted
     from agenda.db.node import Node
 
     ssl_context = None
@@ -298,6 +311,11 @@ def _run(settings: Settings) -> int:
     )
     try:
         node.start()
+    except JournalCorrupted as exc:
+        # Not a bug: the message is the diagnosis and the recovery, so no traceback.
+        log.error("refusing to start: %s", exc)
+        server.server_close()
+        return EXIT_JOURNAL_CORRUPTED
     except (RuntimeError, OSError) as exc:
         log.error("cannot start the Raft node: %s", exc)
         server.server_close()

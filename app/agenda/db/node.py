@@ -40,9 +40,9 @@ leader's ``setRaftCommitIndex`` sync is a no-op and the commit is not delayed by
 * ``connection_retry_time = 0.5`` s (default 5 s): how often to redial a lost member, so a restarted
   member rejoins within half a second.
 
-Durability (``fsync=True``) - pysyncobj writes its journal through mmap and never fsyncs; the journal
-(:mod:`agenda.db.durability`) and the transport (:mod:`agenda.db.transport`) add fsyncs so that an
-acknowledged write is on the disks of a majority.
+Durability (``fsync=True``) - pysyncobj's own journal never fsyncs and has no checksums; ours
+(:mod:`agenda.db.durability`, checksummed and checked at start) and the transport
+(:mod:`agenda.db.transport`) add fsyncs so that an acknowledged write is on the disks of a majority.
 
 History and snapshots - two separate bounds, both node configuration (``agenda-db`` keys
 ``history_limit`` and ``log_compaction_entries``). The state machine keeps the last ``history_limit``
@@ -300,7 +300,11 @@ class Node:
     # ------------------------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Lock the data dir, open the journal, start Raft and the lease-expiry thread."""
+        """Lock the data dir, open the journal, start Raft and the lease-expiry thread.
+
+        Raises :class:`~agenda.db.journal_format.JournalCorrupted` when the journal cannot be trusted (a torn
+        tail is cut and logged instead, see :mod:`agenda.db.durability`).
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
         journal_path = str(self.data_dir / JOURNAL_FILE)
@@ -337,8 +341,13 @@ class Node:
             self._journal = DurableFileJournal(path, fsync=self.fsync, dump_path=dump_path)
             return self._journal
 
-        with journal_factory(factory):
-            self._raft = _RaftKV(self, self.self_peer.raft_addr, [p.raft_addr for p in self.peers], conf)
+        try:
+            with journal_factory(factory):
+                self._raft = _RaftKV(self, self.self_peer.raft_addr, [p.raft_addr for p in self.peers], conf)
+        except BaseException:
+            # e.g. JournalCorrupted: nothing runs yet, but the data dir must not stay locked by a failed start
+            self.stop()
+            raise
         self._wakeup = Wakeup(self._raft.poller())
         transport = self._raft.transport()
         self._transport = transport if isinstance(transport, DurableTransport) else None
