@@ -13,7 +13,9 @@ help: ## list the targets
 
 $(VENV)/.stamp: requirements.txt app/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@# The caldav library brings niquests, whose urllib3-future would otherwise take over the urllib3
+	@# that requests (our HTTP clients) uses: built from source with this switch, it keeps to itself.
+	URLLIB3_NO_OVERRIDE=1 $(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-build-isolation -e app
 	touch $@
 

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,12 +84,13 @@ class Member:
 class Cluster:
     root: Path
     members: dict[str, Member] = field(default_factory=dict)
+    extra_args: tuple[str, ...] = ()  # more agenda-db flags, the same for every member
     _clients: dict[tuple[str, float], HttpClient] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, root: Path, size: int = CLUSTER_SIZE) -> Cluster:
+    def create(cls, root: Path, size: int = CLUSTER_SIZE, extra_args: Sequence[str] = ()) -> Cluster:
         ports = free_ports(2 * size)
-        cluster = cls(root)
+        cluster = cls(root, extra_args=tuple(extra_args))
         for i in range(size):
             node_id = f"db{i + 1}"
             cluster.members[node_id] = Member(
@@ -121,6 +122,7 @@ class Cluster:
             SECRET,
             "--log-format",
             "plain",
+            *self.extra_args,
         ]
         peer_ids = member.peer_ids
         if peer_ids is None:
@@ -299,12 +301,13 @@ def cluster(db_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Clu
 @pytest.fixture
 def make_cluster(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[Callable[[int], Cluster]]:
-    """Start a cluster of its own for a test that reconfigures it (`db_cluster` must stay as it is)."""
+) -> Iterator[Callable[..., Cluster]]:
+    """Start a cluster of its own for a test that reconfigures it (`db_cluster` must stay as it is);
+    ``extra_args`` are agenda-db flags given to every member."""
     made: list[Cluster] = []
 
-    def make(size: int) -> Cluster:
-        cluster = Cluster.create(tmp_path_factory.mktemp("own-cluster"), size)
+    def make(size: int, extra_args: Sequence[str] = ()) -> Cluster:
+        cluster = Cluster.create(tmp_path_factory.mktemp("own-cluster"), size, extra_args)
         made.append(cluster)
         cluster.start_all()
         cluster.wait_healthy(timeout=60)

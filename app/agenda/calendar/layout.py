@@ -11,15 +11,17 @@
     copy of the event. ``<start>`` is RFC 3339 UTC (``2026-11-26T10:00:00Z``), which sorts as text, so
     a user's agenda between two instants is a single ordered range read starting at ``from - 31 days``
     (the longest possible event) and stopping at the first key starting at or after ``to``.
-``series/<username>/<last end>/<event_id>``
-    One index entry per user involved in a RECURRING event, instead of its ``agenda/`` entry, holding a
+``agenda/<username>/~series/<last end>/<event_id>``
+    One index entry per user involved in a RECURRING event, instead of its ``<start>`` entry, holding a
     full copy of the series (rule, overrides and all). ``<last end>`` is RFC 3339 UTC of the latest
     instant any occurrence can end (`agenda.domain.recurrence.series_end`: the last occurrence's end,
     moved ones included, or the ten-year horizon's for an open-ended rule), so a user's agenda between
-    two instants reads, beside the ``agenda/`` range, the single range of series not over by ``from``
-    (starting at ``series/<username>/<from>``), whenever they began; a series is then expanded into its
-    occurrences in the window. Written in the same transaction as the event, like ``agenda/`` entries,
-    and moved (deleted and put) when its last end changes.
+    two instants reads, beside the range above, the single range of series not over by ``from``
+    (starting at ``agenda/<username>/~series/<from>``), whenever they began; a series is then expanded
+    into its occurrences in the window. ``~`` sorts after every digit, so the range of plain events
+    stops before these entries, while everything that watches or lists the whole ``agenda/<username>/``
+    prefix (CalDAV's ctag and sync) sees series too. Written in the same transaction as the event, and
+    moved (deleted and put) when its last end changes.
 ``notifications/<username>/<cursor>``
     One per notification (`notification_record`: `Notification.to_dict()` plus ``cursor``). The cursor is
     ``<20-digit microseconds since the epoch>.<notification id>``: sortable by time, unique, and the
@@ -30,6 +32,17 @@
     one read *before* the agenda was read. So between "no conflict found" and "event written", no
     other commitment of that user can have been written: double-booking is impossible under
     concurrency, across any number of service instances.
+``calendars/<username>/<name>``
+    A CalDAV calendar collection the user made (MKCALENDAR): ``{displayname, description, color,
+    order, created}``. The default calendar (``default``) exists without a record until one is written.
+    Events name the organizer's collection in ``calendar`` ("" for the default one).
+``dav-uids/<username>/<calendar>/<sha256 of the UID>``
+    ``{"event": id}``: which event holds an iCalendar UID in one of the user's calendars, so a second
+    resource with the same UID is refused (CalDAV's ``no-uid-conflict``) with one read. Written and
+    deleted in the event's own transaction.
+``dav-inbox/<username>/<event_id>``
+    ``{"sequence": n}``: the user's CalDAV client took the invitation out of its schedule inbox at that
+    sequence. The inbox lists the pending invitations changed since (RFC 6638's inbox, derived).
 ``groups/<group_id>``
     The group (`agenda.domain.model.Group.to_dict()`), members and their levels and states included.
 ``memberships/<username>/<group_id>``
@@ -42,6 +55,7 @@ participant's agenda, conflicts, notifications and calendar export.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any, Final
 
@@ -53,8 +67,12 @@ __all__ = [
     "agenda_key",
     "agenda_prefix",
     "booking_key",
+    "calendar_key",
+    "calendars_prefix",
     "event_key",
     "group_key",
+    "inbox_key",
+    "inbox_prefix",
     "index_key",
     "index_tail",
     "membership_prefix",
@@ -62,6 +80,7 @@ __all__ = [
     "notification_record",
     "notifications_prefix",
     "series_prefix",
+    "uid_key",
     "user_key",
 ]
 
@@ -83,7 +102,7 @@ def agenda_key(username: str, event: Event) -> str:
 
 
 def series_prefix(username: str) -> str:
-    return f"series/{username}/"
+    return f"{agenda_prefix(username)}~series/"
 
 
 def index_tail(event: Event) -> str:
@@ -122,6 +141,27 @@ def notification_cursor(note: Notification) -> str:
 def notification_record(note: Notification) -> dict[str, Any]:
     """What is stored for `note` (and what is published about it): its dict plus its ``cursor``."""
     return {**note.to_dict(), "cursor": notification_cursor(note)}
+
+
+def calendar_key(username: str, name: str) -> str:
+    return f"calendars/{username}/{name}"
+
+
+def calendars_prefix(username: str) -> str:
+    return f"calendars/{username}/"
+
+
+def uid_key(username: str, calendar: str, uid: str) -> str:
+    digest = hashlib.sha256(uid.encode()).hexdigest()
+    return f"dav-uids/{username}/{calendar or 'default'}/{digest}"
+
+
+def inbox_key(username: str, event_id: str) -> str:
+    return f"dav-inbox/{username}/{event_id}"
+
+
+def inbox_prefix(username: str) -> str:
+    return f"dav-inbox/{username}/"
 
 
 def group_key(group_id: str) -> str:

@@ -87,6 +87,9 @@ class Change:
     A series is checked within `agenda.domain.rules.conflict_window`: the year from its start, or from
     `checked_from` (the caller's now) when that is later, so that a series that began long ago is checked
     where it still happens.
+
+    `extra_ops` and `extra_compare` join the event's transaction: what a caller keeps beside the event
+    (CalDAV's UID index) is written, and checked, atomically with it.
     """
 
     event: Event
@@ -95,6 +98,8 @@ class Change:
     checked_from: datetime | None = None
     # Check only there instead (one occurrence answered or moved: the others are as they were).
     checked_within: Interval | None = None
+    extra_ops: Sequence[Mapping[str, Any]] = ()
+    extra_compare: Sequence[Mapping[str, Any]] = ()
 
 
 class EventStore:
@@ -185,23 +190,34 @@ class EventStore:
         if range_start is not None:
             start_key = prefix + format_time(range_start - MAX_EVENT_DURATION)
         stop = None if range_end is None else prefix + format_time(range_end)
+        series = series_prefix(username)
         events = []
         revisions: list[int] = []
         for kv in self._iter_agenda(username, start_key, revisions):
-            if stop is not None and kv["key"] >= stop:
+            # Series entries sort after every start: past the last plain event, they are read below.
+            if (stop is not None and kv["key"] >= stop) or kv["key"].startswith(series):
                 break
             event = Event.from_dict(kv["value"])
             if range_start is not None and event.end <= range_start:
                 continue
             events.append(event)
         # Series that are not over by range_start, whenever they began (keyed by their last end).
-        series = series_prefix(username)
         series_start = None if range_start is None else series + format_time(range_start)
         for kv in self._iter_agenda(username, series_start, revisions, series):
             event = Event.from_dict(kv["value"])
             if range_end is None or event.start < range_end:
                 events.append(event)
         return events, min(revisions)
+
+    def agenda_entries(self, username: str) -> tuple[list[tuple[Event, int]], int]:
+        """Every indexed event of `username` with its index entry's ``mod_revision``, and the lowest
+        revision the pages were read at: what CalDAV's ctag and sync token are made of."""
+        revisions: list[int] = []
+        pairs = [
+            (Event.from_dict(kv["value"]), int(kv["mod_revision"]))
+            for kv in self._iter_agenda(username, None, revisions)  # series entries included
+        ]
+        return pairs, min(revisions)
 
     def notifications(self, username: str, since: str | None, limit: int) -> list[dict[str, Any]]:
         prefix = notifications_prefix(username)
@@ -281,6 +297,40 @@ class EventStore:
         """Apply `mutate` to the current event; None from it means "nothing to change"."""
         return self._commit(event_id, mutate)
 
+    def remove(
+        self,
+        event_id: str,
+        decide: Callable[[Event], Sequence[Notification]],
+        *,
+        extra_ops: Callable[[Event], Sequence[Mapping[str, Any]]] = lambda _event: (),
+    ) -> Event:
+        """Delete the event outright: its record and every index entry, in one transaction.
+
+        `decide` gets the current event, raises to refuse, and returns the notifications to store (the
+        participants' "cancelled"); `extra_ops` adds the caller's own deletions (CalDAV's UID index).
+        The users it blocked get their booking guard put, as for any change of what blocks them.
+        Returns the event as it was. (The JSON API's DELETE cancels instead, so the event stays visible;
+        a CalDAV client's DELETE means the resource is gone.)
+        """
+
+        def attempt() -> tuple[Event, Write | None]:
+            old, revision = self._read_event(event_id)
+            if old is None:
+                raise EventNotFound(event_id)
+            notes = decide(old)
+            key = event_key(event_id)
+            ops = [txn_delete(key)]
+            tail = index_tail(old)
+            for user in sorted(_involved(old)):
+                ops.append(txn_delete(index_key(user, old, tail)))
+                if blocks(user, old):
+                    ops.append(txn_put(booking_key(user), {"event": old.id, "removed": old.sequence}))
+            ops.extend(extra_ops(old))
+            compare = [txn_compare(key, "mod_revision", "eq", revision)]
+            return old, Write(compare, ops, key, None, notes)
+
+        return commit(self.db, attempt, what="event", announce=self.announce)
+
     def _read_event(self, event_id: str) -> tuple[Event | None, int]:
         try:
             return self.get_event(event_id)
@@ -337,7 +387,8 @@ class EventStore:
             key = event_key(change.event.id)
             compare = [txn_compare(key, "mod_revision", "eq", revision)]
             compare += [txn_compare(booking_key(u), "mod_revision", "lt", r + 1) for u, r in guards.items()]
-            ops = self._ops(old, change)
+            compare += change.extra_compare
+            ops = [*self._ops(old, change), *change.extra_ops]
             if event_id is None:
                 return change.event, Write(compare, ops, key, change.event.to_dict(), change.notifications)
             write = Write(

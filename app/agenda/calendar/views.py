@@ -12,6 +12,9 @@ __all__ = ["event_view"]
 def event_view(event: Event, me: str, conflicts: list[str] | None = None) -> dict[str, Any]:
     """`event` as `me` sees it: the record plus my answer, and the clashing event ids when given."""
     data = event.to_dict()
+    # The CalDAV client's own calendar object and resource name are CalDAV's business (`/dav/`).
+    data.pop("ical", None)
+    data.pop("dav_name", None)
     status = event.partstat(me)
     data["my_status"] = None if status is None else status.value
     if conflicts is not None:

@@ -6,8 +6,9 @@ server is the same ``werkzeug.serving`` server (same threading model: one daemon
 so long-polling watches never starve other requests; same TLS handling; same WSGI environ) with one
 handler change: HTTP/1.1 keep-alive. The application's response is buffered (every response of the
 services is a small JSON or iCalendar document), sent with a ``Content-Length`` in one write, and the
-request body is drained (or the connection closed) before the next request is read from the same
-connection. The one exception is a ``text/event-stream`` response (the gateway's notification stream),
+request body is drained before the next request is read from the same connection, or the connection
+closed (when much is left, or when the application set `agenda.common.web.CLOSE_CONNECTION` in the
+environ). The one exception is a ``text/event-stream`` response (the gateway's notification stream),
 written piece by piece as the application yields it and ended by closing the connection.
 """
 
@@ -27,6 +28,8 @@ from typing import Any, Final
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wsgi import LimitedStream
+
+from agenda.common.web import CLOSE_CONNECTION
 
 __all__ = ["KeepAliveRequestHandler", "make_keepalive_server"]
 
@@ -166,6 +169,8 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
 
         if state.get("streamed"):
             return
+        if environ.get(CLOSE_CONNECTION):
+            self.close_connection = True  # the application refused the body: do not wait for the rest
         if body_stream is not None and not self.close_connection:
             remaining = body_stream.limit - body_stream._pos
             if remaining > MAX_DRAIN:

@@ -15,6 +15,7 @@ from agenda.common.errors import bad_request
 from agenda.common.logs import bind_request_id, new_request_id, sanitize_request_id
 
 __all__ = [
+    "CLOSE_CONNECTION",
     "IDEMPOTENCY_HEADER",
     "IDENTITY_HEADER",
     "MAX_BODY",
@@ -33,6 +34,10 @@ MAX_BODY: Final = 256 * 1024
 IDENTITY_HEADER: Final = "X-Agenda-User"
 SECRET_HEADER: Final = "X-Agenda-Gateway-Secret"  # noqa: S105 - a header name, not a secret
 REQUEST_ID_HEADER: Final = "X-Request-ID"
+# Set True in the WSGI environ by an application that refused a request without reading its body: the
+# server closes the connection after the answer instead of reading the rest (a WSGI application may not
+# send Connection itself, PEP 3333). Honoured by `agenda.common.httpserver`.
+CLOSE_CONNECTION: Final = "agenda.close_connection"
 # A client's name for one create request (draft-ietf-httpapi-idempotency-key-header): the same key
 # twice creates once. The gateway also sends one of its own when the client did not, so that it may
 # resend a create whose answer it lost (a kept-alive connection closed under the request).

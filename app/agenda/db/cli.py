@@ -1,7 +1,9 @@
 """``agenda-db``: run one member of the DB cluster (Raft node + HTTP API) in a single process.
 
 Settings come from ``--config FILE`` (YAML, keys as in :data:`SCHEMA`), then command-line flags (which
-override the file). Anything wrong fails at start with a message naming the key, exit status 2.
+override the file). Anything wrong fails at start with a message naming the key, exit status 2. A journal
+damaged in the middle (:class:`~agenda.db.journal_format.JournalCorrupted`) is exit status 3, with a logged
+message naming the file, the offset and the recovery; any other failure to start is status 1.
 
 The HTTP API is served by Werkzeug's threaded WSGI server (with HTTP/1.1 keep-alive, see
 :mod:`agenda.common.httpserver`) inside the same process as the Raft node: the node must be a single
@@ -29,10 +31,21 @@ from agenda.common.service import (
     tls_section,
 )
 from agenda.db.peers import Peer, parse_peer, validate_node_id
+from agenda.db.state import DEFAULT_HISTORY_LIMIT
 
-__all__ = ["SCHEMA", "Settings", "build_parser", "load_settings", "main", "overrides_from_args"]
+__all__ = [
+    "EXIT_JOURNAL_CORRUPTED",
+    "SCHEMA",
+    "Settings",
+    "build_parser",
+    "load_settings",
+    "main",
+    "overrides_from_args",
+]
 
 log = logging.getLogger("agenda.db")
+
+EXIT_JOURNAL_CORRUPTED: Final = 3
 
 # An item starts a new peer when it looks like "ID=": lets "a=h:1,h:2,b=h:3,h:4" (a string from an
 # environment variable, split on commas by the config loader) be reassembled into whole peers.
@@ -73,6 +86,22 @@ SCHEMA: Final = [
     ),
     Field("fsync", bool, default=True),
     Field("proposal_timeout", float, default=3.0, min=0.1, max=60.0),
+    Field(
+        "history_limit",
+        int,
+        default=DEFAULT_HISTORY_LIMIT,
+        min=1,
+        max=10_000_000,
+        help="watch events kept in memory; a watch from an older revision is answered 410",
+    ),
+    Field(
+        "log_compaction_entries",
+        int,
+        default=5000,  # pysyncobj's default
+        min=2,  # pysyncobj's minimum
+        max=10_000_000,
+        help="compact the Raft log into a snapshot once it holds more entries than this",
+    ),
     *log_fields(),
 ]
 
@@ -91,6 +120,8 @@ class Settings:
     cluster_secret: str | None
     fsync: bool
     proposal_timeout: float
+    history_limit: int
+    log_compaction_entries: int
     log_level: str
     log_format: str
 
@@ -122,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-fsync", action="store_true", help="do not fsync the journal (faster, less safe)"
     )
     parser.add_argument("--proposal-timeout", metavar="SECONDS")
+    parser.add_argument("--history-limit", metavar="EVENTS", help="watch events kept (default 10000)")
+    parser.add_argument(
+        "--log-compaction-entries",
+        metavar="ENTRIES",
+        help="snapshot the Raft log past this size (default 5000)",
+    )
     parser.add_argument("--log-level", metavar="LEVEL")
     parser.add_argument("--log-format", choices=("json", "plain"))
     return parser
@@ -137,6 +174,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         ("data_dir", "data_dir"),
         ("cluster_secret", "cluster_secret"),
         ("proposal_timeout", "proposal_timeout"),
+        ("history_limit", "history_limit"),
+        ("log_compaction_entries", "log_compaction_entries"),
         ("log_level", "log_level"),
         ("log_format", "log_format"),
     ):
@@ -191,6 +230,8 @@ def _settings_from(cfg: Config) -> Settings:
         cluster_secret=cfg.cluster_secret,
         fsync=cfg.fsync,
         proposal_timeout=cfg.proposal_timeout,
+        history_limit=cfg.history_limit,
+        log_compaction_entries=cfg.log_compaction_entries,
         log_level=cfg.log_level,
         log_format=cfg.log_format,
     )
@@ -222,6 +263,7 @@ def _run(settings: Settings) -> int:
     from agenda.common.httpserver import make_keepalive_server
     from agenda.common.tls import server_context
     from agenda.db.api import Forwarder, create_app
+    from agenda.db.journal_format import JournalCorrupted
     from agenda.db.node import Node
 
     ssl_context = None
@@ -258,6 +300,8 @@ def _run(settings: Settings) -> int:
         cluster_secret=settings.cluster_secret,
         fsync=settings.fsync,
         proposal_timeout=settings.proposal_timeout,
+        history_limit=settings.history_limit,
+        log_compaction_entries=settings.log_compaction_entries,
     )
     forwarder = Forwarder(
         "https" if settings.tls_enabled else "http",
@@ -267,6 +311,11 @@ def _run(settings: Settings) -> int:
     )
     try:
         node.start()
+    except JournalCorrupted as exc:
+        # Not a bug: the message is the diagnosis and the recovery, so no traceback.
+        log.error("refusing to start: %s", exc)
+        server.server_close()
+        return EXIT_JOURNAL_CORRUPTED
     except (RuntimeError, OSError) as exc:
         log.error("cannot start the Raft node: %s", exc)
         server.server_close()

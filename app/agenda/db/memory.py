@@ -19,6 +19,10 @@ Faults, each affecting the next matching requests (``times`` of them):
   leader lost its leadership after appending the command.
 * :meth:`InProcessDB.outage`: no leader: any request is answered 503 without being applied.
 
+And :meth:`InProcessDB.burst`: the requests this thread makes inside it land together, as commits do
+when a member's watching thread is not scheduled between them; with a short history (a
+``KVStateMachine(history_limit=...)`` given to the `InProcessDB`) a watcher is then overtaken: 410.
+
 Where it differs from a cluster, on purpose: lease ids are sequential; a lease expires at the first
 request after its deadline (what the leader's tick does); ``linearizable`` changes nothing (there is
 one copy); membership changes are refused with 501.
@@ -29,13 +33,14 @@ contract), only tests and tools do. Importing it loads neither Raft nor a listen
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 from urllib.parse import unquote
@@ -188,6 +193,12 @@ class InProcessDB:
     def outage(self, times: int = 1, *, kinds: Sequence[str] = ()) -> None:
         """Answer the next `times` requests (of `kinds`, default any) 503 "no leader", applying nothing."""
         self._add(_Fault("outage", _kinds(kinds, KINDS), times))
+
+    @contextlib.contextmanager
+    def burst(self) -> Iterator[None]:
+        """Serve no other thread's request and let no waiting watch look again until the block ends."""
+        with self._changed:
+            yield
 
     def pending_faults(self) -> int:
         """How many injected fault occurrences have not happened yet."""
@@ -487,14 +498,14 @@ class _Call:
         cursor = [start]
 
         def probe() -> tuple[list[dict[str, Any]], int] | None:
-            events = self.sm.events_since(cursor[0])  # Compacted -> 410 (only possible on the first probe)
+            events = self.sm.events_since(cursor[0])  # Compacted -> 410, as in the API's watch
             cursor[0] = max(cursor[0], self.sm.revision)
             matching = [event for event in events if event["kv"]["key"].startswith(prefix)]
             return (matching, self.sm.revision) if matching else None
 
         found = self.db.wait_for(probe, timeout)
         if found is None:
-            return 200, {"events": [], "revision": max(self.sm.revision, start)}
+            return 200, {"events": [], "revision": cursor[0]}  # checked up to there, as in the API
         events, revision = found
         return 200, {"events": events, "revision": revision}
 
@@ -544,6 +555,9 @@ class MemoryDBClient(DBClient):
 
     def outage(self, times: int = 1, *, kinds: Sequence[str] = ()) -> None:
         self.db.outage(times, kinds=kinds)
+
+    def burst(self) -> contextlib.AbstractContextManager[None]:
+        return self.db.burst()
 
     def pending_faults(self) -> int:
         return self.db.pending_faults()

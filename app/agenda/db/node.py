@@ -40,9 +40,19 @@ leader's ``setRaftCommitIndex`` sync is a no-op and the commit is not delayed by
 * ``connection_retry_time = 0.5`` s (default 5 s): how often to redial a lost member, so a restarted
   member rejoins within half a second.
 
-Durability (``fsync=True``) - pysyncobj writes its journal through mmap and never fsyncs; the journal
-(:mod:`agenda.db.durability`) and the transport (:mod:`agenda.db.transport`) add fsyncs so that an
-acknowledged write is on the disks of a majority.
+Durability (``fsync=True``) - pysyncobj's own journal never fsyncs and has no checksums; ours
+(:mod:`agenda.db.durability`, checksummed and checked at start) and the transport
+(:mod:`agenda.db.transport`) add fsyncs so that an acknowledged write is on the disks of a majority.
+
+History and snapshots - two separate bounds, both node configuration (``agenda-db`` keys
+``history_limit`` and ``log_compaction_entries``). The state machine keeps the last ``history_limit``
+watch events (whole revisions); a watch from an older revision is answered 410 with ``compact_revision``
+and ``oldest_available``, and the watcher re-reads, then watches from the read's revision. The Raft log is
+compacted into a dump (KV snapshot, watch history included, written by :meth:`Node._write_dump`) once it
+holds more than ``log_compaction_entries`` entries, or 5 minutes after the previous dump (pysyncobj's
+``logCompactionMinTime``); a member restarts from its dump plus the journal after it, and a lagging one
+is sent the leader's. Restoring a snapshot trims its history to this member's own ``history_limit``, so a
+restart answers the same 410s as before it.
 
 Membership (``dynamicMembershipChange=True``) - pysyncobj changes the configuration one member at a time:
 a MEMBERSHIP log entry carries the member's ``TCPNode``, every member switches to the new configuration as
@@ -232,6 +242,7 @@ class Node:
         timers: RaftTimers | None = None,
         proposal_timeout: float = 3.0,
         history_limit: int | None = None,
+        log_compaction_entries: int | None = None,
         lease_check_interval: float = 0.25,
     ) -> None:
         self.self_peer = self_peer
@@ -240,6 +251,7 @@ class Node:
         self.fsync = fsync
         self.timers = timers or RaftTimers()
         self.proposal_timeout = proposal_timeout
+        self.log_compaction_entries = log_compaction_entries  # None: pysyncobj's default (5000)
         self._cluster_secret = cluster_secret
         self._lease_check_interval = lease_check_interval
         self._lock = threading.Lock()
@@ -288,12 +300,22 @@ class Node:
     # ------------------------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Lock the data dir, open the journal, start Raft and the lease-expiry thread."""
+        """Lock the data dir, open the journal, start Raft and the lease-expiry thread.
+
+        Raises :class:`~agenda.db.journal_format.JournalCorrupted` when the journal cannot be trusted (a torn
+        tail is cut and logged instead, see :mod:`agenda.db.durability`).
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
         journal_path = str(self.data_dir / JOURNAL_FILE)
         dump_path = str(self.data_dir / DUMP_FILE)
+        compaction = (
+            {}
+            if self.log_compaction_entries is None
+            else {"logCompactionMinEntries": self.log_compaction_entries}
+        )
         conf = SyncObjConf(
+            **compaction,
             password=self._cluster_secret,
             autoTickPeriod=self.timers.auto_tick_period,
             appendEntriesPeriod=self.timers.append_entries_period,
@@ -319,8 +341,13 @@ class Node:
             self._journal = DurableFileJournal(path, fsync=self.fsync, dump_path=dump_path)
             return self._journal
 
-        with journal_factory(factory):
-            self._raft = _RaftKV(self, self.self_peer.raft_addr, [p.raft_addr for p in self.peers], conf)
+        try:
+            with journal_factory(factory):
+                self._raft = _RaftKV(self, self.self_peer.raft_addr, [p.raft_addr for p in self.peers], conf)
+        except BaseException:
+            # e.g. JournalCorrupted: nothing runs yet, but the data dir must not stay locked by a failed start
+            self.stop()
+            raise
         self._wakeup = Wakeup(self._raft.poller())
         transport = self._raft.transport()
         self._transport = transport if isinstance(transport, DurableTransport) else None

@@ -1,6 +1,6 @@
 """The one module that knows pysyncobj's internals: every private name and internal module it uses is here.
 
-pysyncobj (0.3.17) has no public hooks for what the DB needs - fsync around its journal, a transport
+pysyncobj (0.3.17) has no public hooks for what the DB needs - its own journal file, a transport
 that holds acks and refines "connected", membership entries that also edit our directory, one
 AppendEntries per tick in batched mode - so the DB reaches into name-mangled methods
 (``_SyncObj__...``), private attributes and internal modules. Keeping all of that here means a
@@ -9,9 +9,10 @@ fails if another module of the package touches a pysyncobj private name or impor
 
 What it offers the rest of the package is ordinary Python: base classes whose overridable hooks and
 accessors have public names (:class:`RaftBase`, :class:`TransportBase`, :class:`JournalBase`), a few
-re-exported public pysyncobj names, and :func:`journal_factory`. Each base class checks at construction
-that the internals it relies on still exist, so an incompatible version fails at start, loudly, instead
-of silently losing durability or membership bookkeeping.
+re-exported public pysyncobj names (``FileJournal``, pysyncobj's own journal, whose files ours converts)
+and :func:`journal_factory`. Each base class checks at construction that the internals it relies on still
+exist, so an incompatible version fails at start, loudly, instead of silently losing durability or
+membership bookkeeping.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pysyncobj.pickle as _pickle
 import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.config import FAIL_REASON
-from pysyncobj.journal import FileJournal, MetaStorer
+from pysyncobj.journal import FileJournal, Journal, MetaStorer
 from pysyncobj.node import TCPNode
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.transport import TCPTransport
@@ -34,6 +35,7 @@ __all__ = [
     "FAIL_REASON",
     "POLL_READ",
     "FileJournal",
+    "Journal",
     "JournalBase",
     "MetaStorer",
     "RaftBase",
@@ -82,25 +84,15 @@ def journal_factory(factory: Callable[[str | None], Any]) -> Iterator[None]:
             _syncobj_module.createJournal = original
 
 
-class JournalBase(FileJournal):
-    """pysyncobj's FileJournal with the two internals the durable journal needs behind public methods."""
+class JournalBase(Journal):
+    """pysyncobj's journal interface (``add``, ``clear``, ``deleteEntriesFrom``, ... as it names them) with
+    its one private method behind a public name: pysyncobj calls ``_destroy`` when it is done."""
 
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
-        _require(self, ("_FileJournal__metaStorer", "_FileJournal__journalFile"), "FileJournal")
-        _require(self._FileJournal__journalFile, ("_ResizableFile__f",), "ResizableFile")
+    def close(self) -> None:
+        """pysyncobj is done with the journal: release the file."""
 
-    def set_meta_storer(self, storer: MetaStorer) -> None:
-        """Replace the object that persists currentTerm/votedFor (pysyncobj builds its own)."""
-        self._FileJournal__metaStorer = storer
-
-    def flush_mapping(self) -> None:
-        """msync(MS_SYNC) of the journal's shared mapping."""
-        self._FileJournal__journalFile.flush()
-
-    def journal_fileno(self) -> int:
-        """The descriptor of the journal file behind the mapping (looked up afresh: resizes reopen it)."""
-        return int(self._FileJournal__journalFile._ResizableFile__f.fileno())
+    def _destroy(self) -> None:
+        self.close()
 
 
 class TransportBase(TCPTransport):

@@ -1,35 +1,67 @@
-"""RFC 5545 (iCalendar) export of a user's events, written by hand.
+"""iCalendar (RFC 5545) in and out, through the `icalendar` library.
 
-Hand-written because the output is small and fixed (one VCALENDAR of VEVENTs, METHOD:PUBLISH) and a
-runtime dependency for it would be one more thing to pin and patch on every service. The subtle parts
-are all here: TEXT escaping (section 3.3.11), CRLF line ends, and folding at 75 OCTETS (section 3.1)
-without splitting a multi-byte UTF-8 character, which many naive writers get wrong for non-ASCII text.
-Tests parse the output with the `icalendar` package to keep this honest.
+Two directions:
+
+* **Out.** `to_ical` is a user's whole calendar (the ``calendar.ics`` export, METHOD:PUBLISH);
+  `calendar_object` is one event as a CalDAV calendar object resource (RFC 4791 section 4.1: one
+  VCALENDAR, one UID, no METHOD).
+* **In.** `parse_object` reads a calendar object a CalDAV client PUT: it checks what RFC 4791 requires
+  of one (a VCALENDAR holding VEVENTs that share one UID), and derives the domain's fields from it.
+
+An event created through CalDAV keeps the client's object (`Event.ical`, re-serialised by the library,
+so it is well-formed): alarms, categories, colours, X- properties and the client's time zones are the
+client's data and must come back unchanged. The domain owns a few fields (times, title, attendees and
+their answers, status, sequence), which can change later through the JSON API or another user's answer.
+So `calendar_object` starts from the stored object and overwrites a property only where the event now
+differs from what the stored object says; an untouched event comes back exactly as it was stored.
+
+Everything derived from an object is a pure function of it (`parse_object`), which is what makes that
+comparison sound: "what the stored object says" is `parse_object(stored)`, computed the same way as when
+it was stored.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from datetime import datetime
-from typing import Final
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import icalendar
 
 from agenda.domain.model import Event, EventStatus, PartStat, Visibility, to_utc
+from agenda.domain.validation import (
+    MAX_DESCRIPTION,
+    MAX_EVENT_DURATION,
+    MAX_LOCATION,
+    MAX_TITLE,
+    ValidationError,
+)
 
 __all__ = [
     "DEFAULT_DOMAIN",
+    "MAX_OBJECT_BYTES",
     "PRODID",
-    "escape_text",
-    "fold_line",
-    "format_ical_time",
+    "CalendarObject",
+    "ICalError",
+    "address_user",
+    "calendar_object",
+    "parse_object",
     "to_ical",
+    "user_address",
 ]
 
 PRODID: Final = "-//Agenda Distribuida//Agenda 1.0//EN"
 # .invalid (RFC 2606) can never be a real domain, so our UIDs and addresses cannot clash with others'.
 DEFAULT_DOMAIN: Final = "agenda.invalid"
-CRLF: Final = "\r\n"
-_MAX_OCTETS: Final = 75
+# One calendar object resource. A meeting with alarms and a long description is a few KiB; the cap keeps
+# one event's copies (one per involved user, in one DB transaction) far below the DB's limits.
+MAX_OBJECT_BYTES: Final = 64 * 1024
+# Components in one object: a series with this many overridden occurrences is already unusual.
+MAX_COMPONENTS: Final = 200
+UNTITLED: Final = "(no title)"
 
 _PARTSTAT: Final = {
     PartStat.NEEDS_ACTION: "NEEDS-ACTION",
@@ -37,92 +69,356 @@ _PARTSTAT: Final = {
     PartStat.DECLINED: "DECLINED",
     PartStat.TENTATIVE: "TENTATIVE",
 }
+_PARTSTAT_IN: Final = {text: stat for stat, text in _PARTSTAT.items()} | {"DELEGATED": PartStat.DECLINED}
 _STATUS: Final = {
     EventStatus.CONFIRMED: "CONFIRMED",
     EventStatus.TENTATIVE: "TENTATIVE",
     EventStatus.CANCELLED: "CANCELLED",
 }
+_STATUS_IN: Final = {text: status for status, text in _STATUS.items()}
 _CLASS: Final = {Visibility.PRIVATE: "PRIVATE", Visibility.PUBLIC: "PUBLIC"}
 
-# TEXT may hold any character but controls (tab aside); line breaks are escaped, the rest dropped.
-_TEXT_CONTROLS: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_NEWLINES: Final = re.compile(r"\r\n|\r|\n")
-# Parameter values may not hold controls or DQUOTE at all, and must be quoted if they hold ; : ,
-_PARAM_UNSAFE: Final = re.compile(r'[\x00-\x08\x0a-\x1f\x7f"]')
+# TEXT may hold any character but controls (tab and line breaks aside); the library does not drop them.
+_TEXT_CONTROLS: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_LINE_BREAKS: Final = re.compile(r"\s*[\r\n]+\s*")
+# Components a calendar object may hold besides its VEVENTs (RFC 4791 section 4.1).
+_ALLOWED_COMPONENTS: Final = frozenset({"VEVENT", "VTIMEZONE"})
 
 
-def escape_text(value: str) -> str:
-    """A TEXT value escaped per RFC 5545 3.3.11: backslash, semicolon, comma, and newlines as \\n."""
-    value = _NEWLINES.sub("\n", value)
-    value = _TEXT_CONTROLS.sub("", value)
-    return value.replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,").replace("\n", "\\n")
+class ICalError(ValidationError):
+    """An iCalendar body we cannot store; `field` names the component or property (``VEVENT.DTSTART``)."""
 
 
-def _param(value: str) -> str:
-    value = _PARAM_UNSAFE.sub("", value)
-    return f'"{value}"' if any(c in value for c in ";:,") else value
-
-
-def format_ical_time(value: datetime) -> str:
-    """A DATE-TIME in UTC form (19980119T070000Z); sub-second precision cannot be expressed and is dropped."""
-    utc = to_utc(value)
-    return f"{utc.year:04d}{utc.month:02d}{utc.day:02d}T{utc.hour:02d}{utc.minute:02d}{utc.second:02d}Z"
-
-
-def fold_line(line: str) -> str:
-    """`line` folded into CRLF-terminated physical lines of at most 75 octets each (RFC 5545 3.1).
-
-    Continuation lines begin with one space, which counts toward their 75 octets. Breaks fall only
-    between characters, never inside a UTF-8 sequence.
-    """
-    if len(line.encode()) <= _MAX_OCTETS:
-        return line + CRLF
-    pieces: list[str] = []
-    current: list[str] = []
-    used = 0
-    limit = _MAX_OCTETS
-    for char in line:
-        size = len(char.encode())
-        if used + size > limit:
-            pieces.append("".join(current))
-            current, used, limit = [], 0, _MAX_OCTETS - 1
-        current.append(char)
-        used += size
-    pieces.append("".join(current))
-    return (CRLF + " ").join(pieces) + CRLF
-
-
-def _address(user: str, domain: str) -> str:
-    # Usernames are [a-z0-9_.-], safe in a mailto URI; the domain keeps them from reaching real mail.
+def user_address(user: str, domain: str = DEFAULT_DOMAIN) -> str:
+    """`user`'s calendar user address. Usernames are [a-z0-9_.-], safe in a mailto URI."""
     return f"mailto:{user}@{domain}"
 
 
-def _vevent(event: Event, dtstamp: str, domain: str) -> list[str]:
-    lines = [
-        "BEGIN:VEVENT",
-        f"UID:{escape_text(f'{event.id}@{domain}')}",
-        f"DTSTAMP:{dtstamp}",
-        f"DTSTART:{format_ical_time(event.start)}",
-        f"DTEND:{format_ical_time(event.end)}",
-        f"CREATED:{format_ical_time(event.created)}",
-        f"LAST-MODIFIED:{format_ical_time(event.updated)}",
-        f"SEQUENCE:{event.sequence}",
-        f"STATUS:{_STATUS[event.status]}",
-        f"CLASS:{_CLASS[event.visibility]}",
-        f"SUMMARY:{escape_text(event.title)}",
-    ]
-    if event.description:
-        lines.append(f"DESCRIPTION:{escape_text(event.description)}")
-    if event.location:
-        lines.append(f"LOCATION:{escape_text(event.location)}")
-    lines.append(f"ORGANIZER;CN={_param(event.organizer)}:{_address(event.organizer, domain)}")
+def address_user(address: str, domain: str = DEFAULT_DOMAIN) -> str | None:
+    """The username behind one of our calendar user addresses, or None for anyone else's."""
+    text = str(address).strip()
+    if text[:7].lower() != "mailto:":
+        return None
+    local, at, host = text[7:].rpartition("@")
+    if not at or host.lower() != domain.lower() or not re.fullmatch(r"[a-z0-9_.-]{3,32}", local.lower()):
+        return None
+    return local.lower()
+
+
+def _text(value: str) -> str:
+    return _TEXT_CONTROLS.sub("", value)
+
+
+# ------------------------------------------------------------------------------------------- in
+
+
+@dataclass(frozen=True)
+class CalendarObject:
+    """What a stored calendar object says in the domain's terms (see the module's docstring).
+
+    `attendees` are our users among its ATTENDEEs (the organizer excluded) with their PARTSTAT;
+    `organizer` is the ORGANIZER's username when it is one of ours, None when absent or foreign.
+    `recurring` is true when the master carries RRULE or RDATE, or overridden occurrences exist: the
+    domain's times are then the series' first occurrence.
+    """
+
+    uid: str
+    title: str
+    start: datetime
+    end: datetime
+    all_day: bool
+    description: str
+    location: str
+    visibility: Visibility
+    status: EventStatus
+    sequence: int
+    organizer: str | None
+    attendees: Mapping[str, PartStat] = field(default_factory=dict)
+    recurring: bool = False
+    text: str = ""
+
+
+def _fail(where: str, reason: str) -> ICalError:
+    return ICalError(where, reason)
+
+
+def _as_utc(value: date | datetime, zone: tzinfo, where: str) -> datetime:
+    """A DATE or DATE-TIME as UTC: a DATE is midnight and a floating time is wall time, in `zone`."""
+    if not isinstance(value, datetime):
+        value = datetime.combine(value, time(0))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=zone)
+    try:
+        return to_utc(value, where)
+    except (ValueError, OverflowError) as exc:
+        raise _fail(where, f"is not a usable time: {exc}") from None
+
+
+def _one_line(value: Any, limit: int) -> str:
+    return _LINE_BREAKS.sub(" ", _text(str(value))).strip()[:limit]
+
+
+def _times(vevent: icalendar.Event, zone: tzinfo) -> tuple[datetime, datetime, bool]:
+    dtstart = vevent.get("DTSTART")
+    if dtstart is None:
+        raise _fail("VEVENT.DTSTART", "is required")
+    first = dtstart.dt
+    all_day = not isinstance(first, datetime)
+    start = _as_utc(first, zone, "VEVENT.DTSTART")
+    if vevent.get("DTEND") is not None:
+        if vevent.get("DURATION") is not None:
+            raise _fail("VEVENT.DURATION", "must not be given together with DTEND")
+        end = _as_utc(vevent["DTEND"].dt, zone, "VEVENT.DTEND")
+        where = "VEVENT.DTEND"
+    elif vevent.get("DURATION") is not None:
+        duration = vevent["DURATION"].dt
+        if not isinstance(duration, timedelta):
+            raise _fail("VEVENT.DURATION", "must be a duration")
+        end = start + duration
+        where = "VEVENT.DURATION"
+    else:
+        # RFC 5545 3.6.1: a day without an end lasts the day; a time without one, no time at all.
+        # The domain has no zero-length events (they would never conflict), so it lasts one second.
+        end = start + (timedelta(days=1) if all_day else timedelta(seconds=1))
+        where = "VEVENT.DTSTART"
+    if end <= start:
+        raise _fail(where, "must end after DTSTART")
+    if end - start > MAX_EVENT_DURATION:
+        raise _fail(where, f"must end at most {MAX_EVENT_DURATION.days} days after DTSTART")
+    return start, end, all_day
+
+
+def _addresses(vevent: icalendar.Event, name: str) -> list[Any]:
+    found = vevent.get(name)
+    if found is None:
+        return []
+    return list(found) if isinstance(found, list) else [found]
+
+
+def _zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError, OSError):
+        return UTC
+
+
+def parse_object(data: bytes | str, *, domain: str = DEFAULT_DOMAIN, timezone: str = "UTC") -> CalendarObject:
+    """Check a calendar object resource and derive its fields; ICalError says what is wrong.
+
+    `timezone` (the owner's) places all-day and floating times. The size is checked first, before the
+    library reads anything, so an oversized body costs nothing.
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    if len(raw) > MAX_OBJECT_BYTES:
+        raise _fail("VCALENDAR", f"must be at most {MAX_OBJECT_BYTES} bytes, got {len(raw)}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _fail("VCALENDAR", f"must be UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        calendar = icalendar.Calendar.from_ical(text)
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise _fail("VCALENDAR", f"is not valid iCalendar: {str(exc)[:200]}") from None
+    if not isinstance(calendar, icalendar.Calendar) or calendar.name != "VCALENDAR":
+        raise _fail("VCALENDAR", "the body must be one VCALENDAR")
+    if len(calendar.subcomponents) > MAX_COMPONENTS:
+        raise _fail("VCALENDAR", f"must hold at most {MAX_COMPONENTS} components")
+    if "METHOD" in calendar:
+        raise _fail("VCALENDAR.METHOD", "a stored calendar object must not carry METHOD (RFC 4791 4.1)")
+    for component in calendar.subcomponents:
+        if component.name not in _ALLOWED_COMPONENTS:
+            raise _fail(
+                component.name or "VCALENDAR", "only VEVENT (and VTIMEZONE) components are supported here"
+            )
+    vevents = [c for c in calendar.subcomponents if c.name == "VEVENT"]
+    if not vevents:
+        raise _fail("VEVENT", "the calendar object must hold a VEVENT")
+    uids = {str(v.get("UID", "")).strip() for v in vevents}
+    if len(uids) != 1 or "" in uids:
+        raise _fail("VEVENT.UID", "every VEVENT must carry the same, non-empty UID")
+    uid = uids.pop()
+    if len(uid) > 255 or _TEXT_CONTROLS.search(uid) or "\n" in uid or "\r" in uid:
+        raise _fail("VEVENT.UID", "must be one line of at most 255 characters")
+    masters = [v for v in vevents if v.get("RECURRENCE-ID") is None]
+    if len(masters) > 1:
+        raise _fail("VEVENT.RECURRENCE-ID", "only one VEVENT may lack RECURRENCE-ID")
+    # An object holding only overridden occurrences (an invitation to one occurrence) has no master:
+    # the domain then sees its first overridden occurrence.
+    main = masters[0] if masters else min(vevents, key=lambda v: _as_utc(v["DTSTART"].dt, UTC, "x"))
+    zone = _zone(timezone)
+    start, end, all_day = _times(main, zone)
+    for other in vevents:
+        if other is not main:
+            _times(other, zone)  # every occurrence must be well-formed too
+    try:
+        sequence = int(main.get("SEQUENCE", 0))
+    except (TypeError, ValueError):
+        raise _fail("VEVENT.SEQUENCE", "must be an integer") from None
+    status = _STATUS_IN.get(str(main.get("STATUS", "CONFIRMED")).upper(), EventStatus.CONFIRMED)
+    visibility = Visibility.PUBLIC if str(main.get("CLASS", "")).upper() == "PUBLIC" else Visibility.PRIVATE
+    organizer_prop = main.get("ORGANIZER")
+    organizer = None if organizer_prop is None else address_user(str(organizer_prop), domain)
+    attendees: dict[str, PartStat] = {}
+    for prop in _addresses(main, "ATTENDEE"):
+        user = address_user(str(prop), domain)
+        if user is None or user == organizer:
+            continue
+        partstat = str(getattr(prop, "params", {}).get("PARTSTAT", "NEEDS-ACTION")).upper()
+        attendees[user] = _PARTSTAT_IN.get(partstat, PartStat.NEEDS_ACTION)
+    recurring = bool(len(vevents) > 1 or main.get("RRULE") is not None or main.get("RDATE") is not None)
+    return CalendarObject(
+        uid=uid,
+        title=_one_line(main.get("SUMMARY", ""), MAX_TITLE) or UNTITLED,
+        start=start,
+        end=end,
+        all_day=all_day,
+        description=_text(str(main.get("DESCRIPTION", "")))[:MAX_DESCRIPTION],
+        location=_one_line(main.get("LOCATION", ""), MAX_LOCATION),
+        visibility=visibility,
+        status=status,
+        sequence=max(sequence, 0),
+        organizer=organizer,
+        attendees=attendees,
+        recurring=recurring,
+        text=calendar.to_ical().decode("utf-8"),
+    )
+
+
+# ------------------------------------------------------------------------------------------ out
+
+
+def _event_uid(event: Event, domain: str) -> str:
+    return event.uid or f"{event.id}@{domain}"
+
+
+def _address_prop(user: str, domain: str, **params: str) -> icalendar.vCalAddress:
+    prop = icalendar.vCalAddress(user_address(user, domain))
+    prop.params["CN"] = user
+    for name, value in params.items():
+        prop.params[name] = value
+    return prop
+
+
+def _set_times(vevent: icalendar.Event, event: Event) -> None:
+    """DTSTART and DTEND from the event, in the zone the object used (a client shows its own zone)."""
+    old = vevent.get("DTSTART")
+    zone = getattr(old.dt, "tzinfo", None) if old is not None else None
+    for name in ("DTSTART", "DTEND", "DURATION"):
+        vevent.pop(name, None)
+    zone = zone if isinstance(zone, ZoneInfo) else UTC
+    vevent.add("DTSTART", event.start.astimezone(zone))
+    vevent.add("DTEND", event.end.astimezone(zone))
+
+
+def _set_people(vevent: icalendar.Event, event: Event, domain: str) -> None:
+    """ORGANIZER, and each participant's ATTENDEE with their answer; every other row as it was written
+    (people elsewhere, the organizer's own row, an address of ours that is nobody's account)."""
+    rows = _addresses(vevent, "ATTENDEE")
+    ours = {user: a for a in rows if (user := address_user(str(a), domain)) in event.participants}
+    kept = [a for a in rows if address_user(str(a), domain) not in event.participants]
+    vevent.pop("ATTENDEE", None)
+    organizer_given = address_user(str(vevent.get("ORGANIZER", "")), domain)
+    if (event.participants or "ORGANIZER" in vevent) and organizer_given != event.organizer:
+        vevent.pop("ORGANIZER", None)
+        vevent.add("ORGANIZER", _address_prop(event.organizer, domain))
     for user, participation in sorted(event.participants.items()):
-        lines.append(
-            f"ATTENDEE;CN={_param(user)};ROLE=REQ-PARTICIPANT;PARTSTAT={_PARTSTAT[participation.status]}"
-            f":{_address(user, domain)}"
-        )
-    lines.append("END:VEVENT")
-    return lines
+        prop = ours.get(user)
+        if prop is None:
+            prop = _address_prop(user, domain, ROLE="REQ-PARTICIPANT")
+        prop.params["PARTSTAT"] = _PARTSTAT[participation.status]
+        kept.append(prop)
+    for prop in kept:
+        vevent.add("ATTENDEE", prop, encode=False)
+
+
+def _new_vevent(event: Event, domain: str) -> icalendar.Event:
+    vevent = icalendar.Event()
+    vevent.add("UID", _event_uid(event, domain))
+    vevent.add("CREATED", event.created)
+    _set_times(vevent, event)
+    vevent.add("SUMMARY", _text(event.title))
+    if event.description:
+        vevent.add("DESCRIPTION", _text(event.description))
+    if event.location:
+        vevent.add("LOCATION", _text(event.location))
+    vevent.add("CLASS", _CLASS[event.visibility])
+    vevent.add("STATUS", _STATUS[event.status])
+    vevent.add("ORGANIZER", _address_prop(event.organizer, domain))
+    _set_people(vevent, event, domain)
+    return vevent
+
+
+def _replace(vevent: icalendar.Event, name: str, value: Any) -> None:
+    vevent.pop(name, None)
+    if value not in ("", None):
+        vevent.add(name, value)
+
+
+def _master(calendar: icalendar.Calendar) -> icalendar.Event:
+    vevents = [c for c in calendar.subcomponents if c.name == "VEVENT"]
+    masters = [v for v in vevents if v.get("RECURRENCE-ID") is None]
+    return masters[0] if masters else vevents[0]
+
+
+def _vevents_of(event: Event, domain: str, timezone: str) -> tuple[list[Any], list[Any]]:
+    """(VTIMEZONEs, VEVENTs) of the event: the stored object with the domain's changes, or new ones."""
+    if not event.ical:
+        return [], [_new_vevent(event, domain)]
+    stored = parse_object(event.ical, domain=domain, timezone=timezone)
+    calendar = icalendar.Calendar.from_ical(event.ical)
+    vevent = _master(calendar)
+    if (stored.start, stored.end) != (event.start, event.end):
+        _set_times(vevent, event)
+    if stored.title != event.title:
+        _replace(vevent, "SUMMARY", _text(event.title))
+    if stored.description != event.description:
+        _replace(vevent, "DESCRIPTION", _text(event.description))
+    if stored.location != event.location:
+        _replace(vevent, "LOCATION", _text(event.location))
+    if stored.visibility != event.visibility:
+        _replace(vevent, "CLASS", _CLASS[event.visibility])
+    if stored.status != event.status:
+        _replace(vevent, "STATUS", _STATUS[event.status])
+    answers = {u: p.status for u, p in event.participants.items()}
+    if any(stored.attendees.get(u) != status for u, status in answers.items()) or (
+        stored.organizer not in (None, event.organizer)
+    ):
+        _set_people(vevent, event, domain)
+    zones = [c for c in calendar.subcomponents if c.name == "VTIMEZONE"]
+    vevents = [c for c in calendar.subcomponents if c.name == "VEVENT"]
+    return zones, vevents
+
+
+def _stamp(vevents: Iterable[Any], event: Event, now: datetime) -> None:
+    for vevent in vevents:
+        _replace(vevent, "DTSTAMP", now)
+        _replace(vevent, "LAST-MODIFIED", event.updated)
+        # The domain counts every change; a client's own SEQUENCE only ever grows with it.
+        _replace(vevent, "SEQUENCE", max(event.sequence, int(vevent.get("SEQUENCE", 0) or 0)))
+
+
+def _calendar(method: str | None = None, name: str | None = None) -> icalendar.Calendar:
+    calendar = icalendar.Calendar()
+    calendar.add("VERSION", "2.0")
+    calendar.add("PRODID", PRODID)
+    calendar.add("CALSCALE", "GREGORIAN")
+    if method is not None:
+        calendar.add("METHOD", method)
+    if name is not None:
+        calendar.add("X-WR-CALNAME", icalendar.vText(_text(name)))
+    return calendar
+
+
+def calendar_object(
+    event: Event, *, now: datetime, domain: str = DEFAULT_DOMAIN, timezone: str = "UTC"
+) -> bytes:
+    """One event as a CalDAV calendar object resource (UTF-8 bytes with CRLF line ends)."""
+    zones, vevents = _vevents_of(event, domain, timezone)
+    _stamp(vevents, event, now)
+    calendar = _calendar()
+    for component in [*zones, *vevents]:
+        calendar.add_component(component)
+    return calendar.to_ical()
 
 
 def to_ical(
@@ -131,18 +427,23 @@ def to_ical(
     now: datetime,
     domain: str = DEFAULT_DOMAIN,
     name: str | None = None,
+    timezone: str = "UTC",
 ) -> str:
-    """A VCALENDAR (METHOD:PUBLISH) holding one VEVENT per event, as text with CRLF line ends.
+    """A VCALENDAR (METHOD:PUBLISH) of every event, as text with CRLF line ends.
 
     `now` becomes every DTSTAMP (when this copy was made); `domain` qualifies UIDs and attendee
-    addresses; `name` sets X-WR-CALNAME, which common clients show as the calendar's title.
-    The caller encodes the result as UTF-8 (the iCalendar default charset).
+    addresses; `name` sets X-WR-CALNAME, which common clients show as the calendar's title. A time zone
+    several stored objects define is written once.
     """
-    dtstamp = format_ical_time(now)
-    lines = ["BEGIN:VCALENDAR", "VERSION:2.0", f"PRODID:{PRODID}", "CALSCALE:GREGORIAN", "METHOD:PUBLISH"]
-    if name is not None:
-        lines.append(f"X-WR-CALNAME:{escape_text(name)}")
+    calendar = _calendar("PUBLISH", name)
+    zones: dict[str, Any] = {}
+    bodies: list[Any] = []
     for event in sorted(events, key=lambda e: (e.start, e.end, e.id)):
-        lines.extend(_vevent(event, dtstamp, domain))
-    lines.append("END:VCALENDAR")
-    return "".join(fold_line(line) for line in lines)
+        event_zones, vevents = _vevents_of(event, domain, timezone)
+        for zone in event_zones:
+            zones.setdefault(str(zone.get("TZID", "")), zone)
+        _stamp(vevents, event, now)
+        bodies.extend(vevents)
+    for component in [*zones.values(), *bodies]:
+        calendar.add_component(component)
+    return calendar.to_ical().decode("utf-8")

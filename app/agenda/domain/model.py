@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 if TYPE_CHECKING:
     # Only for annotations: `recurrence` imports this module (its records use PartStat and the times'
@@ -150,6 +150,10 @@ class Participation:
         return cls(status=PartStat(_require(data, "status", "participation")), level=level)
 
 
+# Event fields written only when set, so an event made through the JSON API is stored as before.
+_DAV_FIELDS: Final = ("uid", "ical", "calendar", "dav_name")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     """One calendar entry. `sequence` grows by one on every change, as iCalendar's SEQUENCE requires,
@@ -181,6 +185,14 @@ class Event:
     recurrence: Recurrence | None = None
     overrides: Mapping[str, Override] = field(default_factory=dict)
     recurrence_id: str | None = None
+    # CalDAV (`agenda.domain.ical`): the iCalendar UID ("" means derived from the id), the client's own
+    # calendar object, kept so its alarms, categories and time zones come back as it wrote them, and
+    # where the organizer keeps it: their calendar collection ("" is the default one) and the resource
+    # name it was PUT under. All empty for an event made through the JSON API.
+    uid: str = ""
+    ical: str = ""
+    calendar: str = ""
+    dav_name: str = ""
 
     def __post_init__(self) -> None:
         # Normalise here so every Event, however built, holds UTC times and plain enum values. What is
@@ -238,7 +250,7 @@ class Event:
             "sequence": self.sequence,
             # Only when there is something to say: records of plain events stay as they were.
             **self._recurrence_dict(),
-        }
+        } | {name: getattr(self, name) for name in _DAV_FIELDS if getattr(self, name)}
 
     def _recurrence_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -278,6 +290,10 @@ class Event:
             status=EventStatus(data.get("status", EventStatus.CONFIRMED)),
             participants={user: Participation.from_dict(p) for user, p in participants.items()},
             sequence=int(data.get("sequence", 0)),
+            uid=data.get("uid", ""),
+            ical=data.get("ical", ""),
+            calendar=data.get("calendar", ""),
+            dav_name=data.get("dav_name", ""),
             **recurring,
         )
 

@@ -9,6 +9,8 @@ address. The request then goes to one of the route's backend instances with the 
 `X-Agenda-User` and the gateway's shared secret; idempotent requests fail over to another instance
 (`HttpClient`). Client-supplied identity or secret headers are never forwarded: only the headers
 listed here are.
+
+CalDAV (paths under /dav, and /.well-known/caldav) has its own rules: `agenda.gateway.dav`.
 """
 
 from __future__ import annotations
@@ -47,7 +49,15 @@ from agenda.common.web import (
     idempotency_key,
     install_request_id,
 )
-from agenda.gateway.ratelimit import RateLimiter
+from agenda.gateway.dav import (
+    WELL_KNOWN,
+    BasicLoginCache,
+    DavSettings,
+    is_dav_path,
+    serve_dav,
+    well_known_redirect,
+)
+from agenda.gateway.ratelimit import RateLimiter, login_key
 from agenda.gateway.routes import LOCAL_ROUTES, ROUTES, STREAM_PATH, Route, RouteTable, openapi_document
 from agenda.gateway.streams import (
     ReplayFailed,
@@ -87,6 +97,9 @@ class GatewayDeps:
     admin_token_sha256: str = ""
     # The host's gossip view file (agenda.common.discovery), shown by GET /v1/cluster/services.
     gossip_view: str = ""
+    # CalDAV under /dav (agenda.gateway.dav): its body limits, and the Basic logins verified lately.
+    dav: DavSettings = field(default_factory=DavSettings)
+    dav_logins: BasicLoginCache = field(default_factory=BasicLoginCache)
 
 
 def _json_payload() -> dict[str, Any] | None:
@@ -126,6 +139,19 @@ def create_app(deps: GatewayDeps, *, fast_forward: bool = True) -> flask.Flask:
     install_error_handlers(app)
     install_request_id(app)
     routes = tuple(r for r in deps.routes if r.service in deps.backends)
+
+    @app.before_request
+    def caldav() -> flask.Response | None:
+        # Before Flask's URL routing, whose rules list the JSON API's methods only: every method a
+        # CalDAV client sends (PROPFIND, REPORT...) and any other (a 405 with the CalDAV Allow list)
+        # reaches one place. Registered after install_request_id, so the request id is bound.
+        path = flask.request.path
+        if path in WELL_KNOWN:
+            return well_known_redirect()
+        if is_dav_path(path) and "users" in deps.backends:
+            return serve_dav(deps)
+        return None
+
     table = RouteTable((*LOCAL_ROUTES, *routes))
     document = openapi_document((*routes, *LOCAL_ROUTES))
 
@@ -164,7 +190,7 @@ def create_app(deps: GatewayDeps, *, fast_forward: bool = True) -> flask.Flask:
         limit_key = None
         if route.path == "/v1/auth/login":
             username = body.get("username") if body else None
-            limit_key = f"{username if isinstance(username, str) else ''}|{request.remote_addr}"
+            limit_key = login_key(username if isinstance(username, str) else "", request.remote_addr)
             wait = deps.login_limiter.attempt(limit_key)
             if wait is not None:
                 raise too_many_requests(wait, "Too many login attempts; wait before trying again.")

@@ -137,6 +137,44 @@ SCHEMA: Final = [
         ],
         help="GET /v1/notifications/stream (Server-Sent Events)",
     ),
+    Section(
+        "dav",
+        [
+            Field(
+                "max_body",
+                int,
+                default=1024 * 1024,
+                min=4096,
+                max=64 * 1024 * 1024,
+                help="bytes of a /dav request body (XML or iCalendar); a larger one is a 413",
+            ),
+            Field(
+                "body_timeout",
+                float,
+                default=10.0,
+                min=0.5,
+                max=300.0,
+                help="seconds a /dav request body may take to arrive; then 408",
+            ),
+            Field(
+                "basic_cache_ttl",
+                float,
+                default=300.0,
+                min=0.0,
+                max=3600.0,
+                help="seconds a verified Basic password is reused, never past its token (0: check each time)",
+            ),
+            Field(
+                "basic_cache_size",
+                int,
+                default=10_000,
+                min=1,
+                max=1_000_000,
+                help="verified Basic credentials kept (least recently used dropped first)",
+            ),
+        ],
+        help="CalDAV under /dav, forwarded to the User Service; Basic credentials checked by its login",
+    ),
     *log_fields(),
 ]
 
@@ -268,6 +306,7 @@ def build_app(cfg: Config) -> flask.Flask:
     from agenda.common.http import HttpClient
     from agenda.common.tokens import TokenVerifier, load_public_key
     from agenda.gateway.app import GatewayDeps, create_app
+    from agenda.gateway.dav import BasicLoginCache, DavSettings
     from agenda.gateway.ratelimit import RateLimiter
     from agenda.gateway.streams import StreamSettings
 
@@ -298,6 +337,8 @@ def build_app(cfg: Config) -> flask.Flask:
             poll_interval=cfg.streams.poll_interval,
             max_age=cfg.streams.max_age,
         ),
+        dav=DavSettings(max_body=cfg.dav.max_body, body_timeout=cfg.dav.body_timeout),
+        dav_logins=BasicLoginCache(cfg.dav.basic_cache_ttl, cfg.dav.basic_cache_size),
     )
     return create_app(deps)
 

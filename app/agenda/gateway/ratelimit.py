@@ -14,7 +14,16 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
-__all__ = ["RateLimiter"]
+__all__ = ["RateLimiter", "login_key"]
+
+
+def login_key(username: str, address: str | None) -> str:
+    """The limiter's key of a login attempt: the username as the client gave it, and its address.
+
+    One function for every way of logging in (the JSON login, a CalDAV client's Basic credentials), so
+    that they count against one budget.
+    """
+    return f"{username}|{address}"
 
 
 class RateLimiter:

@@ -78,6 +78,7 @@ from agenda.domain.validation import (
     validate_username,
     validate_visibility,
 )
+from agenda.users.dav import DavDeps, dav_blueprint
 from agenda.users.passwords import hash_password, verify_password
 
 __all__ = ["Deps", "create_app"]
@@ -479,6 +480,18 @@ def calendar() -> Any:
 # ------------------------------------------------------------------------------------------ app
 
 
+def _timezone_of(store: EventStore) -> Callable[[str], str]:
+    """A user's account time zone, read once per request (CalDAV places all-day and floating times in it)."""
+
+    def timezone_of(user: str) -> str:
+        cache = flask.g.setdefault("agenda_timezones", {})
+        if user not in cache:
+            cache[user] = (store.get_user(user) or {}).get("timezone") or "UTC"
+        return cache[user]  # type: ignore[no-any-return]
+
+    return timezone_of
+
+
 def create_app(deps: Deps, *, fast_views: bool = True) -> flask.Flask:
     """The User Service; `fast_views` answers the agenda listing without Flask (`agenda.common.fastviews`)."""
     app = backend_app("users", deps.gateway_secret, on_request=deps.count_request)
@@ -491,6 +504,7 @@ def create_app(deps: Deps, *, fast_views: bool = True) -> flask.Flask:
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(events_bp)
+    dav_blueprint(app, DavDeps(deps.store, lambda: deps.clock(), _timezone_of(deps.store)))
     if fast_views:
         views = {"/v1/events": _fast_listing(deps.store)}
         app.wsgi_app = fast_view_middleware(  # type: ignore[method-assign]

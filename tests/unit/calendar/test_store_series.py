@@ -1,4 +1,4 @@
-"""Series in the store: indexed under ``series/<user>/<last end>/<id>`` in the event's transaction,
+"""Series in the store: indexed under ``agenda/<user>/~series/<last end>/<id>`` in the event's transaction,
 found by any later window whatever their start, checked for conflicts occurrence by occurrence, and
 protected by the booking guards like any commitment."""
 
@@ -71,9 +71,9 @@ def test_a_series_is_indexed_by_its_last_end_for_everyone_involved(
         rule="FREQ=WEEKLY;COUNT=3", participants={"bob": Participation()}, kind=EventKind.APPOINTMENT
     )
     store.create(lambda: Change(counted, (), ("alice",)))
-    assert keys(db, series_prefix("alice")) == [f"series/alice/2030-01-21T10:00:00Z/{counted.id}"]
-    assert keys(db, series_prefix("bob")) == [f"series/bob/2030-01-21T10:00:00Z/{counted.id}"]
-    assert keys(db, agenda_prefix("alice")) == []
+    assert keys(db, series_prefix("alice")) == [f"agenda/alice/~series/2030-01-21T10:00:00Z/{counted.id}"]
+    assert keys(db, series_prefix("bob")) == [f"agenda/bob/~series/2030-01-21T10:00:00Z/{counted.id}"]
+    assert keys(db, agenda_prefix("alice")) == keys(db, series_prefix("alice"))  # only the series entry
 
 
 def test_a_series_that_began_a_year_ago_is_in_todays_window_and_an_ended_one_is_not_read(
@@ -133,7 +133,7 @@ def test_turning_a_plain_event_into_a_series_moves_its_index_in_one_transaction(
         first.id, lambda e: Change(replace(e, recurrence=Recurrence("FREQ=DAILY;COUNT=2")))
     )
     assert db.counts["txn"] == txns + 1
-    assert keys(db, agenda_prefix("alice")) == []
+    assert keys(db, agenda_prefix("alice")) == keys(db, series_prefix("alice"))  # only the series entry
     assert keys(db, series_prefix("alice")) == [index_key("alice", recurring)]
 
 
@@ -144,5 +144,5 @@ def test_moving_an_occurrence_later_moves_the_series_entry(store: EventStore, db
     moved = store.update(
         counted.id, lambda e: Change(e.revised(NOW, overrides={"2030-01-14T09:00:00Z": later}))
     )
-    assert keys(db, series_prefix("alice")) == [f"series/alice/2030-03-18T10:00:00Z/{moved.id}"]
+    assert keys(db, series_prefix("alice")) == [f"agenda/alice/~series/2030-03-18T10:00:00Z/{moved.id}"]
     assert [e.id for e in store.agenda("alice", START + 10 * WEEK, START + 11 * WEEK)] == [moved.id]

@@ -23,6 +23,7 @@ from agenda.db.errors import (
 from agenda.db.node import Status
 from agenda.db.peers import Peer
 from agenda.db.state import KVStateMachine
+from agenda.db.txn import put_command
 
 SELF = Peer("db1", "127.0.0.1:7001", "127.0.0.1:8001")
 OTHER = Peer("db2", "127.0.0.1:7002", "127.0.0.1:8002")
@@ -222,6 +223,53 @@ def test_watch_and_compaction(node, client):
     recent = client.get("/v1/watch", query_string={"since": 3, "timeout": 0, "prefix": "w"})
     assert [e["kv"]["key"] for e in recent.json["events"]] == ["w3", "w4"]
     assert recent.json["revision"] == 5
+
+
+def test_a_watch_that_times_out_answers_the_revision_it_looked_at(node, client):
+    """A commit landing after the watch's last look but before its answer must not be skipped over.
+
+    The empty answer's revision is where the watcher continues from: it must be the revision the
+    events were checked up to, not whatever the member has reached by the time it answers.
+    """
+    client.put("/v1/kv/w/a", json={"value": 1})
+    looked_at = node.kv.revision
+
+    def wait_changed(predicate: Any, timeout: float) -> Any:
+        value = node.read(predicate)
+        node.propose(put_command("w/late", 2))  # committed between the last probe and the answer
+        return value
+
+    node.wait_changed = wait_changed
+    empty = client.get("/v1/watch", query_string={"prefix": "w/", "since": looked_at, "timeout": 0})
+    assert empty.json == {"events": [], "revision": looked_at}
+    assert empty.headers["X-Agenda-Revision"] == str(looked_at)
+    del node.wait_changed
+    resumed = client.get(
+        "/v1/watch", query_string={"prefix": "w/", "since": empty.json["revision"], "timeout": 0}
+    )
+    assert [(e["kv"]["key"], e["revision"]) for e in resumed.json["events"]] == [("w/late", looked_at + 1)]
+
+
+def test_a_watch_overtaken_by_the_history_while_waiting_is_410(node, client):
+    """History trimmed past the watch's position between two looks (a burst of commits before its thread
+    runs again, or a snapshot installed) cannot be answered with events: 410, and the client re-reads."""
+    node.kv = KVStateMachine(history_limit=2)
+    client.put("/v1/kv/w/a", json={"value": 1})
+    since = node.kv.revision
+    probes = []
+
+    def wait_changed(predicate: Any, timeout: float) -> Any:
+        probes.append(node.read(predicate))  # nothing under the prefix yet
+        for i in range(3):
+            node.propose(put_command(f"other/{i}", i))
+        return node.read(predicate)
+
+    node.wait_changed = wait_changed
+    gone = client.get("/v1/watch", query_string={"prefix": "w/", "since": since, "timeout": 5})
+    assert probes == [None]
+    assert is_problem(gone, 410)
+    assert gone.json["compact_revision"] == since + 1
+    assert gone.json["oldest_available"] == since + 2
 
 
 def test_metrics_and_cluster(client):

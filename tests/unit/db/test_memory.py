@@ -350,6 +350,34 @@ def test_a_watch_waits_for_a_matching_change() -> None:
     assert db.watch("w/", got["revision"], timeout=0.01) == {"events": [], "revision": got["revision"]}
 
 
+def test_a_burst_of_writes_overtakes_a_waiting_watch_with_a_short_history() -> None:
+    db = MemoryDBClient(InProcessDB(KVStateMachine(history_limit=2)))
+    db.put("w/seen", 0)
+    since = db.machine.revision
+    outcome: list[Any] = []
+
+    def watcher() -> None:
+        try:
+            outcome.append(db.watch("w/", since, timeout=5))
+        except Compacted as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=watcher)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not db.counts["watch"]:  # counted under the lock, which the watch then only gives up to wait
+        assert time.monotonic() < deadline, "the watch never arrived"
+        time.sleep(0.005)
+    with db.burst():
+        for i in range(3):  # unrelated keys: a watch that saw them one by one would keep waiting
+            db.put(f"other/{i}", i)
+        assert db.machine.compact_revision > since
+    thread.join(5)
+    (answer,) = outcome
+    assert isinstance(answer, Compacted)
+    assert answer.compact_revision == since + 1
+
+
 def test_cluster_is_one_member_and_membership_changes_are_refused() -> None:
     db = MemoryDBClient()
     db.put("k", 1)

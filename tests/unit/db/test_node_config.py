@@ -85,6 +85,10 @@ def test_yaml_file_and_flags_override(tmp_path):
         (["--peer", "db4=127.0.0.1:7002,127.0.0.1:8004"], "peers"),
         (["--api-addr", "127.0.0.1:7001"], "api_addr"),
         (["--proposal-timeout", "soon"], "proposal_timeout"),
+        (["--history-limit", "0"], "history_limit"),
+        (["--history-limit", "ten"], "history_limit"),
+        (["--log-compaction-entries", "1"], "log_compaction_entries"),
+        (["--log-compaction-entries", "2.5"], "log_compaction_entries"),
         (["--log-level", "chatty"], "log_level"),
     ],
 )
@@ -99,6 +103,19 @@ def test_bad_values_name_the_key(change, key):
         else:
             argv[index + 1] = change[1]
     assert error_key(argv) == key
+
+
+def test_history_and_log_compaction_bounds_default_and_are_set_by_flag_or_file(tmp_path):
+    defaults = load_settings(BASE)
+    assert (defaults.history_limit, defaults.log_compaction_entries) == (10_000, 5000)
+    flagged = load_settings([*BASE, "--history-limit", "16", "--log-compaction-entries", "8"])
+    assert (flagged.history_limit, flagged.log_compaction_entries) == (16, 8)
+    config = tmp_path / "db.yaml"
+    config.write_text("history_limit: 100\nlog_compaction_entries: 50\n")
+    filed = load_settings([*BASE, "--config", str(config)])
+    assert (filed.history_limit, filed.log_compaction_entries) == (100, 50)
+    config.write_text("history_limit: -3\n")
+    assert error_key([*BASE, "--config", str(config)]) == "history_limit"
 
 
 def test_tls_requires_cert_key_ca():

@@ -1,4 +1,4 @@
-"""The fsync wrapper around pysyncobj's journal, and the snapshot dump format."""
+"""The fsyncs of the Raft journal (group commit, meta file, dump before compaction), and the dump format."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 
 from agenda.db.dump import DUMP_MAGIC, decode_dump, encode_dump
 from agenda.db.durability import DurableFileJournal
-from agenda.db.pysyncobj_adapter import FileJournal
 
 
 @pytest.fixture
@@ -70,21 +69,31 @@ def test_term_and_vote_are_stored_durably_and_reload(tmp_path, fsyncs):
     journal.deleteEntriesFrom(1)
     journal.add(b"c", 2, 7)
     journal.sync()
-    journal._destroy()
-    reopened = FileJournal(path)  # plain pysyncobj reads our files
+    journal.close()
+    reopened = DurableFileJournal(path, fsync=False)
     assert reopened.getCurrentTerm() == 7
     assert reopened.getVotedForNodeId() == "127.0.0.1:1"
     assert [(bytes(c), i, t) for c, i, t in (reopened[0], reopened[1])] == [(b"a", 1, 7), (b"c", 2, 7)]
     assert not os.path.exists(path + ".meta.tmp")
 
 
-def test_clear_fsyncs_the_dump_before_dropping_entries(tmp_path, fsyncs):
+def test_clear_fsyncs_the_dump_before_dropping_entries(tmp_path, monkeypatch):
+    synced: list[str] = []  # what each fsync was of, in order
+    real = os.fsync
+
+    def recording(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
     dump = tmp_path / "raft.dump"
     dump.write_bytes(b"snapshot")
     journal = DurableFileJournal(str(tmp_path / "j"), fsync=True, dump_path=str(dump))
-    fsyncs.clear()
+    journal.add(b"x", 1, 1)
+    monkeypatch.setattr(os, "fsync", recording)
     journal.clear()
-    assert len(fsyncs) >= 2  # dump file + directory
+    # The dump and its directory, then the emptied journal written beside the old one, then the directory
+    # holding the rename: the entries are only gone once the dump that replaces them is on disk.
+    assert synced[:4] == [str(dump), str(tmp_path), str(tmp_path / "j.tmp"), str(tmp_path)]
 
 
 def test_dump_round_trip():

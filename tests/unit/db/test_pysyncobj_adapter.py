@@ -109,5 +109,5 @@ def test_the_adapter_is_where_the_internals_are():
     assert {
         "_SyncObj__doApplyCommand",
         "_onTick",
-        "_FileJournal__metaStorer",
+        "_destroy",
     } <= used & _pysyncobj_private_names()

@@ -1,9 +1,10 @@
 """The gateway's route table (`ROUTES`) and the backends' URL maps agree.
 
 Every route the gateway forwards is a rule of the service it forwards to, with the same method; every
-rule of a backend is routed, except the few each process answers itself; and for every route, the
-gateway's pattern and the backend's rule match the same concrete paths. The URL maps come from the
-services' real application factories.
+rule of a backend is routed, except the few each process answers itself and the User Service's CalDAV
+rules under /dav, which the gateway forwards by their prefix (`agenda.gateway.dav`), whatever they are;
+and for every route, the gateway's pattern and the backend's rule match the same concrete paths. The
+URL maps come from the services' real application factories.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import flask
 import pytest
 
 from agenda.db.memory import MemoryDBClient
+from agenda.gateway.dav import DAV_METHODS, is_dav_path
 from agenda.gateway.routes import LOCAL_ROUTES, ROUTES, Route, RouteTable
 
 from ..backends import Clock, groups_app, url_rules, users_app
@@ -39,7 +41,7 @@ def openapi_path(rule: str) -> str:
     return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
 
 
-def backend_routes(backends: dict[str, flask.Flask]) -> set[tuple[str, str, str]]:
+def all_backend_rules(backends: dict[str, flask.Flask]) -> set[tuple[str, str, str]]:
     """(service, method, path) for every rule of every backend."""
     out = set()
     for service, app in backends.items():
@@ -47,6 +49,19 @@ def backend_routes(backends: dict[str, flask.Flask]) -> set[tuple[str, str, str]
             method, rule = route.split(" ", 1)
             out.add((service, method, openapi_path(rule)))
     return out
+
+
+def backend_routes(backends: dict[str, flask.Flask]) -> set[tuple[str, str, str]]:
+    """The rules routed by the gateway's table: all but the CalDAV ones (see the module)."""
+    return {rule for rule in all_backend_rules(backends) if not is_dav_path(rule[2])}
+
+
+def test_caldav_rules_are_the_user_services_and_use_methods_the_gateway_forwards(
+    backends: dict[str, flask.Flask],
+) -> None:
+    dav = {rule for rule in all_backend_rules(backends) if is_dav_path(rule[2])}
+    assert {service for service, _, _ in dav} <= {"users"}
+    assert {method for _, method, _ in dav} <= set(DAV_METHODS)
 
 
 def gateway_routes() -> set[tuple[str, str, str]]:

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from agenda.db.memory import MemoryDBClient
+from agenda.db.memory import InProcessDB, MemoryDBClient
+from agenda.db.state import KVStateMachine
 from agenda.devstack.stack import free_ports
 from agenda.messaging import PRIMARY_KEY, NoPrimary, PrimaryRecord, RedisLocator
 
@@ -81,6 +82,37 @@ def test_a_malformed_record_is_reported_and_the_watcher_survives_it(
     db.put(PRIMARY_KEY, record(7003, 3))  # the watcher still follows the key afterwards
     poll(lambda: locator.current() and locator.current().port == 7003)  # type: ignore[union-attr]
     assert locator.problem is None
+
+
+def test_a_watch_overtaken_by_compaction_re_reads_the_record_and_watches_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    db = MemoryDBClient(InProcessDB(KVStateMachine(history_limit=2)))
+    db.put(PRIMARY_KEY, record(7001, 1))
+    loc = RedisLocator(db, watch_timeout=1.0, socket_timeout=0.5)
+    try:
+        poll(lambda: loc.current())
+        reads = db.counts["range"]
+        with caplog.at_level(logging.INFO, logger="agenda.messaging.locator"):
+            with db.burst():  # three changes the watcher cannot see one by one: two fall out of history
+                for epoch in (2, 3, 4):
+                    db.put(PRIMARY_KEY, record(7000 + epoch, epoch))
+            poll(lambda: locator_epoch(loc) == 4)
+        assert any("compacted past revision" in r.getMessage() for r in caplog.records)
+        assert db.counts["range"] == reads + 1  # the re-read, which found the newest record
+        assert loc.switches == 1  # straight from epoch 1 to 4: the lost changes were never replayed
+        db.put(PRIMARY_KEY, record(7005, 5))  # watching again, from the re-read's revision
+        poll(lambda: locator_epoch(loc) == 5)
+        assert db.counts["range"] == reads + 1
+    finally:
+        loc.close()
+        assert loc._thread is not None
+        poll(lambda: not loc._thread.is_alive(), 3.0)  # type: ignore[union-attr]
+
+
+def locator_epoch(loc: RedisLocator) -> int | None:
+    current = loc.current()
+    return current.epoch if current is not None else None
 
 
 def test_with_only_a_malformed_record_client_says_why_without_trying_redis(db: MemoryDBClient) -> None:

@@ -35,14 +35,19 @@ def watch_prefix() -> Any:
     cursor = [since]
 
     def probe(sm: KVStateMachine) -> tuple[list[dict[str, Any]], int] | None:
-        events = sm.events_since(cursor[0])  # Compacted -> 410 (only possible on the first probe)
+        # Compacted -> 410: on the first probe when `since` is too old, and on a later one when the
+        # history moved past the cursor meanwhile (a burst of commits before this thread got the lock
+        # back, or a snapshot installed); either way the events the watcher needs are gone.
+        events = sm.events_since(cursor[0])
         cursor[0] = max(cursor[0], sm.revision)
         matching = [event for event in events if event["kv"]["key"].startswith(prefix)]
         return (matching, sm.revision) if matching else None
 
     found = node.wait_changed(probe, timeout)
     if found is None:
-        revision = node.read(lambda sm: max(sm.revision, since))
+        # The revision the events were checked up to, not the member's revision now: a commit after the
+        # last probe would otherwise be skipped by a watcher continuing from this answer.
+        revision = cursor[0]
         return revision_response({"events": [], "revision": revision}, revision)
     events, revision = found
     return revision_response({"events": events, "revision": revision}, revision)
