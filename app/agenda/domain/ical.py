@@ -31,7 +31,17 @@ from zoneinfo import ZoneInfo
 
 import icalendar
 
-from agenda.domain.model import Event, EventStatus, PartStat, Visibility, to_utc
+from agenda.domain.model import Event, EventStatus, Participation, PartStat, Visibility, format_time, to_utc
+from agenda.domain.recurrence import (
+    MAX_EXDATES,
+    MAX_OVERRIDES,
+    MAX_RDATES,
+    Override,
+    Recurrence,
+    horizon_end,
+    original_starts,
+    parse_rrule,
+)
 from agenda.domain.validation import (
     MAX_DESCRIPTION,
     MAX_EVENT_DURATION,
@@ -119,7 +129,11 @@ class CalendarObject:
     `attendees` are our users among its ATTENDEEs (the organizer excluded) with their PARTSTAT;
     `organizer` is the ORGANIZER's username when it is one of ours, None when absent or foreign.
     `recurring` is true when the master carries RRULE or RDATE, or overridden occurrences exist: the
-    domain's times are then the series' first occurrence.
+    domain's times are then the series' first occurrence. `recurrence` and `overrides` are the series
+    in the domain's terms (`agenda.domain.recurrence`) when the domain can hold it: one RRULE it accepts
+    (at most daily, COUNT <= 1000...), its RDATEs and EXDATEs, and an `Override` per RECURRENCE-ID
+    VEVENT saying what differs from the master (times, text, STATUS:CANCELLED, our attendees' answers);
+    None and {} otherwise (the object is still stored whole, and kept as written).
     """
 
     uid: str
@@ -136,6 +150,8 @@ class CalendarObject:
     attendees: Mapping[str, PartStat] = field(default_factory=dict)
     recurring: bool = False
     text: str = ""
+    recurrence: Recurrence | None = None
+    overrides: Mapping[str, Override] = field(default_factory=dict)
 
 
 def _fail(where: str, reason: str) -> ICalError:
@@ -266,6 +282,7 @@ def parse_object(data: bytes | str, *, domain: str = DEFAULT_DOMAIN, timezone: s
         partstat = str(getattr(prop, "params", {}).get("PARTSTAT", "NEEDS-ACTION")).upper()
         attendees[user] = _PARTSTAT_IN.get(partstat, PartStat.NEEDS_ACTION)
     recurring = bool(len(vevents) > 1 or main.get("RRULE") is not None or main.get("RDATE") is not None)
+    recurrence, overrides = _series_of(main, vevents, zone, timezone, domain, organizer, attendees)
     return CalendarObject(
         uid=uid,
         title=_one_line(main.get("SUMMARY", ""), MAX_TITLE) or UNTITLED,
@@ -281,7 +298,100 @@ def parse_object(data: bytes | str, *, domain: str = DEFAULT_DOMAIN, timezone: s
         attendees=attendees,
         recurring=recurring,
         text=calendar.to_ical().decode("utf-8"),
+        recurrence=recurrence,
+        overrides=overrides,
     )
+
+
+def _dates(vevent: icalendar.Event, name: str, zone: tzinfo) -> list[datetime]:
+    """Every value of RDATE or EXDATE (any number of lines, each a list) as UTC; a PERIOD by its start."""
+    found = vevent.get(name)
+    if found is None:
+        return []
+    out = []
+    for line in found if isinstance(found, list) else [found]:
+        for value in line.dts:
+            moment = value.dt[0] if isinstance(value.dt, tuple) else value.dt
+            out.append(_as_utc(moment, zone, f"VEVENT.{name}"))
+    return out
+
+
+def _series_of(
+    master: icalendar.Event,
+    vevents: list[icalendar.Event],
+    zone: tzinfo,
+    timezone: str,
+    domain: str,
+    organizer: str | None,
+    attendees: Mapping[str, PartStat],
+) -> tuple[Recurrence | None, dict[str, Override]]:
+    """The master's recurrence and the overridden occurrences, in the domain's terms (see CalendarObject)."""
+    rules = master.get("RRULE")
+    if master.get("RECURRENCE-ID") is not None or isinstance(rules, list):
+        return None, {}  # no master, or several RRULEs: more than the domain can say
+    if rules is None and master.get("RDATE") is None:
+        return None, {}
+    first = master["DTSTART"].dt
+    tz = getattr(first, "tzinfo", None)
+    # The rule follows DTSTART's zone; a floating or all-day start follows the owner's.
+    zone_name = tz.key if isinstance(tz, ZoneInfo) else ("UTC" if tz is not None else timezone)
+    try:
+        rule = None if rules is None else parse_rrule(rules.to_ical().decode(), zone_name).text()
+        rdates = _dates(master, "RDATE", zone)
+        exdates = _dates(master, "EXDATE", zone)
+        if len(rdates) > MAX_RDATES or len(exdates) > MAX_EXDATES or (rule is None and not rdates):
+            return None, {}
+        recurrence = Recurrence(rule, tuple(rdates), tuple(exdates), zone_name)
+    except (ValidationError, ValueError):
+        return None, {}
+    start, end, _ = _times(master, zone)
+    overrides: dict[str, Override] = {}
+    for vevent in vevents:
+        if vevent is master or len(overrides) >= MAX_OVERRIDES:
+            continue
+        original = _as_utc(vevent["RECURRENCE-ID"].dt, zone, "VEVENT.RECURRENCE-ID")
+        moved_start, moved_end, _ = _times(vevent, zone)
+        moved = (moved_start, moved_end) != (original, original + (end - start))
+        texts = {
+            name: value
+            for name, value, master_value in (
+                (
+                    "title",
+                    _one_line(vevent.get("SUMMARY", ""), MAX_TITLE),
+                    _one_line(master.get("SUMMARY", ""), MAX_TITLE),
+                ),
+                (
+                    "description",
+                    _text(str(vevent.get("DESCRIPTION", "")))[:MAX_DESCRIPTION],
+                    _text(str(master.get("DESCRIPTION", "")))[:MAX_DESCRIPTION],
+                ),
+                (
+                    "location",
+                    _one_line(vevent.get("LOCATION", ""), MAX_LOCATION),
+                    _one_line(master.get("LOCATION", ""), MAX_LOCATION),
+                ),
+            )
+            if value != master_value
+        }
+        answers = {}
+        for prop in _addresses(vevent, "ATTENDEE"):
+            user = address_user(str(prop), domain)
+            if user is None or user == organizer or user not in attendees:
+                continue
+            partstat = str(getattr(prop, "params", {}).get("PARTSTAT", "NEEDS-ACTION")).upper()
+            answer = _PARTSTAT_IN.get(partstat, PartStat.NEEDS_ACTION)
+            if answer is not attendees[user]:
+                answers[user] = answer
+        override = Override(
+            start=moved_start if moved else None,
+            end=moved_end if moved else None,
+            cancelled=str(vevent.get("STATUS", "")).upper() == "CANCELLED",
+            partstats=answers,
+            **texts,
+        )
+        if not override.empty:
+            overrides[format_time(original)] = override
+    return recurrence, overrides
 
 
 # ------------------------------------------------------------------------------------------ out
@@ -299,10 +409,12 @@ def _address_prop(user: str, domain: str, **params: str) -> icalendar.vCalAddres
     return prop
 
 
-def _set_times(vevent: icalendar.Event, event: Event) -> None:
-    """DTSTART and DTEND from the event, in the zone the object used (a client shows its own zone)."""
+def _set_times(vevent: icalendar.Event, event: Event, zone: tzinfo | None = None) -> None:
+    """DTSTART and DTEND from the event, in the zone the object used (a client shows its own zone), or
+    in `zone` (a series': its rule follows that zone's wall clock, and so must a client's expansion)."""
     old = vevent.get("DTSTART")
-    zone = getattr(old.dt, "tzinfo", None) if old is not None else None
+    if zone is None:
+        zone = getattr(old.dt, "tzinfo", None) if old is not None else None
     for name in ("DTSTART", "DTEND", "DURATION"):
         vevent.pop(name, None)
     zone = zone if isinstance(zone, ZoneInfo) else UTC
@@ -331,11 +443,11 @@ def _set_people(vevent: icalendar.Event, event: Event, domain: str) -> None:
         vevent.add("ATTENDEE", prop, encode=False)
 
 
-def _new_vevent(event: Event, domain: str) -> icalendar.Event:
+def _new_vevent(event: Event, domain: str, zone: tzinfo | None = None) -> icalendar.Event:
     vevent = icalendar.Event()
     vevent.add("UID", _event_uid(event, domain))
     vevent.add("CREATED", event.created)
-    _set_times(vevent, event)
+    _set_times(vevent, event, zone)
     vevent.add("SUMMARY", _text(event.title))
     if event.description:
         vevent.add("DESCRIPTION", _text(event.description))
@@ -360,13 +472,85 @@ def _master(calendar: icalendar.Calendar) -> icalendar.Event:
     return masters[0] if masters else vevents[0]
 
 
+def _series_zone(recurrence: Recurrence) -> tzinfo:
+    return UTC if recurrence.timezone == "UTC" else ZoneInfo(recurrence.timezone)
+
+
+def _set_recurrence(vevent: icalendar.Event, recurrence: Recurrence) -> None:
+    """RRULE, RDATE and EXDATE of the master, the dates in the rule's zone (as DTSTART)."""
+    zone = _series_zone(recurrence)
+    for name in ("RRULE", "RDATE", "EXDATE"):
+        vevent.pop(name, None)
+    if recurrence.rrule is not None:
+        vevent.add("RRULE", icalendar.vRecur.from_ical(recurrence.rrule))
+    if recurrence.rdates:
+        vevent.add("RDATE", [t.astimezone(zone) for t in recurrence.rdates])
+    if recurrence.exdates:
+        vevent.add("EXDATE", [t.astimezone(zone) for t in recurrence.exdates])
+
+
+def _series_vevents(event: Event, domain: str) -> tuple[list[Any], list[Any]]:
+    """(VTIMEZONE, VEVENTs) of a series made through the JSON API: the master with its recurrence, then
+    one VEVENT with RECURRENCE-ID per override of an occurrence that exists (RFC 5545 3.8.4.4)."""
+    assert event.recurrence is not None  # noqa: S101 - only series come here
+    zone = _series_zone(event.recurrence)
+    master = _new_vevent(event, domain, zone)
+    _set_recurrence(master, event.recurrence)
+    vevents = [master]
+    limit = horizon_end(event.start)
+    existing = {format_time(t) for t in original_starts(event.start, event.recurrence, limit)}
+    for rid, override in sorted(event.overrides.items()):
+        if rid not in existing:
+            continue
+        original = datetime.fromisoformat(rid)
+        participants = {
+            user: Participation(override.partstats.get(user, p.status), p.level)
+            for user, p in event.participants.items()
+        }
+        occurrence = Event(
+            id=event.id,
+            uid=event.uid,
+            title=event.title if override.title is None else override.title,
+            description=event.description if override.description is None else override.description,
+            location=event.location if override.location is None else override.location,
+            start=override.start or original,
+            end=override.end or original + (event.end - event.start),
+            organizer=event.organizer,
+            created=event.created,
+            updated=event.updated,
+            visibility=event.visibility,
+            status=EventStatus.CANCELLED if override.cancelled else event.status,
+            participants=participants,
+        )
+        vevent = _new_vevent(occurrence, domain, zone)
+        vevent.add("RECURRENCE-ID", original.astimezone(zone))
+        vevents.append(vevent)
+    zones = []
+    if event.recurrence.timezone != "UTC":
+        first = min([event.start, *(o.start for o in event.overrides.values() if o.start is not None)])
+        zones.append(
+            icalendar.Timezone.from_tzid(
+                event.recurrence.timezone,
+                first_date=first.date() - timedelta(days=1),
+                last_date=limit.date() + timedelta(days=1),
+            )
+        )
+    return zones, vevents
+
+
 def _vevents_of(event: Event, domain: str, timezone: str) -> tuple[list[Any], list[Any]]:
     """(VTIMEZONEs, VEVENTs) of the event: the stored object with the domain's changes, or new ones."""
     if not event.ical:
+        if event.recurrence is not None:
+            return _series_vevents(event, domain)
         return [], [_new_vevent(event, domain)]
     stored = parse_object(event.ical, domain=domain, timezone=timezone)
     calendar = icalendar.Calendar.from_ical(event.ical)
     vevent = _master(calendar)
+    # A rule changed through the JSON API replaces the object's; a client's rule the domain could not
+    # hold (event.recurrence None) is the client's and stays as written.
+    if event.recurrence is not None and stored.recurrence != event.recurrence:
+        _set_recurrence(vevent, event.recurrence)
     if (stored.start, stored.end) != (event.start, event.end):
         _set_times(vevent, event)
     if stored.title != event.title:
