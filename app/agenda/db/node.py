@@ -122,6 +122,7 @@ from agenda.db.pysyncobj_adapter import (
     journal_factory,
     replicated,
 )
+from agenda.db.rafttls import RaftTls
 from agenda.db.readindex import Once, ReadIndex, majority_echoed, term_floor
 from agenda.db.state import KVStateMachine
 from agenda.db.tick import Waiter, Wakeup
@@ -203,9 +204,11 @@ class _RaftKV(RaftBase):
     """The SyncObj: one replicated method that applies a command to the owner's state machine, plus the
     two membership hooks (see :class:`~agenda.db.pysyncobj_adapter.RaftBase`), both handed to the owner."""
 
-    def __init__(self, owner: Node, self_addr: str, others: list[str], conf: SyncObjConf) -> None:
+    def __init__(
+        self, owner: Node, self_addr: str, others: list[str], conf: SyncObjConf, tls: RaftTls | None
+    ) -> None:
         self._owner = owner  # set before SyncObj.__init__: the tick thread may apply entries at once
-        super().__init__(self_addr, others, conf, transport_class=DurableTransport)
+        super().__init__(self_addr, others, conf, transport_class=DurableTransport, tls=tls)
 
     @replicated
     def apply_command(self, command: dict[str, Any]) -> dict[str, Any]:
@@ -228,6 +231,7 @@ class Node:
         data_dir: str | os.PathLike[str],
         *,
         cluster_secret: str | None = None,
+        raft_tls: RaftTls | None = None,
         fsync: bool = True,
         timers: RaftTimers | None = None,
         proposal_timeout: float = 3.0,
@@ -241,6 +245,7 @@ class Node:
         self.timers = timers or RaftTimers()
         self.proposal_timeout = proposal_timeout
         self._cluster_secret = cluster_secret
+        self.raft_tls = raft_tls
         self._lease_check_interval = lease_check_interval
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -273,6 +278,7 @@ class Node:
             "lease_expire_proposals": 0,
             "applied": 0,
             "raft_links_refused": 0,
+            "raft_tls_refused": 0,
         }
         self._counters_lock = threading.Lock()
         self._barrier = SharedBarrier(self._read_round, lambda: map_failure("Timeout"))
@@ -320,7 +326,8 @@ class Node:
             return self._journal
 
         with journal_factory(factory):
-            self._raft = _RaftKV(self, self.self_peer.raft_addr, [p.raft_addr for p in self.peers], conf)
+            others = [p.raft_addr for p in self.peers]
+            self._raft = _RaftKV(self, self.self_peer.raft_addr, others, conf, self.raft_tls)
         self._wakeup = Wakeup(self._raft.poller())
         transport = self._raft.transport()
         self._transport = transport if isinstance(transport, DurableTransport) else None
@@ -333,6 +340,7 @@ class Node:
                 "node_id": self.self_peer.node_id,
                 "raft_addr": self.self_peer.raft_addr,
                 "fsync": self.fsync,
+                "raft_tls": self.raft_tls is not None,
             },
         )
 
@@ -468,6 +476,7 @@ class Node:
         self._settle_reads(raft)
         if self._transport is not None:
             self.counters["raft_links_refused"] = self._transport.refused_links
+            self.counters["raft_tls_refused"] = self._transport.tls_refused_links
         leader = raft.leader_node()
         self_addr = self.self_peer.raft_addr
         # pysyncobj's member set (not the directory) is what votes and commits: quorum is counted on it.
