@@ -44,6 +44,16 @@ Durability (``fsync=True``) - pysyncobj writes its journal through mmap and neve
 (:mod:`agenda.db.durability`) and the transport (:mod:`agenda.db.transport`) add fsyncs so that an
 acknowledged write is on the disks of a majority.
 
+Transport security (``raft_tls``) - given a :class:`~agenda.db.rafttls.RaftTls` (the CLI builds one from the
+member's ``tls`` files whenever ``raft_tls`` is on, by default whenever the HTTP API's TLS is), every Raft
+link runs inside mutual TLS against the deployment's CA, and a dialler may only name itself with a Raft
+address on a host its certificate names. A member with a certificate from another CA, or a plain-TCP
+client, is refused at the handshake by every member - counted (``raft_tls_refused``) and logged - and so
+never learns a term, a leader or an entry; the cluster goes on as if it did not exist. ``cluster_secret``
+(pysyncobj's password) is then optional defence in depth inside TLS; without ``raft_tls`` it is the only
+protection Raft traffic has. What is covered and why is in :mod:`agenda.db.rafttls`; how the handshake fits
+pysyncobj's poller, in :class:`~agenda.db.pysyncobj_adapter.TlsConnection`.
+
 Membership (``dynamicMembershipChange=True``) - pysyncobj changes the configuration one member at a time:
 a MEMBERSHIP log entry carries the member's ``TCPNode``, every member switches to the new configuration as
 soon as the entry is in its log (single-server changes, as in the Raft dissertation), and a log-compaction

@@ -9,9 +9,11 @@ fails if another module of the package touches a pysyncobj private name or impor
 
 What it offers the rest of the package is ordinary Python: base classes whose overridable hooks and
 accessors have public names (:class:`RaftBase`, :class:`TransportBase`, :class:`JournalBase`), a few
-re-exported public pysyncobj names, and :func:`journal_factory`. Each base class checks at construction
-that the internals it relies on still exist, so an incompatible version fails at start, loudly, instead
-of silently losing durability or membership bookkeeping.
+re-exported public pysyncobj names, :func:`journal_factory`, and for Raft over mutual TLS
+(:mod:`agenda.db.rafttls`) :class:`TlsConnection`, pysyncobj's connection with a TLS handshake in
+front. Each base class checks at construction that the internals it relies on still exist, so an
+incompatible version fails at start, loudly, instead of silently losing durability or membership
+bookkeeping.
 """
 
 from __future__ import annotations
