@@ -416,6 +416,8 @@ class TransportBase(TCPTransport):
     def _onNewIncomingConnection(self, conn: Any) -> None:  # noqa: N802 - pysyncobj's name
         if self._tls is not None:
             conn = TlsConnection.accepted(conn, self._tls.server, self)
+            if conn.state == CONNECTION_STATE.DISCONNECTED:
+                return  # refused before pysyncobj would know it (the socket could not even be wrapped)
         super()._onNewIncomingConnection(conn)
 
     def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:  # noqa: N802 - pysyncobj's name
