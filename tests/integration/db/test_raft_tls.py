@@ -89,6 +89,18 @@ def test_raft_over_tls_replicates_and_shuts_out_a_member_of_another_ca(
         assert "raft_tls=True" in log_of(cluster, node_id)
     large = {f"/it/tls/large/{n}": base64.b64encode(os.urandom(300_000)).decode() for n in range(3)}
     write_and_replicate(cluster, wait, {"/it/tls/small": "over TLS", **large}, members)
+
+    # A linearizable read through a follower: the leader confirms it with a ReadIndex round, whose
+    # stamps and echoes travel inside TLS like every other Raft message.
+    def read_through_a_follower() -> bool:
+        leader = cluster.leader(members)  # asked again: a busy machine may have caused an election
+        rounds = metric(cluster, leader, "read_index_rounds")
+        follower = next(n for n in members if n != leader)
+        read = cluster.request(follower, "GET", kv_path("/it/tls/small"))
+        assert (read.status_code, read.json()["value"]) == (200, "over TLS")
+        return metric(cluster, leader, "read_index_rounds") > rounds
+
+    wait(read_through_a_follower, 30, 0.1, "a read confirmed by a ReadIndex round")
     refused_before = {node_id: metric(cluster, node_id, "raft_tls_refused") for node_id in members}
 
     # The intruder names every member (and knows the cluster secret). Its Raft address sorts above theirs
