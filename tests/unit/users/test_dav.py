@@ -17,7 +17,7 @@ from werkzeug.test import TestResponse
 from agenda.db.memory import MemoryDBClient
 from agenda.users.dav import _METHODS
 
-from ..backends import Caller, covers, ok
+from ..backends import Caller, Clock, covers, gateway_client, groups_app, ok
 from ..backends import at as _at
 
 DAV: Final = "{DAV:}"
@@ -443,3 +443,36 @@ def test_principal_search_finds_you_and_only_named_others(alice: Caller, bob: Ca
         "</D:principal-property-search>"
     )
     assert hrefs(report(alice, "/dav/", everyone)) == ["/dav/principals/alice/"]
+
+
+@pytest.mark.parametrize(
+    ("hierarchical", "partstat", "status"),
+    [(True, "ACCEPTED", "CONFIRMED"), (False, "NEEDS-ACTION", "TENTATIVE")],
+)
+def test_group_events_arrive_as_the_group_rules_make_them(
+    alice: Caller,
+    bob: Caller,
+    db: MemoryDBClient,
+    clock: Clock,
+    hierarchical: bool,
+    partstat: str,
+    status: str,
+) -> None:
+    groups = gateway_client(groups_app(db, clock))
+    owner, member = Caller(groups, alice.name), Caller(groups, bob.name)
+    group_id = ok(owner.post("/v1/groups", json={"name": "Team", "hierarchical": hierarchical}), 201)["id"]
+    invite = {"username": "bob", **({"level": 1} if hierarchical else {})}
+    ok(owner.post(f"/v1/groups/{group_id}/members", json=invite), 201)
+    ok(member.post(f"/v1/groups/{group_id}/membership", json={"accept": True}))
+    event = ok(
+        owner.post(
+            f"/v1/groups/{group_id}/events", json={"title": "Sync", "start": _at(10, 9), "end": _at(10, 10)}
+        ),
+        201,
+    )
+    copy = dav(bob, "GET", f"/dav/calendars/bob/default/{event['id']}.ics")
+    component = icalendar.Calendar.from_ical(copy.get_data()).walk("VEVENT")[0]
+    assert str(component["STATUS"]) == status
+    attendee = component["ATTENDEE"]
+    assert str(attendee) == "mailto:bob@agenda.invalid"
+    assert attendee.params["PARTSTAT"] == partstat
