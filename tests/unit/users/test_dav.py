@@ -403,6 +403,26 @@ LAUGHS: Final = (
         ("PUT", CAL + "noend.ics", vevent(end="20310110T090000Z").decode(), 400, "valid-calendar-data"),
         ("PUT", "/dav/calendars/alice/inbox/x.ics", vevent().decode(), 403, "supported-calendar-component"),
         ("PUT", "/dav/calendars/alice/nowhere/x.ics", vevent().decode(), 404, ""),
+        ("PUT", "/dav/calendars/bob/default/x.ics", vevent().decode(), 404, ""),  # someone else's calendar
+        (
+            "PUT",
+            CAL + "method.ics",
+            vevent().decode().replace("VERSION:2.0", "VERSION:2.0\r\nMETHOD:REQUEST"),
+            400,
+            "valid-calendar-data",
+        ),
+        (
+            "PUT",
+            CAL + "twouids.ics",
+            vevent()
+            .decode()
+            .replace(
+                "END:VEVENT\r\nEND:VCALENDAR",
+                "END:VEVENT\r\nBEGIN:VEVENT\r\nUID:other\r\nDTSTART:20310110T100000Z\r\nEND:VEVENT\r\nEND:VCALENDAR",
+            ),
+            400,
+            "valid-calendar-data",
+        ),
         ("PROPFIND", "/dav/no/such/thing", "", 404, ""),
     ],
 )
