@@ -391,6 +391,8 @@ LAUGHS: Final = (
     [
         ("PROPFIND", "/dav/", LAUGHS, 400, ""),
         ("PROPFIND", "/dav/", "<D:propfind xmlns:D='DAV:'><D:prop>", 400, ""),
+        ("PROPFIND", "/dav/", "<a>" * 30_000 + "</a>" * 30_000, 400, ""),  # deep, but no propfind
+        ("REPORT", CAL, "[" * 200_000, 400, ""),  # a JSON-nesting bomb is not XML
         ("REPORT", CAL, "<x/>", 403, "supported-report"),
         ("PUT", CAL + "bad.ics", "BEGIN:VCALENDAR\r\nnonsense\r\n", 400, "valid-calendar-data"),
         (
