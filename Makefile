@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 PYTHON ?= python3
 
-.PHONY: help venv tools image lab lab-down dev lint unit integration interop molecule lab-test test bench-db bench-failover bench-agenda bench-vip bench-redis bench-streams bench-gossip bench-crash clean
+.PHONY: help venv tools image lab lab-down dev lint unit integration interop molecule lab-test test bench-db bench-failover bench-agenda bench-vip bench-redis bench-streams bench-gossip bench-crash caldav-conformance bench-caldav clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -59,6 +59,12 @@ lab-test: venv tools ## the Vagrant lab from nothing: up, up again (changed=0), 
 	pytest -q tests/lab
 
 test: lint unit integration interop molecule lab-test ## everything CI runs
+
+caldav-conformance: venv ## caldav-server-tester against our dev stack and Radicale 3, both maps side by side
+	python bench/caldav.py --conformance $(BENCH_ARGS)
+
+bench-caldav: venv ## CalDAV PUT and one-day REPORT at 1/16/64 clients into 1,000 events, ours (TLS gateway) vs Radicale (apt-get install -y hey)
+	python bench/caldav.py $(BENCH_ARGS)
 
 bench-db: venv ## agenda-db vs etcd write and linearizable-read throughput and latency (apt-get install -y etcd-server etcd-client hey)
 	python bench/db_vs_etcd.py $(BENCH_ARGS)

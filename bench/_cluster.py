@@ -40,12 +40,14 @@ __all__ = [
     "Interrupted",
     "Member",
     "Reaper",
+    "TlsPaths",
     "WriteSpec",
     "agenda_importable",
     "clean_env",
     "etcd_version",
     "free_ports",
     "http_json",
+    "loopback_pki",
     "run_under_reaper",
     "scrub_proxy_environment",
     "wait_until",
@@ -270,6 +272,29 @@ class Member:
 
 
 @dataclass(frozen=True)
+class TlsPaths:
+    """A CA certificate and one certificate and key it signed (for 127.0.0.1), as agenda-db reads them."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def loopback_pki(python: str, reaper: Reaper, directory: Path) -> TlsPaths:
+    """A throwaway CA and loopback certificate written by the dev stack's helper, run with ``python``
+    (the interpreter that runs agenda-db: the benchmark itself need not import agenda)."""
+    code = (
+        "import sys; from pathlib import Path; from agenda.devstack.pki import write_loopback_tls; "
+        "f = write_loopback_tls(Path(sys.argv[1])); print(f.ca, f.cert, f.key)"
+    )
+    status, out, err = reaper.run([python, "-c", code, str(directory)], timeout=60, env=clean_env())
+    if status != 0:
+        raise BenchError(f"cannot write a loopback PKI with {python}: {(err or out).strip()[-400:]}")
+    ca, cert, key = out.split()
+    return TlsPaths(Path(ca), Path(cert), Path(key))
+
+
+@dataclass(frozen=True)
 class WriteSpec:
     """One single-key request as hey (and, for a write, the failover writer) sends it; ``body`` may be
     empty (a GET)."""
@@ -476,8 +501,16 @@ class AgendaCluster(Cluster):
     system = "agenda"
     health_timeout = 30.0
 
-    def __init__(self, reaper: Reaper, root: Path, size: int = 5, python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        reaper: Reaper,
+        root: Path,
+        size: int = 5,
+        python: str = sys.executable,
+        raft_tls: TlsPaths | None = None,
+    ) -> None:
         self.python = python
+        self.raft_tls = raft_tls  # Raft over mutual TLS with these files; the HTTP API stays plain (hey)
         super().__init__(reaper, root, size)
 
     def member_name(self, index: int) -> str:
@@ -496,6 +529,17 @@ class AgendaCluster(Cluster):
             if other is not member:
                 argv += ["--peer", f"{other.name}={HOST}:{other.ports[0]},{HOST}:{other.ports[1]}"]
         argv.append("--no-tls")  # fsync stays on: it is agenda-db's default
+        if self.raft_tls is not None:
+            tls = self.raft_tls
+            argv += [
+                "--raft-tls",
+                "--tls-cert",
+                str(tls.cert),
+                "--tls-key",
+                str(tls.key),
+                "--tls-ca",
+                str(tls.ca),
+            ]
         return argv
 
     def env(self) -> dict[str, str]:

@@ -30,11 +30,12 @@ class HeyRequest:
     body_file: Path | None = None
     headers: Sequence[str] = ()  # "Name: value", one -H each
     request_timeout_s: int = 10
+    content_type: str = "application/json"  # of body_file
 
     def argv(self, clients: int, duration: float) -> list[str]:
         argv = ["hey", "-z", f"{duration:g}s", "-c", str(clients), "-m", self.method]
         if self.body_file is not None:
-            argv += ["-T", "application/json", "-D", str(self.body_file)]
+            argv += ["-T", self.content_type, "-D", str(self.body_file)]
         for header in self.headers:
             argv += ["-H", header]
         return [*argv, "-t", str(self.request_timeout_s), self.url]

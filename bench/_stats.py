@@ -194,16 +194,28 @@ def format_load_table(
     agenda: Mapping[int, StepSummary] | None,
 ) -> str:
     """clients | etcd req/s p50 p99 err | agenda req/s p50 p99 err | agenda/etcd (throughput)."""
+    return format_pair_table(clients, etcd, agenda, ("etcd req/s", "agenda r/s", "agenda/etcd"))
+
+
+def format_pair_table(
+    clients: Sequence[int],
+    base: Mapping[int, StepSummary] | None,
+    other: Mapping[int, StepSummary] | None,
+    labels: tuple[str, str, str],
+) -> str:
+    """clients | base req/s p50 p99 err | other req/s p50 p99 err | other/base (throughput); ``labels``
+    names the two throughput columns and the ratio."""
+    base_label, other_label, ratio_label = labels
     header = (
-        f"{'clients':>7} | {'etcd req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'err':>6} | "
-        f"{'agenda r/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'err':>6} | {'agenda/etcd':>11}"
+        f"{'clients':>7} | {base_label:>9} {'p50 ms':>8} {'p99 ms':>8} {'err':>6} | "
+        f"{other_label:>9} {'p50 ms':>8} {'p99 ms':>8} {'err':>6} | {ratio_label:>11}"
     )
     lines = [header, "-" * len(header)]
     for level in clients:
-        e = etcd.get(level) if etcd else None
-        a = agenda.get(level) if agenda else None
-        ratio_text = format_ratio(ratio(a.rps if a else None, e.rps if e else None))
-        lines.append(f"{level:>7} | {summary_cells(e)} | {summary_cells(a)} | {ratio_text:>11}")
+        b = base.get(level) if base else None
+        o = other.get(level) if other else None
+        ratio_text = format_ratio(ratio(o.rps if o else None, b.rps if b else None))
+        lines.append(f"{level:>7} | {summary_cells(b)} | {summary_cells(o)} | {ratio_text:>11}")
     return "\n".join(lines)
 
 

@@ -2,7 +2,7 @@
 single-key writes, then linearizable reads of that key, each sent to the leader.
 
     python bench/db_vs_etcd.py [--clients 1,16,64] [--duration 10] [--runs 3] [--only etcd|agenda]
-                               [--json out.json] [--failover [--kills 5]]
+                               [--json out.json] [--failover [--kills 5]] [--raft-tls-cost]
 
 See bench/README.md for what is measured and how to read the results.
 """
@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from bench._cluster import (
     agenda_importable,
     clean_env,
     etcd_version,
+    loopback_pki,
     report_missing_tools,
     run_under_reaper,
 )
@@ -45,6 +46,7 @@ from bench._stats import (
     StepSummary,
     format_failover_table,
     format_load_table,
+    format_pair_table,
     median_or_none,
     parse_clients,
     ratio,
@@ -55,6 +57,7 @@ REQUIRED_TOOLS = {"etcd": "etcd-server", "etcdctl": "etcd-client", "hey": "hey"}
 INSTALL_LINE = "apt-get install -y etcd-server etcd-client hey"
 KEY = "bench-key"
 LOAD_KINDS = ("write", "read")  # in this order: the reads read the key the writes wrote
+RAFT_TRANSPORTS = ("plain", "tls")  # --raft-tls-cost: the two agenda-db clusters, plain Raft first
 HEY_REQUEST_TIMEOUT_S = 10
 
 
@@ -118,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--kills", type=_positive_int, default=5, help="leader kills per system (--failover)")
     parser.add_argument(
+        "--raft-tls-cost",
+        action="store_true",
+        help="instead: single-key writes to two agenda-db clusters, Raft over mutual TLS and plain Raft "
+        "(HTTP API plain in both), interleaved run by run; prints both and tls/plain",
+    )
+    parser.add_argument(
         "--write-timeout",
         type=_positive_float,
         default=0.5,
@@ -155,8 +164,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def missing_tools() -> list[str]:
-    return [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+def missing_tools(tools: Mapping[str, str] = REQUIRED_TOOLS) -> list[str]:
+    return [tool for tool in tools if shutil.which(tool) is None]
+
+
+def required_tools(args: argparse.Namespace) -> dict[str, str]:
+    """The tools a run needs: --raft-tls-cost drives agenda-db only, with hey."""
+    if args.raft_tls_cost:
+        return {"hey": REQUIRED_TOOLS["hey"]}
+    return dict(REQUIRED_TOOLS)
+
+
+def interleaved(variants: Sequence[str], runs: int) -> list[tuple[int, str]]:
+    """(run, variant) in the order they are measured: every run measures every variant, and the order
+    flips from one run to the next, so a machine that gets busier or quieter favours neither."""
+    order: list[tuple[int, str]] = []
+    for run in range(1, runs + 1):
+        ordered = list(variants) if run % 2 else list(reversed(variants))
+        order += [(run, variant) for variant in ordered]
+    return order
 
 
 def _say(text: str = "") -> None:
@@ -280,16 +306,22 @@ def _start(cluster: Cluster) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    missing = missing_tools()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.raft_tls_cost and (args.failover or args.only == "etcd"):
+        parser.error("--raft-tls-cost measures agenda-db's writes: not with --failover or --only etcd")
+    tools = required_tools(args)
+    missing = missing_tools(tools)
     if missing:
-        return report_missing_tools("db_vs_etcd", missing, REQUIRED_TOOLS, INSTALL_LINE)
+        return report_missing_tools("db_vs_etcd", missing, tools, INSTALL_LINE)
 
     return run_under_reaper("db_vs_etcd", args.keep_tmp, lambda reaper: _main(args, reaper))
 
 
 def _main(args: argparse.Namespace, reaper: Reaper) -> int:
     workdir = reaper.mkdtemp("bench-db-vs-etcd-")
+    if args.raft_tls_cost:
+        return _raft_tls_cost(args, reaper, workdir)
     systems = ["etcd", "agenda"] if args.only is None else [args.only]
     notes: list[str] = []
     if "agenda" in systems:
@@ -429,6 +461,115 @@ def _main(args: argparse.Namespace, reaper: Reaper) -> int:
 
 
 _NONE = StepSummary(clients=0, runs=0, rps=None, p50_ms=None, p99_ms=None, errors_total=0, runs_with_errors=0)
+
+
+# ---------------------------------------------------------------------------------- --raft-tls-cost
+
+
+def _raft_tls_cost(args: argparse.Namespace, reaper: Reaper, workdir: Path) -> int:
+    """Writes/s of agenda-db with Raft over mutual TLS against plain Raft, both clusters up, interleaved."""
+    ok, detail = agenda_importable(args.python, reaper)
+    if not ok:
+        print(f"db_vs_etcd: agenda-db is not runnable with {args.python}: {detail}", file=sys.stderr)
+        return 2
+    facts = machine_facts("not used", args.python)
+    _print_facts(facts)
+    pki = loopback_pki(args.python, reaper, workdir / "pki")
+    clusters: dict[str, Cluster] = {}
+    try:
+        for variant in RAFT_TRANSPORTS:
+            root = workdir / f"agenda-raft-{variant}"
+            root.mkdir()
+            clusters[variant] = AgendaCluster(
+                reaper, root, python=args.python, raft_tls=pki if variant == "tls" else None
+            )
+            _say(f"agenda-db with {'Raft over mutual TLS' if variant == 'tls' else 'plain Raft'}:")
+            _start(clusters[variant])
+        results = _interleaved_writes(clusters, reaper, args, workdir)
+    finally:
+        for cluster in clusters.values():
+            cluster.stop()
+    summaries = {v: {c: summarize(r) for c, r in per_level.items()} for v, per_level in results.items()}
+    _say()
+    _say(
+        f"Single-key writes to agenda-db, 5 members on 127.0.0.1, fsync on, HTTP API plain, Raft plain "
+        f"(plain) or over mutual TLS (tls); hey {args.duration:g} s per step, medians of {args.runs} "
+        f"interleaved run(s); both clusters up throughout"
+    )
+    _say(
+        format_pair_table(
+            args.clients, summaries["plain"], summaries["tls"], ("plain r/s", "tls r/s", "tls/plain")
+        )
+    )
+    flagged = [f"{v} c={c}" for v, cells in summaries.items() for c, cell in cells.items() if cell.flagged]
+    if flagged:
+        _say(f"WARNING: runs with non-2xx responses or errors: {', '.join(flagged)}")
+    load1, load5, _ = os.getloadavg()
+    facts["loadavg_at_end"] = [round(load1, 2), round(load5, 2)]
+    _say(f"loadavg(1m,5m) at end={facts['loadavg_at_end']}")
+    if args.json:
+        report = {
+            "machine": facts,
+            "config": {
+                "mode": "raft-tls-cost",
+                "clients": args.clients,
+                "duration_s": args.duration,
+                "runs": args.runs,
+                "warmup_s": args.warmup,
+                "value_size": args.value_size,
+                "members": 5,
+                "order": [
+                    f"run {run}: {variant}" for run, variant in interleaved(RAFT_TRANSPORTS, args.runs)
+                ],
+            },
+            "raft_tls_cost": {
+                variant: {
+                    "runs": {str(c): [s.as_dict() for s in r] for c, r in results[variant].items()},
+                    "median": {str(c): s.as_dict() for c, s in summaries[variant].items()},
+                }
+                for variant in RAFT_TRANSPORTS
+            },
+            "ratio_tls_over_plain": {
+                str(c): ratio(summaries["tls"][c].rps, summaries["plain"][c].rps) for c in args.clients
+            },
+        }
+        args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        _say(f"wrote {args.json}")
+    return 0
+
+
+def _interleaved_writes(
+    clusters: Mapping[str, Cluster], reaper: Reaper, args: argparse.Namespace, workdir: Path
+) -> dict[str, dict[int, list[StepResult]]]:
+    """Every run: all levels on one cluster, then on the other (the order flipping run by run)."""
+    results: dict[str, dict[int, list[StepResult]]] = {v: {c: [] for c in args.clients} for v in clusters}
+    spec = next(iter(clusters.values())).write_spec(KEY, "v" * args.value_size)
+    body_file = workdir / "raft-tls-cost-body.json"
+    body_file.write_bytes(spec.body)
+
+    def leader_url(variant: str) -> tuple[str, str]:
+        cluster = clusters[variant]
+        leader = cluster.wait_healthy(timeout=cluster.health_timeout)
+        return leader.name, leader.base_url + spec.path
+
+    if args.warmup > 0:
+        for variant in clusters:
+            run_hey(reaper, leader_url(variant)[1], spec.method, body_file, max(args.clients), args.warmup)
+    for run, variant in interleaved(list(clusters), args.runs):
+        for clients in args.clients:
+            name, url = leader_url(variant)
+            step = run_hey(reaper, url, spec.method, body_file, clients, args.duration)
+            results[variant][clients].append(step)
+            flag = (
+                f"  <-- {step.errors} non-2xx/errors {step.status_codes} {step.error_kinds}"
+                if step.errors
+                else ""
+            )
+            _say(
+                f"  raft {variant:<5} run {run}/{args.runs} c={clients:<3} leader={name}: "
+                f"{step.rps:9.1f} req/s  p50 {_ms(step.p50_ms)}  p99 {_ms(step.p99_ms)}  ok={step.ok}{flag}"
+            )
+    return results
 
 
 def _make(system: str, reaper: Reaper, workdir: Path, args: argparse.Namespace) -> Cluster:

@@ -3,8 +3,8 @@
 `db_cluster` starts five `python -m agenda.db.cli` processes once per session; the function-scoped
 `cluster` fixture hands it to a test after making sure every member runs (restarting any the previous
 test killed, resuming any it stopped) and reports healthy; `make_cluster` starts clusters of their own
-for tests that change the membership. Every wait is a bounded poll; whatever happens, teardown SIGKILLs
-every process these fixtures started.
+for tests that change the membership, plain or (``tls=``) with mutual TLS on the API and Raft links.
+Every wait is a bounded poll; whatever happens, teardown SIGKILLs every process these fixtures started.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from agenda.common.http import HttpClient, Unavailable
+from agenda.devstack.pki import TlsFiles
 from agenda.devstack.stack import free_ports
 
 CLUSTER_SIZE = 5
@@ -62,10 +63,12 @@ class Member:
     proc: subprocess.Popen[bytes] | None = None
     stopped: bool = False
     peer_ids: tuple[str, ...] | None = None  # its --peer flags; None: every other member of the cluster
+    tls: TlsFiles | None = None  # its certificate, key and CA (API and Raft); None: plain HTTP and TCP
+    raft_host: str = "127.0.0.1"  # pysyncobj dials the members whose address sorts below its own
 
     @property
     def raft_addr(self) -> str:
-        return f"127.0.0.1:{self.raft_port}"
+        return f"{self.raft_host}:{self.raft_port}"
 
     @property
     def api_addr(self) -> str:
@@ -73,7 +76,7 @@ class Member:
 
     @property
     def url(self) -> str:
-        return f"http://{self.api_addr}"
+        return f"{'https' if self.tls else 'http'}://{self.api_addr}"
 
     @property
     def running(self) -> bool:
@@ -86,11 +89,18 @@ class Cluster:
     members: dict[str, Member] = field(default_factory=dict)
     extra_args: tuple[str, ...] = ()  # more agenda-db flags, the same for every member
     _clients: dict[tuple[str, float], HttpClient] = field(default_factory=dict)
+    tls: TlsFiles | None = None  # every member's, unless a test gives one its own
 
     @classmethod
-    def create(cls, root: Path, size: int = CLUSTER_SIZE, extra_args: Sequence[str] = ()) -> Cluster:
+    def create(
+        cls,
+        root: Path,
+        size: int = CLUSTER_SIZE,
+        extra_args: Sequence[str] = (),
+        tls: TlsFiles | None = None,
+    ) -> Cluster:
         ports = free_ports(2 * size)
-        cluster = cls(root, extra_args=tuple(extra_args))
+        cluster = cls(root, extra_args=tuple(extra_args), tls=tls)
         for i in range(size):
             node_id = f"db{i + 1}"
             cluster.members[node_id] = Member(
@@ -99,6 +109,7 @@ class Cluster:
                 api_port=ports[2 * i + 1],
                 data_dir=root / node_id,
                 log_path=root / f"{node_id}.log",
+                tls=tls,
             )
         return cluster
 
@@ -117,7 +128,7 @@ class Cluster:
             member.api_addr,
             "--data-dir",
             str(member.data_dir),
-            "--no-tls",
+            *self.tls_flags(member),
             "--cluster-secret",
             SECRET,
             "--log-format",
@@ -130,6 +141,20 @@ class Cluster:
         for other in (self.members[node_id] for node_id in peer_ids):
             argv += ["--peer", f"{other.node_id}={other.raft_addr},{other.api_addr}"]
         return argv
+
+    @staticmethod
+    def tls_flags(member: Member) -> list[str]:
+        """Mutual TLS with the member's files (Raft over TLS follows), or plain HTTP and plain Raft."""
+        if member.tls is None:
+            return ["--no-tls"]
+        return [
+            "--tls-cert",
+            str(member.tls.cert),
+            "--tls-key",
+            str(member.tls.key),
+            "--tls-ca",
+            str(member.tls.ca),
+        ]
 
     def add_member(self, node_id: str) -> Member:
         """A new member (not started yet) whose --peer flags name every current member.
@@ -148,6 +173,7 @@ class Cluster:
             data_dir=self.root / node_id,
             log_path=self.root / f"{node_id}.log",
             peer_ids=tuple(self.members),
+            tls=self.tls,
         )
         self.members[node_id] = member
         return member
@@ -207,7 +233,14 @@ class Cluster:
         """A client pinned to one member, no retries (tests want to see each member's own answer)."""
         key = (node_id, timeout)
         if key not in self._clients:
-            self._clients[key] = HttpClient([self.url(node_id)], retries=0, timeout=(1.0, timeout))
+            tls = self.members[node_id].tls  # trusting what the member trusts, with its certificate
+            self._clients[key] = HttpClient(
+                [self.url(node_id)],
+                retries=0,
+                timeout=(1.0, timeout),
+                verify=str(tls.ca) if tls else True,
+                cert=(str(tls.cert), str(tls.key)) if tls else None,
+            )
         return self._clients[key]
 
     def request(self, node_id: str, method: str, path: str, **kwargs: Any) -> requests.Response:
@@ -306,8 +339,8 @@ def make_cluster(
     ``extra_args`` are agenda-db flags given to every member."""
     made: list[Cluster] = []
 
-    def make(size: int, extra_args: Sequence[str] = ()) -> Cluster:
-        cluster = Cluster.create(tmp_path_factory.mktemp("own-cluster"), size, extra_args)
+    def make(size: int, extra_args: Sequence[str] = (), tls: TlsFiles | None = None) -> Cluster:
+        cluster = Cluster.create(tmp_path_factory.mktemp("own-cluster"), size, extra_args, tls)
         made.append(cluster)
         cluster.start_all()
         cluster.wait_healthy(timeout=60)

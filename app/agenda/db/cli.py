@@ -5,6 +5,12 @@ override the file). Anything wrong fails at start with a message naming the key,
 damaged in the middle (:class:`~agenda.db.journal_format.JournalCorrupted`) is exit status 3, with a logged
 message naming the file, the offset and the recovery; any other failure to start is status 1.
 
+The member's certificate (``tls.cert``/``tls.key``, checked against ``tls.ca``) serves both its HTTPS API
+and, with ``raft_tls`` (on by default whenever ``tls.enabled`` is), its Raft links: see
+:mod:`agenda.db.rafttls` for what that protects. ``raft_tls: false`` (``--no-raft-tls``) is for tests and
+benchmarks; ``raft_tls: true`` with ``tls.enabled: false`` runs Raft over TLS behind a plain HTTP API
+(how ``bench/db_vs_etcd.py --raft-tls both`` measures what TLS costs Raft alone).
+
 The HTTP API is served by Werkzeug's threaded WSGI server (with HTTP/1.1 keep-alive, see
 :mod:`agenda.common.httpserver`) inside the same process as the Raft node: the node must be a single
 process (one Raft identity, one journal), which rules out pre-fork servers such as gunicorn, and a
@@ -82,7 +88,17 @@ SCHEMA: Final = [
     Field("peers", list[str], default=(), validator=_peers, help="ID=RAFTHOST:PORT,APIHOST:PORT per member"),
     tls_section(),
     Field(
-        "cluster_secret", str, default=None, secret=True, help="encrypts Raft traffic (pysyncobj password)"
+        "raft_tls",
+        bool,
+        default=None,
+        help="Raft traffic over mutual TLS with tls.cert/key/ca (default: on when tls.enabled is)",
+    ),
+    Field(
+        "cluster_secret",
+        str,
+        default=None,
+        secret=True,
+        help="also encrypts Raft traffic with a shared password (pysyncobj's; inside TLS when raft_tls)",
     ),
     Field("fsync", bool, default=True),
     Field("proposal_timeout", float, default=3.0, min=0.1, max=60.0),
@@ -117,6 +133,7 @@ class Settings:
     tls_cert: str | None
     tls_key: str | None
     tls_ca: str | None
+    raft_tls: bool
     cluster_secret: str | None
     fsync: bool
     proposal_timeout: float
@@ -148,6 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-cert", metavar="FILE")
     parser.add_argument("--tls-key", metavar="FILE")
     parser.add_argument("--tls-ca", metavar="FILE")
+    raft_tls = parser.add_mutually_exclusive_group()
+    raft_tls.add_argument(
+        "--raft-tls",
+        action="store_true",
+        help="Raft over mutual TLS with the --tls-* files (the default when TLS is on, even with --no-tls)",
+    )
+    raft_tls.add_argument(
+        "--no-raft-tls", action="store_true", help="plain TCP between members (tests and benchmarks only)"
+    )
     parser.add_argument("--cluster-secret", metavar="S", help="prefer the config file: argv is visible in ps")
     parser.add_argument(
         "--no-fsync", action="store_true", help="do not fsync the journal (faster, less safe)"
@@ -197,6 +223,10 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
             tls[name] = value
     if tls:
         data["tls"] = tls
+    if args.raft_tls:
+        data["raft_tls"] = True
+    if args.no_raft_tls:
+        data["raft_tls"] = False
     return data
 
 
@@ -219,6 +249,14 @@ def _settings_from(cfg: Config) -> Settings:
         seen_ids.add(peer.node_id)
     require_tls_files(cfg)
     tls = cfg.tls
+    raft_tls = tls.enabled if cfg.raft_tls is None else cfg.raft_tls
+    if raft_tls:
+        for name in ("cert", "key", "ca"):
+            if tls[name] is None:
+                raise ConfigError(
+                    f"tls.{name}",
+                    "required by raft_tls (Raft over mutual TLS); or turn it off with --no-raft-tls",
+                )
     return Settings(
         self_peer=self_peer,
         peers=peers,
@@ -227,6 +265,7 @@ def _settings_from(cfg: Config) -> Settings:
         tls_cert=tls.cert,
         tls_key=tls.key,
         tls_ca=tls.ca,
+        raft_tls=raft_tls,
         cluster_secret=cfg.cluster_secret,
         fsync=cfg.fsync,
         proposal_timeout=cfg.proposal_timeout,
@@ -265,26 +304,36 @@ def _run(settings: Settings) -> int:
     from agenda.db.api import Forwarder, create_app
     from agenda.db.journal_format import JournalCorrupted
     from agenda.db.node import Node
+    from agenda.db.rafttls import RaftTls, raft_tls_contexts
 
     ssl_context = None
+    raft_tls: RaftTls | None = None
     verify: bool | str = True
     cert: tuple[str, str] | None = None
-    if settings.tls_enabled:
-        try:
+    try:
+        if settings.tls_enabled or settings.raft_tls:
             if settings.tls_cert is None or settings.tls_key is None or settings.tls_ca is None:
                 raise ConfigError("tls", "cert, key and ca are required when TLS is enabled")
-            ssl_context = server_context(
-                settings.tls_cert, settings.tls_key, settings.tls_ca, require_client_cert=True
-            )
-        except ConfigError as exc:
-            print(f"agenda-db: configuration error: {exc}", file=sys.stderr)
-            return 2
-        verify = settings.tls_ca
-        cert = (settings.tls_cert, settings.tls_key)
-    else:
+            if settings.tls_enabled:
+                ssl_context = server_context(
+                    settings.tls_cert, settings.tls_key, settings.tls_ca, require_client_cert=True
+                )
+                verify = settings.tls_ca
+                cert = (settings.tls_cert, settings.tls_key)
+            if settings.raft_tls:
+                raft_tls = raft_tls_contexts(settings.tls_cert, settings.tls_key, settings.tls_ca)
+    except ConfigError as exc:
+        print(f"agenda-db: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if not settings.tls_enabled:
         log.warning("TLS is disabled: the HTTP API is plain text")
-    if settings.cluster_secret is None:
-        log.warning("no cluster_secret: Raft traffic is neither authenticated nor encrypted")
+    if raft_tls is None:
+        if settings.cluster_secret is None:
+            log.warning(
+                "raft_tls is off and no cluster_secret: Raft traffic is neither authenticated nor encrypted"
+            )
+        else:
+            log.warning("raft_tls is off: Raft traffic is protected by the shared cluster_secret only")
 
     host, port = parse_hostport(settings.self_peer.api_addr)
     try:
@@ -298,6 +347,7 @@ def _run(settings: Settings) -> int:
         settings.peers,
         settings.data_dir,
         cluster_secret=settings.cluster_secret,
+        raft_tls=raft_tls,
         fsync=settings.fsync,
         proposal_timeout=settings.proposal_timeout,
         history_limit=settings.history_limit,

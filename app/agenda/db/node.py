@@ -54,6 +54,16 @@ holds more than ``log_compaction_entries`` entries, or 5 minutes after the previ
 is sent the leader's. Restoring a snapshot trims its history to this member's own ``history_limit``, so a
 restart answers the same 410s as before it.
 
+Transport security (``raft_tls``) - given a :class:`~agenda.db.rafttls.RaftTls` (the CLI builds one from the
+member's ``tls`` files whenever ``raft_tls`` is on, by default whenever the HTTP API's TLS is), every Raft
+link runs inside mutual TLS against the deployment's CA, and a dialler may only name itself with a Raft
+address on a host its certificate names. A member with a certificate from another CA, or a plain-TCP
+client, is refused at the handshake by every member - counted (``raft_tls_refused``) and logged - and so
+never learns a term, a leader or an entry; the cluster goes on as if it did not exist. ``cluster_secret``
+(pysyncobj's password) is then optional defence in depth inside TLS; without ``raft_tls`` it is the only
+protection Raft traffic has. What is covered and why is in :mod:`agenda.db.rafttls`; how the handshake fits
+pysyncobj's poller, in :class:`~agenda.db.pysyncobj_adapter.TlsConnection`.
+
 Membership (``dynamicMembershipChange=True``) - pysyncobj changes the configuration one member at a time:
 a MEMBERSHIP log entry carries the member's ``TCPNode``, every member switches to the new configuration as
 soon as the entry is in its log (single-server changes, as in the Raft dissertation), and a log-compaction
@@ -132,6 +142,7 @@ from agenda.db.pysyncobj_adapter import (
     journal_factory,
     replicated,
 )
+from agenda.db.rafttls import RaftTls
 from agenda.db.readindex import Once, ReadIndex, majority_echoed, term_floor
 from agenda.db.state import KVStateMachine
 from agenda.db.tick import Waiter, Wakeup
@@ -213,9 +224,11 @@ class _RaftKV(RaftBase):
     """The SyncObj: one replicated method that applies a command to the owner's state machine, plus the
     two membership hooks (see :class:`~agenda.db.pysyncobj_adapter.RaftBase`), both handed to the owner."""
 
-    def __init__(self, owner: Node, self_addr: str, others: list[str], conf: SyncObjConf) -> None:
+    def __init__(
+        self, owner: Node, self_addr: str, others: list[str], conf: SyncObjConf, tls: RaftTls | None
+    ) -> None:
         self._owner = owner  # set before SyncObj.__init__: the tick thread may apply entries at once
-        super().__init__(self_addr, others, conf, transport_class=DurableTransport)
+        super().__init__(self_addr, others, conf, transport_class=DurableTransport, tls=tls)
 
     @replicated
     def apply_command(self, command: dict[str, Any]) -> dict[str, Any]:
@@ -238,6 +251,7 @@ class Node:
         data_dir: str | os.PathLike[str],
         *,
         cluster_secret: str | None = None,
+        raft_tls: RaftTls | None = None,
         fsync: bool = True,
         timers: RaftTimers | None = None,
         proposal_timeout: float = 3.0,
@@ -253,6 +267,7 @@ class Node:
         self.proposal_timeout = proposal_timeout
         self.log_compaction_entries = log_compaction_entries  # None: pysyncobj's default (5000)
         self._cluster_secret = cluster_secret
+        self.raft_tls = raft_tls
         self._lease_check_interval = lease_check_interval
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -285,6 +300,7 @@ class Node:
             "lease_expire_proposals": 0,
             "applied": 0,
             "raft_links_refused": 0,
+            "raft_tls_refused": 0,
         }
         self._counters_lock = threading.Lock()
         self._barrier = SharedBarrier(self._read_round, lambda: map_failure("Timeout"))
@@ -343,7 +359,8 @@ class Node:
 
         try:
             with journal_factory(factory):
-                self._raft = _RaftKV(self, self.self_peer.raft_addr, [p.raft_addr for p in self.peers], conf)
+                others = [p.raft_addr for p in self.peers]
+                self._raft = _RaftKV(self, self.self_peer.raft_addr, others, conf, self.raft_tls)
         except BaseException:
             # e.g. JournalCorrupted: nothing runs yet, but the data dir must not stay locked by a failed start
             self.stop()
@@ -360,6 +377,7 @@ class Node:
                 "node_id": self.self_peer.node_id,
                 "raft_addr": self.self_peer.raft_addr,
                 "fsync": self.fsync,
+                "raft_tls": self.raft_tls is not None,
             },
         )
 
@@ -495,6 +513,7 @@ class Node:
         self._settle_reads(raft)
         if self._transport is not None:
             self.counters["raft_links_refused"] = self._transport.refused_links
+            self.counters["raft_tls_refused"] = self._transport.tls_refused_links
         leader = raft.leader_node()
         self_addr = self.self_peer.raft_addr
         # pysyncobj's member set (not the directory) is what votes and commits: quorum is counted on it.

@@ -10,18 +10,29 @@ pysyncobj sends for it, and the leader keeps each member's highest echoed stamp 
 of an older version ignores the stamp and echoes nothing, so reads then fall back to the log. Why (2)
 to (4) matter is in :mod:`agenda.db.node` ("Timers" and "Membership"). The pysyncobj callbacks it
 refines reach it through the public hooks of :class:`~agenda.db.pysyncobj_adapter.TransportBase`.
+
+With Raft over TLS (the node's ``raft_tls``, :mod:`agenda.db.rafttls`), all of the above runs inside
+mutually authenticated TLS links, and this transport (6) lets a dialler name itself only with a Raft
+address whose host its certificate names, and (7) counts every refused link (``tls_refused_links``,
+``raft_tls_refused`` in ``/metrics``) and logs ``raft TLS link refused`` with the peer and OpenSSL's
+reason - rate-limited per peer host, since a foreign member redials every half second. A member with a
+certificate from another CA thus shows up in the members' logs and counters, and nowhere else.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, Final
 
 from agenda.db.durability import DurableFileJournal
 from agenda.db.pysyncobj_adapter import FAIL_REASON, TransportBase
+from agenda.db.rafttls import RefusalLog, certificate_names, claimed_host
 
 __all__ = ["SEQ_KEY", "DurableTransport"]
+
+log = logging.getLogger(__name__)
 
 _PING: Final = {"type": "agenda_ping"}
 SEQ_KEY: Final = "agenda_seq"  # the AppendEntries stamp, and its echo in the answer
@@ -30,9 +41,11 @@ _REFUSED_UTILITY_COMMANDS: Final = frozenset({"add", "remove"})
 
 
 class DurableTransport(TransportBase):
-    """TCP transport that (1) holds follower acks until the journal is fsynced, (2) pings idle links,
-    (3) counts an outgoing link as connected only once the peer has spoken on it, and (4) refuses the
-    membership admin commands (see the module docstring)."""
+    """TCP (or TLS) transport that (1) holds follower acks until the journal is fsynced, (2) pings idle
+    links, (3) counts an outgoing link as connected only once the peer has spoken on it, (4) refuses the
+    membership admin commands, (5) stamps AppendEntries for ReadIndex, and over TLS (6) checks a
+    dialler's claimed address against its certificate and (7) counts and logs refused links (see the
+    module docstring)."""
 
     def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:  # noqa: N803 - pysyncobj's names
         self._held: list[tuple[Any, Any]] = []
@@ -45,6 +58,8 @@ class DurableTransport(TransportBase):
         self.acked: dict[Any, int] = {}  # member -> the highest stamp it echoed
         self.echoed_at: dict[Any, float] = {}  # member -> when it last echoed one (time.monotonic)
         self._answering: tuple[Any, int] | None = None  # (leader, stamp) of the AppendEntries in hand
+        self.tls_refused_links = 0  # TLS links closed before carrying a Raft message
+        self._refusal_log = RefusalLog()
         super().__init__(syncObj, selfNode, otherNodes)
 
     def setOnUtilityMessageCallback(self, message: str, callback: Any) -> None:  # noqa: N802 - pysyncobj's name
@@ -71,6 +86,19 @@ class DurableTransport(TransportBase):
         if node in self._unconfirmed:
             self._unconfirmed.discard(node)
             self.refused_links += 1
+
+    def identity_allowed(self, address: str, certificate: dict[str, Any] | None) -> bool:
+        # A host's certificate speaks for the members on that host only; "readonly" is no address.
+        host = claimed_host(address)
+        return host is not None and certificate_names(certificate, host)
+
+    def tls_refused(self, peer: str, reason: str) -> None:
+        self.tls_refused_links += 1
+        held_back = self._refusal_log.report(claimed_host(peer) or peer, time.monotonic())
+        if held_back is not None:
+            log.warning(
+                "raft TLS link refused", extra={"peer": peer, "reason": reason, "held_back": held_back}
+            )
 
     def _journal(self) -> DurableFileJournal | None:
         journal = self.raft_log()

@@ -41,6 +41,7 @@ from urllib.parse import quote, unquote, urlsplit
 import flask
 import icalendar
 
+from agenda.calendar import MAX_INVITEES
 from agenda.calendar.layout import (
     agenda_prefix,
     calendar_key,
@@ -67,7 +68,7 @@ from agenda.dav.xml import (
     multistatus,
     parse_body,
 )
-from agenda.db.client import Compacted
+from agenda.db.client import Compacted, RevisionMismatch
 from agenda.db.txn import txn_compare, txn_delete, txn_put
 from agenda.domain.ical import (
     DEFAULT_DOMAIN,
@@ -558,15 +559,8 @@ def _propstat(href: str, props: dict[str, Callable[[], ET.Element]], request: ET
         if build is None:
             result.missing.append(node.tag)
         else:
-            result.found.append(
-                build() if node.tag != clark(CALDAV, "calendar-data") else _data_prop(build, node)
-            )
+            result.found.append(build())
     return result
-
-
-def _data_prop(build: Callable[[], ET.Element], node: ET.Element) -> ET.Element:
-    del node  # the shape was bound when the props were made (see _object_props)
-    return build()
 
 
 # ---------------------------------------------------------------------------------------- answers
@@ -816,8 +810,6 @@ def _mkcalendar(target: Target) -> flask.Response:
             if update.tag == clark(DAV, "set"):
                 holder = element(clark(DAV, "propertyupdate"), children=[update])
                 _apply_props(record, holder)
-    from agenda.db.client import RevisionMismatch
-
     try:
         _deps().store.db.put(calendar_key(me, target.calendar), record, prev_revision=0)
     except RevisionMismatch:
@@ -983,9 +975,9 @@ def _organizer_put(
         )
     missing = store.missing_users(sorted(parsed.attendees))
     attendees = {u: s for u, s in parsed.attendees.items() if u not in missing and u != me}
-    if len(attendees) > _max_invitees():
+    if len(attendees) > MAX_INVITEES:
         raise DavError(
-            403, f"an event has at most {_max_invitees()} attendees from this server", field="ATTENDEE"
+            403, f"an event has at most {MAX_INVITEES} attendees from this server", field="ATTENDEE"
         )
     uid_entry = uid_key(me, target.calendar, parsed.uid)
     event_id = current.id if current is not None else _dav_id(me, target.calendar, target.name)
@@ -1059,12 +1051,6 @@ def _uid_holder_href(me: str, calendar: str, event_id: str) -> str:
         return _calendar_href(me, calendar)
     placement = _placement(event, me)
     return _calendar_href(me, calendar) if placement is None else _object_href(me, *placement)
-
-
-def _max_invitees() -> int:
-    from agenda.calendar import MAX_INVITEES
-
-    return MAX_INVITEES
 
 
 # -------------------------------------------------------------------------------------- DELETE
@@ -1411,9 +1397,9 @@ def _post(target: Target) -> flask.Response:
         raise DavError(400, f"DTEND must be after DTSTART and at most {MAX_QUERY_RANGE.days} days later")
     attendees = request.get("ATTENDEE") or []
     attendees = attendees if isinstance(attendees, list) else [attendees]
-    if len(attendees) > _max_invitees():
+    if len(attendees) > MAX_INVITEES:
         raise DavError(
-            403, f"at most {_max_invitees()} attendees per request", condition="max-attendees-per-instance"
+            403, f"at most {MAX_INVITEES} attendees per request", condition="max-attendees-per-instance"
         )
     root = element(clark(CALDAV, "schedule-response"))
     for attendee in attendees:

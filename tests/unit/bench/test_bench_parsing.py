@@ -367,3 +367,64 @@ def test_a_request_without_a_body_is_sent_without_one(
     assert len(targets) == 4
     assert all(("-D" in argv) is has_body for argv in sent)
     assert all(argv[argv.index("-m") + 1] == spec[0] for argv in sent)
+
+
+# ------------------------------------------------------------------------------- --raft-tls-cost
+
+
+def test_raft_tls_cost_interleaves_the_two_clusters_and_flips_the_order_every_run() -> None:
+    assert cli.interleaved(("plain", "tls"), 3) == [
+        (1, "plain"),
+        (1, "tls"),
+        (2, "tls"),
+        (2, "plain"),
+        (3, "plain"),
+        (3, "tls"),
+    ]
+
+
+def test_raft_tls_cost_needs_only_hey_and_refuses_the_other_modes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.required_tools(cli.build_parser().parse_args(["--raft-tls-cost"])) == {"hey": "hey"}
+    assert set(cli.required_tools(cli.build_parser().parse_args([]))) == {"etcd", "etcdctl", "hey"}
+    monkeypatch.setattr(cli.shutil, "which", lambda tool: None if tool == "hey" else f"/usr/bin/{tool}")
+    assert cli.main(["--raft-tls-cost"]) == 2
+    assert "hey" in capsys.readouterr().err.splitlines()[0]
+    for other in (["--failover"], ["--only", "etcd"]):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["--raft-tls-cost", *other])
+        assert exc.value.code == 2
+        assert "--raft-tls-cost" in capsys.readouterr().err
+
+
+def test_agenda_members_run_raft_over_tls_behind_a_plain_api_when_given_files(tmp_path: Path) -> None:
+    tls = cluster_mod.TlsPaths(ca=tmp_path / "ca.crt", cert=tmp_path / "n.crt", key=tmp_path / "n.key")
+    plain = cluster_mod.AgendaCluster(cluster_mod.Reaper(), tmp_path / "plain", size=3)
+    over_tls = cluster_mod.AgendaCluster(cluster_mod.Reaper(), tmp_path / "tls", size=3, raft_tls=tls)
+    plain_argv = plain.command(plain.members[0])
+    tls_argv = over_tls.command(over_tls.members[0])
+    assert "--no-tls" in plain_argv
+    assert "--raft-tls" not in plain_argv  # Raft follows the API: plain
+    assert "--no-tls" in tls_argv  # hey speaks plain HTTP either way
+    flags = tls_argv[tls_argv.index("--raft-tls") :]
+    assert flags == [
+        "--raft-tls",
+        "--tls-cert",
+        str(tls.cert),
+        "--tls-key",
+        str(tls.key),
+        "--tls-ca",
+        str(tls.ca),
+    ]
+
+
+def test_pair_table_names_its_columns_and_the_ratio() -> None:
+    plain = {1: stats.summarize([step(1, 500.0, 2.0, 3.0)])}
+    tls = {1: stats.summarize([step(1, 450.0, 2.2, 3.5)])}
+    header, _, row = stats.format_pair_table(
+        [1], plain, tls, ("plain r/s", "tls r/s", "tls/plain")
+    ).splitlines()
+    assert "plain r/s" in header
+    assert header.rstrip().endswith("tls/plain")
+    assert row.rstrip().endswith("0.900x")

@@ -167,3 +167,46 @@ def test_map_failure():
         error = map_failure(unknown)
         assert isinstance(error, OutcomeUnknown)
         assert error.outcome_known is False
+
+
+def tls_files(tmp_path):
+    cert = tmp_path / "c.pem"
+    cert.write_text("x")  # the files are only checked for existence here; contents at start (_run)
+    return ["--tls-cert", str(cert), "--tls-key", str(cert), "--tls-ca", str(cert)]
+
+
+def test_raft_tls_follows_tls_unless_set(tmp_path):
+    files = tls_files(tmp_path)
+    with_tls = [a for a in BASE if a != "--no-tls"] + files
+    assert load_settings(with_tls).raft_tls is True
+    assert load_settings(BASE).raft_tls is False
+    assert load_settings([*with_tls, "--no-raft-tls"]).raft_tls is False
+    # Raft over TLS behind a plain HTTP API: what the benchmark compares against plain Raft.
+    behind_plain_http = load_settings([*BASE, *files, "--raft-tls"])
+    assert (behind_plain_http.raft_tls, behind_plain_http.tls_enabled) == (True, False)
+    config = tmp_path / "db.yaml"
+    config.write_text("raft_tls: false\n")
+    assert load_settings(["--config", str(config), *with_tls]).raft_tls is False
+
+
+def test_raft_tls_without_the_files_names_the_missing_one(tmp_path):
+    assert error_key([*BASE, "--raft-tls"]) == "tls.cert"
+    cert = tmp_path / "c.pem"
+    cert.write_text("x")
+    assert error_key([*BASE, "--raft-tls", "--tls-cert", str(cert), "--tls-key", str(cert)]) == "tls.ca"
+    config = tmp_path / "db.yaml"
+    config.write_text("raft_tls: sometimes\n")
+    assert error_key(["--config", str(config), *BASE]) == "raft_tls"
+
+
+def test_raft_tls_flags_are_exclusive(capsys):
+    with pytest.raises(SystemExit):
+        load_settings([*BASE, "--raft-tls", "--no-raft-tls"])
+    assert "--no-raft-tls" in capsys.readouterr().err
+
+
+def test_unusable_raft_tls_files_stop_the_start_naming_the_key(tmp_path, capsys):
+    # --no-tls: nothing but Raft would read the certificate, and the member must still refuse to start.
+    assert main([*BASE, *tls_files(tmp_path), "--raft-tls", "--data-dir", str(tmp_path / "data")]) == 2
+    assert "tls.cert" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()

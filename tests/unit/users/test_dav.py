@@ -17,7 +17,7 @@ from werkzeug.test import TestResponse
 from agenda.db.memory import MemoryDBClient
 from agenda.users.dav import _METHODS
 
-from ..backends import Caller, covers, ok
+from ..backends import Caller, Clock, covers, gateway_client, groups_app, ok
 from ..backends import at as _at
 
 DAV: Final = "{DAV:}"
@@ -391,6 +391,8 @@ LAUGHS: Final = (
     [
         ("PROPFIND", "/dav/", LAUGHS, 400, ""),
         ("PROPFIND", "/dav/", "<D:propfind xmlns:D='DAV:'><D:prop>", 400, ""),
+        ("PROPFIND", "/dav/", "<a>" * 30_000 + "</a>" * 30_000, 400, ""),  # deep, but no propfind
+        ("REPORT", CAL, "[" * 200_000, 400, ""),  # a JSON-nesting bomb is not XML
         ("REPORT", CAL, "<x/>", 403, "supported-report"),
         ("PUT", CAL + "bad.ics", "BEGIN:VCALENDAR\r\nnonsense\r\n", 400, "valid-calendar-data"),
         (
@@ -403,6 +405,26 @@ LAUGHS: Final = (
         ("PUT", CAL + "noend.ics", vevent(end="20310110T090000Z").decode(), 400, "valid-calendar-data"),
         ("PUT", "/dav/calendars/alice/inbox/x.ics", vevent().decode(), 403, "supported-calendar-component"),
         ("PUT", "/dav/calendars/alice/nowhere/x.ics", vevent().decode(), 404, ""),
+        ("PUT", "/dav/calendars/bob/default/x.ics", vevent().decode(), 404, ""),  # someone else's calendar
+        (
+            "PUT",
+            CAL + "method.ics",
+            vevent().decode().replace("VERSION:2.0", "VERSION:2.0\r\nMETHOD:REQUEST"),
+            400,
+            "valid-calendar-data",
+        ),
+        (
+            "PUT",
+            CAL + "twouids.ics",
+            vevent()
+            .decode()
+            .replace(
+                "END:VEVENT\r\nEND:VCALENDAR",
+                "END:VEVENT\r\nBEGIN:VEVENT\r\nUID:other\r\nDTSTART:20310110T100000Z\r\nEND:VEVENT\r\nEND:VCALENDAR",
+            ),
+            400,
+            "valid-calendar-data",
+        ),
         ("PROPFIND", "/dav/no/such/thing", "", 404, ""),
     ],
 )
@@ -443,3 +465,36 @@ def test_principal_search_finds_you_and_only_named_others(alice: Caller, bob: Ca
         "</D:principal-property-search>"
     )
     assert hrefs(report(alice, "/dav/", everyone)) == ["/dav/principals/alice/"]
+
+
+@pytest.mark.parametrize(
+    ("hierarchical", "partstat", "status"),
+    [(True, "ACCEPTED", "CONFIRMED"), (False, "NEEDS-ACTION", "TENTATIVE")],
+)
+def test_group_events_arrive_as_the_group_rules_make_them(
+    alice: Caller,
+    bob: Caller,
+    db: MemoryDBClient,
+    clock: Clock,
+    hierarchical: bool,
+    partstat: str,
+    status: str,
+) -> None:
+    groups = gateway_client(groups_app(db, clock))
+    owner, member = Caller(groups, alice.name), Caller(groups, bob.name)
+    group_id = ok(owner.post("/v1/groups", json={"name": "Team", "hierarchical": hierarchical}), 201)["id"]
+    invite = {"username": "bob", **({"level": 1} if hierarchical else {})}
+    ok(owner.post(f"/v1/groups/{group_id}/members", json=invite), 201)
+    ok(member.post(f"/v1/groups/{group_id}/membership", json={"accept": True}))
+    event = ok(
+        owner.post(
+            f"/v1/groups/{group_id}/events", json={"title": "Sync", "start": _at(10, 9), "end": _at(10, 10)}
+        ),
+        201,
+    )
+    copy = dav(bob, "GET", f"/dav/calendars/bob/default/{event['id']}.ics")
+    component = icalendar.Calendar.from_ical(copy.get_data()).walk("VEVENT")[0]
+    assert str(component["STATUS"]) == status
+    attendee = component["ATTENDEE"]
+    assert str(attendee) == "mailto:bob@agenda.invalid"
+    assert attendee.params["PARTSTAT"] == partstat
