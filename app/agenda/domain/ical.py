@@ -152,6 +152,9 @@ class CalendarObject:
     text: str = ""
     recurrence: Recurrence | None = None
     overrides: Mapping[str, Override] = field(default_factory=dict)
+    # Why a master's RRULE/RDATE is more than the domain can hold ("" when it can, or has none): the
+    # CalDAV server refuses such an object rather than keep occurrences its agenda would not see.
+    recurrence_problem: str = ""
 
 
 def _fail(where: str, reason: str) -> ICalError:
@@ -282,7 +285,7 @@ def parse_object(data: bytes | str, *, domain: str = DEFAULT_DOMAIN, timezone: s
         partstat = str(getattr(prop, "params", {}).get("PARTSTAT", "NEEDS-ACTION")).upper()
         attendees[user] = _PARTSTAT_IN.get(partstat, PartStat.NEEDS_ACTION)
     recurring = bool(len(vevents) > 1 or main.get("RRULE") is not None or main.get("RDATE") is not None)
-    recurrence, overrides = _series_of(main, vevents, zone, timezone, domain, organizer, attendees)
+    recurrence, overrides, problem = _series_of(main, vevents, zone, timezone, domain, organizer, attendees)
     return CalendarObject(
         uid=uid,
         title=_one_line(main.get("SUMMARY", ""), MAX_TITLE) or UNTITLED,
@@ -300,6 +303,7 @@ def parse_object(data: bytes | str, *, domain: str = DEFAULT_DOMAIN, timezone: s
         text=calendar.to_ical().decode("utf-8"),
         recurrence=recurrence,
         overrides=overrides,
+        recurrence_problem=problem,
     )
 
 
@@ -324,13 +328,16 @@ def _series_of(
     domain: str,
     organizer: str | None,
     attendees: Mapping[str, PartStat],
-) -> tuple[Recurrence | None, dict[str, Override]]:
-    """The master's recurrence and the overridden occurrences, in the domain's terms (see CalendarObject)."""
+) -> tuple[Recurrence | None, dict[str, Override], str]:
+    """The master's recurrence and the overridden occurrences, in the domain's terms (see CalendarObject),
+    and why the domain cannot hold the master's rule, when it cannot."""
     rules = master.get("RRULE")
-    if master.get("RECURRENCE-ID") is not None or isinstance(rules, list):
-        return None, {}  # no master, or several RRULEs: more than the domain can say
+    if master.get("RECURRENCE-ID") is not None:
+        return None, {}, ""  # no master: an invitation to some occurrences only
+    if isinstance(rules, list):
+        return None, {}, "must have at most one RRULE"
     if rules is None and master.get("RDATE") is None:
-        return None, {}
+        return None, {}, ""
     first = master["DTSTART"].dt
     tz = getattr(first, "tzinfo", None)
     # The rule follows DTSTART's zone; a floating or all-day start follows the owner's.
@@ -339,11 +346,15 @@ def _series_of(
         rule = None if rules is None else parse_rrule(rules.to_ical().decode(), zone_name).text()
         rdates = _dates(master, "RDATE", zone)
         exdates = _dates(master, "EXDATE", zone)
-        if len(rdates) > MAX_RDATES or len(exdates) > MAX_EXDATES or (rule is None and not rdates):
-            return None, {}
+        if len(rdates) > MAX_RDATES or len(exdates) > MAX_EXDATES:
+            return None, {}, f"must have at most {MAX_RDATES} RDATEs and {MAX_EXDATES} EXDATEs"
+        if rule is None and not rdates:
+            return None, {}, ""
         recurrence = Recurrence(rule, tuple(rdates), tuple(exdates), zone_name)
-    except (ValidationError, ValueError):
-        return None, {}
+    except ValidationError as exc:
+        return None, {}, exc.reason
+    except ValueError as exc:
+        return None, {}, str(exc)[:200]
     start, end, _ = _times(master, zone)
     overrides: dict[str, Override] = {}
     for vevent in vevents:
@@ -391,7 +402,7 @@ def _series_of(
         )
         if not override.empty:
             overrides[format_time(original)] = override
-    return recurrence, overrides
+    return recurrence, overrides, ""
 
 
 # ------------------------------------------------------------------------------------------ out

@@ -87,6 +87,7 @@ from agenda.domain.rules import (
     busy_intervals,
     cancel_event,
     change_notifications,
+    expand,
     invitation_notifications,
 )
 from agenda.domain.validation import MAX_QUERY_RANGE
@@ -910,6 +911,13 @@ def _put(target: Target) -> flask.Response:
             condition=condition,
             field=exc.field,
         ) from None
+    if parsed.recurrence_problem:
+        raise DavError(
+            403,
+            f"VEVENT.RRULE {parsed.recurrence_problem}",
+            condition="valid-calendar-object-resource",
+            field="VEVENT.RRULE",
+        )
     current = _find(target)
     _check_preconditions(current)
     _check_schedule_tag(current)
@@ -988,6 +996,8 @@ def _organizer_put(
         "description": parsed.description,
         "location": parsed.location,
         "visibility": parsed.visibility,
+        "recurrence": parsed.recurrence,
+        "overrides": parsed.overrides,
         "uid": parsed.uid,
         "ical": parsed.text,
         "calendar": calendar,
@@ -1229,12 +1239,8 @@ def _calendar_query(target: Target, me: str, request: ET.Element) -> flask.Respo
     condition = query.Filter.parse(request.find(clark(CALDAV, "filter")))
     window = condition.time_range()
     candidates: list[Event]
-    if (
-        window is not None
-        and window.start is not None
-        and window.end is not None
-        and not _recurring_possible()
-    ):
+    if window is not None and window.start is not None and window.end is not None:
+        # The store's window read finds the series that may recur there too (its series index).
         candidates = _members(me, target.calendar, window.start, window.end)
     else:
         candidates = _members(me, target.calendar)
@@ -1254,12 +1260,6 @@ def _calendar_query(target: Target, me: str, request: ET.Element) -> flask.Respo
     return _multistatus(responses)
 
 
-def _recurring_possible() -> bool:
-    # A recurring series is indexed at its first occurrence, which a window's range read may not reach:
-    # until the store indexes series (issue 12's recurrence work), windowed queries read the calendar.
-    return True
-
-
 def _free_busy(target: Target, me: str, request: ET.Element) -> flask.Response:
     _in_calendar(target)
     node = request.find(clark(CALDAV, "time-range"))
@@ -1274,7 +1274,7 @@ def _free_busy(target: Target, me: str, request: ET.Element) -> flask.Response:
     busy.add("DTSTAMP", _deps().clock())
     busy.add("DTSTART", start)
     busy.add("DTEND", end)
-    for interval in busy_intervals(me, events):
+    for interval in busy_intervals(me, expand(events, start, end)):
         busy.add("FREEBUSY", (max(interval.start, start), min(interval.end, end)))
     calendar.add_component(busy)
     return flask.Response(calendar.to_ical(), content_type=_ICS)
@@ -1433,7 +1433,7 @@ def _free_busy_reply(user: str, start: datetime, end: datetime, request: Any, ad
     reply.add("DTSTAMP", _deps().clock())
     reply.add("DTSTART", start)
     reply.add("DTEND", end)
-    for interval in busy_intervals(user, _deps().store.agenda(user, start, end)):
+    for interval in busy_intervals(user, expand(_deps().store.agenda(user, start, end), start, end)):
         reply.add("FREEBUSY", (max(interval.start, start), min(interval.end, end)))
     calendar.add_component(reply)
     return calendar.to_ical()  # type: ignore[no-any-return]

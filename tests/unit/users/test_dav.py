@@ -498,3 +498,60 @@ def test_group_events_arrive_as_the_group_rules_make_them(
     attendee = component["ATTENDEE"]
     assert str(attendee) == "mailto:bob@agenda.invalid"
     assert attendee.params["PARTSTAT"] == partstat
+
+
+# ------------------------------------------------------------------------------------- recurrence
+
+
+def series(rule: str, *extra: str) -> bytes:
+    body = vevent("weekly@client", SUMMARY="Standup").decode()
+    return (
+        body.replace("BEGIN:VALARM", "\r\n".join([f"RRULE:{rule}", "BEGIN:VALARM"]))
+        .replace("END:VCALENDAR", "\r\n".join([*extra, "END:VCALENDAR"]))
+        .encode()
+    )
+
+
+def test_a_series_put_by_a_client_is_the_domains_series(alice: Caller) -> None:
+    cancelled = "\r\n".join(
+        [
+            "BEGIN:VEVENT",
+            "UID:weekly@client",
+            "DTSTAMP:20310101T000000Z",
+            "RECURRENCE-ID:20310124T100000Z",
+            "DTSTART:20310124T100000Z",
+            "DTEND:20310124T110000Z",
+            "STATUS:CANCELLED",
+            "END:VEVENT",
+        ]
+    )
+    put(alice, "weekly.ics", series("FREQ=WEEKLY;COUNT=10", cancelled))
+    listed = ok(alice.get(f"/v1/events?from={_at(1, 0)}&to={_at(31, 0)}"))["events"]
+    starts = [e["start"] for e in listed if e["status"] != "cancelled"]
+    assert starts == [_at(10, 10), _at(17, 10)]  # the 24th is cancelled; the 31st at 10:00 is past `to`
+    # an occurrence months later is found by a one-day query (the series index, not the first start)
+    query = (
+        '<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
+        '<D:prop><D:getetag/></D:prop><C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">'
+        '<C:time-range start="20310307T000000Z" end="20310308T000000Z"/></C:comp-filter></C:comp-filter>'
+        "</C:filter></C:calendar-query>"
+    )
+    assert hrefs(report(alice, CAL, query)) == [CAL + "weekly.ics"]
+    # and the default calendar refuses double-booking an occurrence
+    clash = put(alice, "clash.ics", vevent("clash", start="20310307T103000Z", end="20310307T113000Z"), 409)
+    assert condition(clash, 409) == "no-conflict"
+
+
+@pytest.mark.parametrize(
+    "rule",
+    # sub-daily rules would put up to 31 million occurrences in a year; COUNT is capped at 1000
+    ["FREQ=SECONDLY", "FREQ=MINUTELY;INTERVAL=1", "FREQ=DAILY;COUNT=5000", "FREQ=DAILY;BYHOUR=1,2,3"],
+)
+def test_a_rule_the_domain_cannot_hold_is_refused_with_its_reason(
+    alice: Caller, db: MemoryDBClient, rule: str
+) -> None:
+    before = db.range("", limit=1000)["items"]
+    refused = put(alice, "bad.ics", series(rule), 403)
+    assert condition(refused, 403) == "valid-calendar-object-resource"
+    assert "VEVENT.RRULE" in xml(refused, 403).findtext(f"{A}message", "")
+    assert db.range("", limit=1000)["items"] == before
