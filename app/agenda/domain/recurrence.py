@@ -15,8 +15,8 @@ Decisions (RFC 5545 leaves some open, the rest is how this service bounds the wo
   RFC 5545 allows them for the FREQ (BYWEEKNO and BYYEARDAY yearly only, no BYMONTHDAY weekly, numbered
   BYDAY monthly or yearly only). COUNT is at most `MAX_COUNT`, INTERVAL at most `MAX_INTERVAL`.
 * Bounds, so that no input can hang a service or blow its memory: a series has occurrences only in
-  the `HORIZON` (ten years) after its start, an open-ended rule included; one expansion generates at
-  most `MAX_EXPANDED` occurrences (more than ten years of daily ones); and dateutil itself, which walks
+  the `HORIZON` (a hundred years) after its start, an open-ended rule included; one expansion generates at
+  most `MAX_EXPANDED` occurrences (more than a hundred years of daily ones); and dateutil itself, which walks
   period by period until year 9999 when a rule stops matching (``FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30``
   would take seconds), is run on dates moved forward by a whole number of 400-year Gregorian cycles
   (which repeat weekdays and leap days exactly), so that year 9999 comes soon after the horizon.
@@ -77,7 +77,7 @@ __all__ = [
     "series_end",
 ]
 
-HORIZON: Final = timedelta(days=3653)  # ten years, leap days included
+HORIZON: Final = timedelta(days=36525)  # a hundred years, leap days included
 MAX_COUNT: Final = 1000
 MAX_INTERVAL: Final = 1000
 MAX_RDATES: Final = 100
@@ -89,7 +89,7 @@ MAX_EXPANDED: Final = HORIZON.days + MAX_RDATES + 1
 MAX_RRULE_LENGTH: Final = 500
 # The last start a series may have: its horizon, its occurrences' ends and dateutil's shifted dates
 # must all stay well inside datetime's range (year 9999).
-LATEST_START: Final = datetime(9900, 1, 1, tzinfo=UTC)
+LATEST_START: Final = datetime(9800, 1, 1, tzinfo=UTC)
 
 _FREQS: Final = {"DAILY": _du.DAILY, "WEEKLY": _du.WEEKLY, "MONTHLY": _du.MONTHLY, "YEARLY": _du.YEARLY}
 _SUB_DAILY: Final = ("SECONDLY", "MINUTELY", "HOURLY")
@@ -612,14 +612,14 @@ def parse_recurrence(
     for index, moment in enumerate(rdates):
         if not start < moment < limit:
             raise ValidationError(
-                f"{field}.rdates[{index}]", "must be after the event's start and within ten years of it"
+                f"{field}.rdates[{index}]", "must be after the event's start and within a hundred years of it"
             )
     if rule is not None and rule.until is not None and rule.until < start:
         raise ValidationError(f"{field}.rrule", "UNTIL is before the event's start")
     text = None if rule is None else rule.text()
     if text is not None and len(list(_original_starts(start, Recurrence(text, (), (), timezone), limit))) < 2:
         raise ValidationError(
-            f"{field}.rrule", "yields no occurrence after the event's start within ten years"
+            f"{field}.rrule", "yields no occurrence after the event's start within a hundred years"
         )
     recurrence = Recurrence(text, tuple(rdates), (), timezone)
     every = list(_original_starts(start, recurrence, limit))
