@@ -13,6 +13,9 @@ worst case: two index ops, a notification and a guard).
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,7 +34,7 @@ from agenda.calendar.layout import (
 )
 from agenda.db.client import DBClient, DBUnavailable, RevisionMismatch
 from agenda.db.txn import txn_compare, txn_delete, txn_get, txn_put
-from agenda.domain.model import Event, Notification, format_time
+from agenda.domain.model import Event, Notification, format_time, parse_stored_time
 from agenda.domain.rules import Interval, blocks, conflict_window, conflicts_for
 from agenda.domain.validation import MAX_EVENT_DURATION
 
@@ -44,6 +47,7 @@ __all__ = [
 ]
 
 _PAGE: Final = 200
+_BOOKING_STRIPES: Final = 64
 
 
 class UsernameTaken(Exception):  # noqa: N818
@@ -112,6 +116,20 @@ class EventStore:
     def __init__(self, db: DBClient, *, announce: Announce | None = None) -> None:
         self.db = db
         self.announce = announce
+        self._booking_stripes = [threading.Lock() for _ in range(_BOOKING_STRIPES)]
+
+    @contextlib.contextmanager
+    def booking(self, user: str | None) -> Iterator[None]:
+        """Hold while a change checked against `user`'s agenda is decided and written (None: nothing).
+
+        Such changes compare the user's booking guard, so concurrent ones in this process would only
+        make each other lose and retry, up to `commit`'s limit (a calendar client saving a batch of
+        events at once). Taking turns here leaves the guard to settle races between instances."""
+        if user is None:
+            yield
+            return
+        with self._booking_stripes[zlib.crc32(user.encode()) % _BOOKING_STRIPES]:
+            yield
 
     # ---------------------------------------------------------------------------------- accounts
 
@@ -197,10 +215,11 @@ class EventStore:
             # Series entries sort after every start: past the last plain event, they are read below.
             if (stop is not None and kv["key"] >= stop) or kv["key"].startswith(series):
                 break
-            event = Event.from_dict(kv["value"])
-            if range_start is not None and event.end <= range_start:
+            # The look-back reads up to a month of events that ended before the range: tell them by
+            # their end alone (a listing of busy days reads hundreds), before building the event.
+            if range_start is not None and parse_stored_time(kv["value"]["end"]) <= range_start:
                 continue
-            events.append(event)
+            events.append(Event.from_dict(kv["value"]))
         # Series that are not over by range_start, whenever they began (keyed by their last end).
         series_start = None if range_start is None else series + format_time(range_start)
         for kv in self._iter_agenda(username, series_start, revisions, series):

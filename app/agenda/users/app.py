@@ -241,7 +241,8 @@ def create_event() -> Any:
     )
     notes = invitation_notifications(event, now)
     change = Change(event, notes, () if allow else (me,), checked_from=now)
-    stored = store.create(lambda: change, event_id=event_id)
+    with store.booking(None if allow else me):
+        stored = store.create(lambda: change, event_id=event_id)
     return event_view(stored, me), 201, {"Location": f"/v1/events/{stored.id}"}
 
 

@@ -31,7 +31,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -489,14 +491,60 @@ def _calendar_data_type() -> ET.Element:
     return node
 
 
+class _Rendered:
+    """Rendered calendar objects, by what determines them: an event's id, sequence and update time (every
+    change bumps the sequence), the viewer's time zone and whether it is the inbox's iTIP form. Clients
+    ask for the same objects again and again (every poll of a calendar-query, every multiget), and
+    rendering costs two iCalendar parses and a serialisation. Bounded (least recently used goes)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[Any, ...], tuple[bytes, list[icalendar.Calendar]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...], make: Callable[[], bytes]) -> tuple[bytes, list[icalendar.Calendar]]:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+                return found
+        made = (make(), [])  # the parsed form is added on first use (filters need it, GET does not)
+        with self._lock:
+            self._items[key] = made
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return made
+
+
+_RENDERED: Final = _Rendered(4096)
+
+
+def _rendered(event: Event, user: str, inbox: bool) -> tuple[bytes, list[icalendar.Calendar]]:
+    timezone = _deps().timezone_of(user)
+    key = (event.id, event.sequence, event.updated, event.recurrence_id, timezone, inbox)
+
+    def make() -> bytes:
+        body = calendar_object(event, now=event.updated, timezone=timezone)
+        if not inbox:
+            return body
+        message = icalendar.Calendar.from_ical(body)
+        message.add("METHOD", "REQUEST")
+        return message.to_ical()  # type: ignore[no-any-return]
+
+    return _RENDERED.get(key, make)
+
+
 def _render(event: Event, user: str, *, inbox: bool = False) -> bytes:
     """The event as `user` sees it; in the schedule inbox, as the iTIP REQUEST that invites them."""
-    body = calendar_object(event, now=event.updated, timezone=_deps().timezone_of(user))
-    if not inbox:
-        return body
-    message = icalendar.Calendar.from_ical(body)
-    message.add("METHOD", "REQUEST")
-    return message.to_ical()  # type: ignore[no-any-return]
+    return _rendered(event, user, inbox)[0]
+
+
+def _parsed(event: Event, user: str, *, inbox: bool = False) -> icalendar.Calendar:
+    """`_render`'s object parsed, for filters (never modified: they only read it)."""
+    body, parsed = _rendered(event, user, inbox)
+    if not parsed:
+        parsed.append(icalendar.Calendar.from_ical(body))
+    return parsed[0]
 
 
 def _object_props(
@@ -949,7 +997,8 @@ def _attendee_put(current: Event, me: str, answer: PartStat | None) -> Event:
         refuse = bool((_calendar_record(me, DEFAULT_CALENDAR) or {}).get("refuse_conflicts"))
         return Change(revised, notes, (me,) if answer is PartStat.ACCEPTED and refuse else ())
 
-    return _conflict_checked(lambda: _deps().store.update(current.id, mutate))
+    with _deps().store.booking(me if answer is PartStat.ACCEPTED else None):
+        return _conflict_checked(lambda: _deps().store.update(current.id, mutate))
 
 
 def _conflict_checked(run: Callable[[], Event]) -> Event:
@@ -1049,9 +1098,10 @@ def _organizer_put(
         check = (me,) if moved and refuse_conflicts else ()
         return Change(revised, notes, check, extra_ops=[uid_op], extra_compare=[uid_guard])
 
-    if current is None:
-        return _conflict_checked(lambda: store.create(lambda: mutate(None), event_id=event_id))  # type: ignore[arg-type,return-value]
-    return _conflict_checked(lambda: store.update(event_id, mutate))
+    with store.booking(me if refuse_conflicts else None):
+        if current is None:
+            return _conflict_checked(lambda: store.create(lambda: mutate(None), event_id=event_id))  # type: ignore[arg-type,return-value]
+        return _conflict_checked(lambda: store.update(event_id, mutate))
 
 
 def _uid_holder_href(me: str, calendar: str, event_id: str) -> str:
@@ -1244,10 +1294,14 @@ def _calendar_query(target: Target, me: str, request: ET.Element) -> flask.Respo
         candidates = _members(me, target.calendar, window.start, window.end)
     else:
         candidates = _members(me, target.calendar)
+    if window is not None:
+        # The domain's own times say which events cannot be in the range (they are derived from the
+        # stored object by the same RFC rules): only the others are rendered and filtered.
+        start, end = window.window()
+        candidates = [e for e in candidates if expand([e], start, end)]
     responses = []
     for event in candidates:
-        body = _render(event, me)
-        if condition.matches(icalendar.Calendar.from_ical(body)):
+        if condition.matches(_parsed(event, me, inbox=target.calendar == INBOX)):
             name = _href_name(event, me, target.calendar)
             inbox = target.calendar == INBOX
             responses.append(
