@@ -16,6 +16,8 @@ announcement is a hint for live delivery, the stored notification is the record.
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias, TypeVar
@@ -30,6 +32,9 @@ __all__ = ["ATTEMPTS", "Announce", "Contention", "Write", "commit", "notificatio
 log = logging.getLogger(__name__)
 
 ATTEMPTS: Final = 8
+# The pause after the n-th lost race is up to BACKOFF_BASE * 2**n, at most BACKOFF_CAP: 0.4 s in all.
+BACKOFF_BASE: Final = 0.002
+BACKOFF_CAP: Final = 0.1
 
 T = TypeVar("T")
 
@@ -85,6 +90,7 @@ def commit(
     *,
     what: str,
     announce: Announce | None = None,
+    pause: Callable[[float], None] = time.sleep,
 ) -> T:
     """Run `attempt` and its transaction until the compare holds; return what `attempt` returned.
 
@@ -120,6 +126,10 @@ def commit(
         if write.on_lost is not None:
             write.on_lost(answer.get("results") or [])
         log.info("%s txn lost a race; retrying", what, extra={"key": write.witness})
+        # Two writers that keep deciding at the same moment keep beating each other (one user's
+        # bookings from two instances compare the same guard): a random pause, growing with each
+        # loss, lets one of them through first.
+        pause(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**_attempt)))  # noqa: S311 - not a secret
     raise Contention(f"too many concurrent changes to the {what}; try again")
 
 

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from agenda.calendar.cas import ATTEMPTS, Contention, Write, commit
+from agenda.calendar.cas import ATTEMPTS, BACKOFF_BASE, BACKOFF_CAP, Contention, Write, commit
 from agenda.calendar.layout import group_key, notification_record
 from agenda.db.client import DBClient, DBUnavailable
 from agenda.domain.model import Group, Membership, Notification, NotificationKind
@@ -92,7 +92,7 @@ def test_a_plain_outage_is_not_retried() -> None:
 def test_endless_contention_gives_up() -> None:
     db = ScriptedDB([False] * ATTEMPTS)
     with pytest.raises(Contention, match="the thing"):
-        commit(db, lambda: ("done", write("v")), what="thing")  # type: ignore[arg-type]
+        commit(db, lambda: ("done", write("v")), what="thing", pause=lambda _s: None)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("applied", [True, False])
@@ -168,3 +168,14 @@ def test_an_announce_that_raises_is_logged_not_raised(caplog: pytest.LogCaptureF
         db = cast(DBClient, ScriptedDB([True]))
         assert commit(db, lambda: ("ok", done), what="thing", announce=broken) == "ok"
     assert "boom" in caplog.text
+
+
+def test_each_lost_race_pauses_a_random_while_that_grows_to_a_cap() -> None:
+    db = ScriptedDB([False] * ATTEMPTS)
+    pauses: list[float] = []
+    with pytest.raises(Contention):
+        commit(db, lambda: ("done", write("v")), what="thing", pause=pauses.append)  # type: ignore[arg-type]
+    assert len(pauses) == ATTEMPTS
+    for n, pause in enumerate(pauses):
+        assert 0 <= pause <= min(BACKOFF_CAP, BACKOFF_BASE * 2**n)
+    assert sum(pauses) <= sum(min(BACKOFF_CAP, BACKOFF_BASE * 2**n) for n in range(ATTEMPTS))
