@@ -90,7 +90,7 @@ class Server:
 
 
 @contextmanager
-def agenda_server(reaper: Reaper, workdir: Path) -> Iterator[Server]:
+def agenda_server(workdir: Path) -> Iterator[Server]:
     """The dev stack (what `make dev` runs) with TLS, and two registered users."""
     from agenda.devstack import DevStack, DevStackError
 
@@ -113,7 +113,6 @@ def agenda_server(reaper: Reaper, workdir: Path) -> Iterator[Server]:
             yield Server("agenda", root, f"{root}calendars/{users[0]}/default/", users, str(stack.ca_file))
     except DevStackError as exc:
         raise BenchError(f"the dev stack failed: {exc}") from None
-    del reaper
 
 
 @contextmanager
@@ -219,7 +218,7 @@ def compare(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> tuple[str, li
 
 def conformance(reaper: Reaper, args: argparse.Namespace) -> int:
     workdir = reaper.mkdtemp("bench-caldav-")
-    with agenda_server(reaper, workdir) as ours, radicale_server(reaper, workdir) as radicale:
+    with agenda_server(workdir) as ours, radicale_server(reaper, workdir) as radicale:
         _say("caldav-server-tester against radicale ...")
         theirs_map, theirs_s = run_tester(reaper, radicale, workdir)
         _say(f"  {theirs_s:.1f} s")
@@ -433,7 +432,7 @@ def load(reaper: Reaper, args: argparse.Namespace) -> int:
     results: dict[str, dict[str, dict[int, list[StepResult]]]] = {
         op: {"agenda": {}, "radicale": {}} for op in ("put", "query")
     }
-    with agenda_server(reaper, workdir) as ours, radicale_server(reaper, workdir) as radicale:
+    with agenda_server(workdir) as ours, radicale_server(reaper, workdir) as radicale:
         servers = (ours, radicale)
         for server in servers:
             _say(f"{server.name}: preloading {args.events} events ...")

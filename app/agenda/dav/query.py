@@ -38,7 +38,7 @@ def parse_utc(text: str | None, what: str) -> datetime | None:
         value = datetime.strptime(text.strip(), "%Y%m%dT%H%M%SZ")
     except ValueError:
         reason = f"{what} must be a UTC date-time like 20260101T000000Z, got {text!r}"
-        raise DavError(400, reason, field=what) from None
+        raise DavError(400, reason) from None
     return value.replace(tzinfo=UTC)
 
 
@@ -52,9 +52,9 @@ class TimeRange:
         start = parse_utc(node.get("start"), "time-range start")
         end = parse_utc(node.get("end"), "time-range end")
         if start is None and end is None:
-            raise DavError(400, "time-range needs a start or an end", field="time-range")
+            raise DavError(400, "time-range needs a start or an end")
         if start is not None and end is not None and end <= start:
-            raise DavError(400, "time-range end must be after its start", field="time-range")
+            raise DavError(400, "time-range end must be after its start")
         return cls(start, end)
 
     def window(self) -> tuple[datetime, datetime]:
@@ -137,22 +137,21 @@ def _text_match(node: ET.Element) -> tuple[str, bool, bool, str]:
             403,
             f"collation {collation!r} is not supported",
             condition="supported-collation",
-            field="collation",
         )
     negate = node.get("negate-condition", "no") == "yes"
     match_type = node.get("match-type", "contains")
     if match_type not in ("contains", "equals", "starts-with", "ends-with"):
-        raise DavError(400, f"match-type {match_type!r} is not one RFC 4791/6352 define", field="match-type")
+        raise DavError(400, f"match-type {match_type!r} is not one RFC 4791/6352 define")
     return node.text or "", negate, collation == "i;octet", match_type
 
 
 def _parse(node: ET.Element, depth: int = 0) -> _Node:
     if depth > 8:
-        raise DavError(400, "the filter nests too deeply", field="filter")
+        raise DavError(400, "the filter nests too deeply")
     kind = _KINDS[node.tag]
     name = node.get("name")
     if not name:
-        raise DavError(400, f"every {kind}-filter needs a name", field="filter")
+        raise DavError(400, f"every {kind}-filter needs a name")
     parsed = _Node(kind, name.upper())
     for child in node:
         if child.tag == clark(CALDAV, "is-not-defined"):
@@ -164,7 +163,7 @@ def _parse(node: ET.Element, depth: int = 0) -> _Node:
         elif child.tag in _KINDS:
             parsed.children.append(_parse(child, depth + 1))
         else:
-            raise DavError(400, f"{child.tag} is not allowed in a {kind}-filter", field="filter")
+            raise DavError(400, f"{child.tag} is not allowed in a {kind}-filter")
     return parsed
 
 
@@ -206,14 +205,13 @@ class Filter:
     @classmethod
     def parse(cls, node: ET.Element | None) -> Filter:
         if node is None:
-            raise DavError(400, "calendar-query needs a filter", condition="valid-filter", field="filter")
+            raise DavError(400, "calendar-query needs a filter", condition="valid-filter")
         comps = [c for c in node if c.tag == clark(CALDAV, "comp-filter")]
         if len(comps) != 1 or comps[0].get("name", "").upper() != "VCALENDAR":
             raise DavError(
                 403,
                 "the filter must hold one comp-filter named VCALENDAR",
                 condition="valid-filter",
-                field="filter",
             )
         return cls(_parse(comps[0]))
 

@@ -28,6 +28,7 @@ __all__ = [
     "error_body",
     "multistatus",
     "parse_body",
+    "serialise",
     "status_line",
 ]
 
@@ -71,7 +72,6 @@ class DavError(Exception):
         *,
         condition: str | None = None,
         namespace: str = CALDAV,
-        field: str | None = None,
         hrefs: Sequence[str] = (),
     ) -> None:
         super().__init__(message)
@@ -79,7 +79,6 @@ class DavError(Exception):
         self.message = message
         self.condition = condition
         self.namespace = namespace
-        self.field = field
         self.hrefs = tuple(hrefs)
 
 
@@ -88,15 +87,13 @@ def parse_body(data: bytes, *, what: str = "body") -> ET.Element | None:
     if not data.strip():
         return None
     if len(data) > MAX_XML_BYTES:
-        raise DavError(413, f"the XML {what} must be at most {MAX_XML_BYTES} bytes", field=what)
+        raise DavError(413, f"the XML {what} must be at most {MAX_XML_BYTES} bytes")
     try:
         return SafeET.fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except defusedxml.DefusedXmlException as exc:
-        raise DavError(
-            400, f"the XML {what} must not use a DTD or entities ({type(exc).__name__})", field=what
-        ) from None
+        raise DavError(400, f"the XML {what} must not use a DTD or entities ({type(exc).__name__})") from None
     except ET.ParseError as exc:
-        raise DavError(400, f"the XML {what} is not well-formed: {exc}", field=what) from None
+        raise DavError(400, f"the XML {what} is not well-formed: {exc}") from None
 
 
 def element(tag: str, text: str | None = None, children: Iterable[ET.Element] = ()) -> ET.Element:
@@ -119,16 +116,13 @@ class PropStat:
     found: list[ET.Element] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # requested property names (Clark) not defined here
     status: int | None = None  # a response without properties (404 in a multiget, a sync removal)
-    forbidden: list[str] = field(default_factory=list)
 
     def to_xml(self) -> ET.Element:
         response = element(clark(DAV, "response"), children=[element(clark(DAV, "href"), self.href)])
         if self.status is not None:
             response.append(element(clark(DAV, "status"), status_line(self.status)))
             return response
-        groups = [(200, self.found), (404, [ET.Element(n) for n in self.missing])]
-        groups.append((403, [ET.Element(n) for n in self.forbidden]))
-        for code, props in groups:
+        for code, props in ((200, self.found), (404, [ET.Element(n) for n in self.missing])):
             if not props:
                 continue
             prop = element(clark(DAV, "prop"), children=props)
@@ -147,7 +141,8 @@ class PropStat:
         return response
 
 
-def _serialise(root: ET.Element) -> bytes:
+def serialise(root: ET.Element) -> bytes:
+    """An answer's XML document, UTF-8 with its declaration."""
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
@@ -155,7 +150,7 @@ def multistatus(responses: Iterable[PropStat], *, sync_token: str | None = None)
     root = element(clark(DAV, "multistatus"), children=[r.to_xml() for r in responses])
     if sync_token is not None:
         root.append(element(clark(DAV, "sync-token"), sync_token))
-    return _serialise(root)
+    return serialise(root)
 
 
 def error_body(error: DavError) -> bytes:
@@ -168,4 +163,4 @@ def error_body(error: DavError) -> bytes:
         )
         root.append(condition)
     root.append(element(clark(AGENDA, "message"), error.message))
-    return _serialise(root)
+    return serialise(root)

@@ -56,8 +56,10 @@ __all__ = [
     "PRODID",
     "CalendarObject",
     "ICalError",
+    "UnsupportedComponent",
     "address_user",
     "calendar_object",
+    "new_calendar",
     "parse_object",
     "to_ical",
     "user_address",
@@ -97,6 +99,10 @@ _ALLOWED_COMPONENTS: Final = frozenset({"VEVENT", "VTIMEZONE"})
 
 class ICalError(ValidationError):
     """An iCalendar body we cannot store; `field` names the component or property (``VEVENT.DTSTART``)."""
+
+
+class UnsupportedComponent(ICalError):  # noqa: N818 - reads as the condition callers handle
+    """A component other than VEVENT and VTIMEZONE (a VTODO, a VJOURNAL): well-formed, not ours to store."""
 
 
 def user_address(user: str, domain: str = DEFAULT_DOMAIN) -> str:
@@ -246,7 +252,7 @@ def parse_object(data: bytes | str, *, domain: str = DEFAULT_DOMAIN, timezone: s
         raise _fail("VCALENDAR.METHOD", "a stored calendar object must not carry METHOD (RFC 4791 4.1)")
     for component in calendar.subcomponents:
         if component.name not in _ALLOWED_COMPONENTS:
-            raise _fail(
+            raise UnsupportedComponent(
                 component.name or "VCALENDAR", "only VEVENT (and VTIMEZONE) components are supported here"
             )
     vevents = [c for c in calendar.subcomponents if c.name == "VEVENT"]
@@ -592,7 +598,8 @@ def _stamp(vevents: Iterable[Any], event: Event, now: datetime) -> None:
         _replace(vevent, "SEQUENCE", max(event.sequence, int(vevent.get("SEQUENCE", 0) or 0)))
 
 
-def _calendar(method: str | None = None, name: str | None = None) -> icalendar.Calendar:
+def new_calendar(method: str | None = None, name: str | None = None) -> icalendar.Calendar:
+    """An empty VCALENDAR of ours (VERSION, PRODID, CALSCALE), with METHOD and X-WR-CALNAME when given."""
     calendar = icalendar.Calendar()
     calendar.add("VERSION", "2.0")
     calendar.add("PRODID", PRODID)
@@ -610,7 +617,7 @@ def calendar_object(
     """One event as a CalDAV calendar object resource (UTF-8 bytes with CRLF line ends)."""
     zones, vevents = _vevents_of(event, domain, timezone)
     _stamp(vevents, event, now)
-    calendar = _calendar()
+    calendar = new_calendar()
     for component in [*zones, *vevents]:
         calendar.add_component(component)
     return calendar.to_ical()
@@ -630,7 +637,7 @@ def to_ical(
     addresses; `name` sets X-WR-CALNAME, which common clients show as the calendar's title. A time zone
     several stored objects define is written once.
     """
-    calendar = _calendar("PUBLISH", name)
+    calendar = new_calendar("PUBLISH", name)
     zones: dict[str, Any] = {}
     bodies: list[Any] = []
     for event in sorted(events, key=lambda e: (e.start, e.end, e.id)):

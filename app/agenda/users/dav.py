@@ -8,8 +8,8 @@ HTTP Basic):
 ``/dav/calendars/<user>/``                the calendar home: one calendar per collection
 ``/dav/calendars/<user>/<calendar>/``     a calendar; ``default`` always exists
 ``/dav/calendars/<user>/<calendar>/<name>``  one event (a calendar object resource)
-``/dav/calendars/<user>/inbox/``, ``outbox/``  RFC 6638's scheduling boxes (the inbox stays empty:
-                                          invitations are delivered straight into ``default``)
+``/dav/calendars/<user>/inbox/``, ``outbox/``  RFC 6638's scheduling boxes (the inbox lists the pending
+                                          invitations as iTIP REQUESTs; the outbox takes free-busy requests)
 
 Which calendar shows an event to a user: the organizer's own collection (`Event.calendar`) under the
 name it was PUT with (`Event.dav_name`, else ``<id>.ics``); every participant's ``default`` calendar
@@ -69,16 +69,19 @@ from agenda.dav.xml import (
     error_body,
     multistatus,
     parse_body,
+    serialise,
 )
 from agenda.db.client import Compacted, RevisionMismatch
 from agenda.db.txn import txn_compare, txn_delete, txn_put
 from agenda.domain.ical import (
     DEFAULT_DOMAIN,
     MAX_OBJECT_BYTES,
-    PRODID,
+    CalendarObject,
     ICalError,
+    UnsupportedComponent,
     address_user,
     calendar_object,
+    new_calendar,
     parse_object,
     to_ical,
     user_address,
@@ -108,7 +111,6 @@ _MAX_CALENDARS: Final = 50
 _MAX_DEAD_PROPS: Final = 32
 _MAX_PROP_TEXT: Final = 4096
 _DAV_CLASSES: Final = "1, 3, access-control, calendar-access, calendar-auto-schedule, extended-mkcol"
-_ALLOW: Final = "OPTIONS, GET, HEAD, POST, PUT, DELETE, PROPFIND, PROPPATCH, REPORT, MKCALENDAR, MKCOL"
 _ICS: Final = "text/calendar; charset=utf-8"
 _XML: Final = "application/xml; charset=utf-8"
 _REFUSE_CONFLICTS: Final = clark(AGENDA, "refuse-conflicts")
@@ -304,24 +306,27 @@ def _inbox_seen(user: str) -> dict[str, int]:
     }
 
 
+def _member_of(user: str, calendar: str) -> Callable[[Event], bool]:
+    """Whether an event of `user`'s agenda is in `calendar` (the inbox: a pending invitation)."""
+    if calendar == INBOX:
+        seen = _inbox_seen(user)
+        return lambda event: _pending(event, user, seen)
+    return lambda event: (_placement(event, user) or ("",))[0] == calendar
+
+
 def _members(
     user: str, calendar: str, start: datetime | None = None, end: datetime | None = None
 ) -> list[Event]:
     """The events in one of `user`'s calendars (overlapping [start, end) when given)."""
-    events = _deps().store.agenda(user, start, end)
-    if calendar == INBOX:
-        seen = _inbox_seen(user)
-        return [e for e in events if _pending(e, user, seen)]
-    return [e for e in events if (_placement(e, user) or ("",))[0] == calendar]
+    member = _member_of(user, calendar)
+    return [e for e in _deps().store.agenda(user, start, end) if member(e)]
 
 
 def _entries(user: str, calendar: str) -> tuple[list[tuple[Event, int]], int]:
     """Every event in the calendar with its index entry's mod_revision, and the revision read at."""
     pairs, revision = _deps().store.agenda_entries(user)
-    if calendar == INBOX:
-        seen = _inbox_seen(user)
-        return [(e, r) for e, r in pairs if _pending(e, user, seen)], revision
-    return [(e, r) for e, r in pairs if (_placement(e, user) or ("",))[0] == calendar], revision
+    member = _member_of(user, calendar)
+    return [(e, r) for e, r in pairs if member(e)], revision
 
 
 def _ctag(entries: Sequence[tuple[Event, int]]) -> str:
@@ -602,7 +607,7 @@ def _propstat(href: str, props: dict[str, Callable[[], ET.Element]], request: ET
         return result
     wanted = request.find(clark(DAV, "prop"))
     if wanted is None:
-        raise DavError(400, "the body must ask for prop, allprop or propname", field="propfind")
+        raise DavError(400, "the body must ask for prop, allprop or propname")
     for node in wanted:
         build = props.get(node.tag)
         if build is None:
@@ -626,7 +631,7 @@ def _multistatus(responses: Iterable[PropStat], *, sync_token: str | None = None
 def _depth(default: str = "0") -> str:
     depth = flask.request.headers.get("Depth", default).strip().lower()
     if depth not in ("0", "1", "infinity"):
-        raise DavError(400, "Depth must be 0, 1 or infinity", field="Depth")
+        raise DavError(400, "Depth must be 0, 1 or infinity")
     return depth
 
 
@@ -635,6 +640,21 @@ def _body() -> ET.Element | None:
 
 
 # ---------------------------------------------------------------------------------------- views
+
+_METHODS: Final = [
+    "POST",
+    "OPTIONS",
+    "GET",
+    "HEAD",
+    "PUT",
+    "DELETE",
+    "PROPFIND",
+    "PROPPATCH",
+    "REPORT",
+    "MKCALENDAR",
+    "MKCOL",
+]
+_ALLOW: Final = ", ".join(_METHODS)
 
 dav_bp = flask.Blueprint("dav", __name__)
 
@@ -653,21 +673,6 @@ def _dav_headers(response: flask.Response) -> flask.Response:
     return response
 
 
-_METHODS: Final = [
-    "POST",
-    "OPTIONS",
-    "GET",
-    "HEAD",
-    "PUT",
-    "DELETE",
-    "PROPFIND",
-    "PROPPATCH",
-    "REPORT",
-    "MKCALENDAR",
-    "MKCOL",
-]
-
-
 @dav_bp.route("/dav", defaults={"path": ""}, methods=_METHODS, strict_slashes=False)
 @dav_bp.route("/dav/<path:path>", methods=_METHODS)
 def dav(path: str) -> Any:
@@ -678,10 +683,7 @@ def dav(path: str) -> Any:
         )
     target = _target(flask.request.path)
     _own(target)
-    handler = _HANDLERS.get(method)
-    if handler is None:
-        raise DavError(405, f"{method} is not supported here")
-    return handler(target)
+    return _HANDLERS[method](target)  # the route takes no other method
 
 
 # ------------------------------------------------------------------------------------- PROPFIND
@@ -711,7 +713,7 @@ def _propfind(target: Target) -> flask.Response:
     me = current_user()
     request = _body()
     if request is not None and request.tag != clark(DAV, "propfind"):
-        raise DavError(400, "a PROPFIND body must be a DAV:propfind", field="propfind")
+        raise DavError(400, "a PROPFIND body must be a DAV:propfind")
     depth = _depth("0" if target.kind == "object" else "1")
     href, props = _props_for(target, me)
     responses = [_propstat(href, props, request)]
@@ -753,7 +755,7 @@ def _children(target: Target, me: str, request: ET.Element | None) -> list[PropS
 def _prop_text(node: ET.Element) -> str:
     text = "".join(node.itertext()).strip()
     if len(text) > _MAX_PROP_TEXT:
-        raise DavError(403, f"{node.tag} must be at most {_MAX_PROP_TEXT} characters", field=node.tag)
+        raise DavError(403, f"{node.tag} must be at most {_MAX_PROP_TEXT} characters")
     return text
 
 
@@ -764,7 +766,7 @@ def _apply_props(record: dict[str, Any], update: ET.Element) -> list[str]:
     for action in update:
         removing = action.tag == clark(DAV, "remove")
         if action.tag not in (clark(DAV, "set"), clark(DAV, "remove")):
-            raise DavError(400, f"{action.tag} is not set or remove", field="propertyupdate")
+            raise DavError(400, f"{action.tag} is not set or remove")
         for prop in action.findall(clark(DAV, "prop")):
             for node in prop:
                 changed.append(node.tag)
@@ -774,9 +776,7 @@ def _apply_props(record: dict[str, Any], update: ET.Element) -> list[str]:
                 if node.tag == _REFUSE_CONFLICTS:
                     value = "false" if removing else _prop_text(node).lower()
                     if value not in ("true", "false"):
-                        raise DavError(
-                            400, "agenda:refuse-conflicts is true or false", field="refuse-conflicts"
-                        )
+                        raise DavError(400, "agenda:refuse-conflicts is true or false")
                     record["refuse_conflicts"] = value == "true"
                 elif key is not None:
                     record[key] = None if removing else _prop_text(node)
@@ -820,7 +820,7 @@ def _proppatch(target: Target) -> flask.Response:
         )
     request = _body()
     if request is None or request.tag != clark(DAV, "propertyupdate"):
-        raise DavError(400, "a PROPPATCH body must be a DAV:propertyupdate", field="propertyupdate")
+        raise DavError(400, "a PROPPATCH body must be a DAV:propertyupdate")
     kv = _deps().store.db.get(calendar_key(me, target.calendar))
     record = dict(_require_calendar(me, target.calendar) if kv is None else kv["value"])
     changed = _apply_props(record, request)
@@ -840,10 +840,7 @@ def _mkcalendar(target: Target) -> flask.Response:
         raise DavError(
             403, "calendars are made inside your calendar home", condition="calendar-collection-location-ok"
         )
-    if (
-        target.calendar == DEFAULT_CALENDAR
-        or _deps().store.db.get(calendar_key(me, target.calendar)) is not None
-    ):
+    if target.calendar == DEFAULT_CALENDAR:  # exists without a record; any other is checked by the put
         raise DavError(
             405,
             f"the calendar {target.calendar!r} exists already",
@@ -951,20 +948,15 @@ def _put(target: Target) -> flask.Response:
         )
     try:
         parsed = parse_object(flask.request.get_data(cache=True), timezone=_deps().timezone_of(me))
+    except UnsupportedComponent as exc:
+        raise DavError(403, f"{exc.field} {exc.reason}", condition="supported-calendar-component") from None
     except ICalError as exc:
-        condition = "supported-calendar-component" if "only VEVENT" in exc.reason else "valid-calendar-data"
-        raise DavError(
-            403 if condition == "supported-calendar-component" else 400,
-            f"{exc.field} {exc.reason}",
-            condition=condition,
-            field=exc.field,
-        ) from None
+        raise DavError(400, f"{exc.field} {exc.reason}", condition="valid-calendar-data") from None
     if parsed.recurrence_problem:
         raise DavError(
             403,
             f"VEVENT.RRULE {parsed.recurrence_problem}",
             condition="valid-calendar-object-resource",
-            field="VEVENT.RRULE",
         )
     current = _find(target)
     _check_preconditions(current)
@@ -1021,7 +1013,7 @@ def _participants(parsed_attendees: dict[str, PartStat], old: Event | None) -> d
 
 
 def _organizer_put(
-    target: Target, me: str, parsed: Any, current: Event | None, *, refuse_conflicts: bool
+    target: Target, me: str, parsed: CalendarObject, current: Event | None, *, refuse_conflicts: bool
 ) -> Event:
     store = _deps().store
     now = _deps().clock()
@@ -1033,9 +1025,7 @@ def _organizer_put(
     missing = store.missing_users(sorted(parsed.attendees))
     attendees = {u: s for u, s in parsed.attendees.items() if u not in missing and u != me}
     if len(attendees) > MAX_INVITEES:
-        raise DavError(
-            403, f"an event has at most {MAX_INVITEES} attendees from this server", field="ATTENDEE"
-        )
+        raise DavError(403, f"an event has at most {MAX_INVITEES} attendees from this server")
     uid_entry = uid_key(me, target.calendar, parsed.uid)
     event_id = current.id if current is not None else _dav_id(me, target.calendar, target.name)
     fields = {
@@ -1171,7 +1161,7 @@ def _report(target: Target) -> flask.Response:
     me = current_user()
     request = _body()
     if request is None:
-        raise DavError(400, "a REPORT needs a body naming the report", field="report")
+        raise DavError(400, "a REPORT needs a body naming the report")
     if request.tag == clark(DAV, "sync-collection"):
         return _sync_collection(target, me, request)
     if request.tag == clark(CALDAV, "calendar-multiget"):
@@ -1197,7 +1187,7 @@ def _search_property_set() -> bytes:
     for tag in _SEARCHABLE:
         prop = element(clark(DAV, "prop"), children=[ET.Element(tag)])
         root.append(element(clark(DAV, "principal-search-property"), children=[prop]))
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return serialise(root)
 
 
 def _principal_search(me: str, request: ET.Element) -> flask.Response:
@@ -1209,9 +1199,7 @@ def _principal_search(me: str, request: ET.Element) -> flask.Response:
         match = (search.findtext(clark(DAV, "match")) or "").strip()
         tags = [node.tag for node in search.findall(f"{clark(DAV, 'prop')}/*")]
         if not tags or any(tag not in _SEARCHABLE for tag in tags):
-            raise DavError(
-                400, "searchable properties are displayname and calendar-user-address-set", field="prop"
-            )
+            raise DavError(400, "searchable properties are displayname and calendar-user-address-set")
         conditions.append(match)
     anyof = request.get("test", "allof") == "anyof"
     candidates = {me}
@@ -1318,20 +1306,22 @@ def _free_busy(target: Target, me: str, request: ET.Element) -> flask.Response:
     _in_calendar(target)
     node = request.find(clark(CALDAV, "time-range"))
     if node is None:
-        raise DavError(400, "free-busy-query needs a time-range", field="time-range")
+        raise DavError(400, "free-busy-query needs a time-range")
     start, end = query.TimeRange.parse(node).window()
-    events = _members(me, target.calendar, start, end)
-    calendar = icalendar.Calendar()
-    calendar.add("VERSION", "2.0")
-    calendar.add("PRODID", "-//Agenda Distribuida//Agenda 1.0//EN")
+    calendar = new_calendar()
+    calendar.add_component(_busy(me, _members(me, target.calendar, start, end), start, end))
+    return flask.Response(calendar.to_ical(), content_type=_ICS)
+
+
+def _busy(user: str, events: Iterable[Event], start: datetime, end: datetime) -> icalendar.FreeBusy:
+    """A VFREEBUSY of `user`'s busy periods in [start, end) among `events` (series expanded)."""
     busy = icalendar.FreeBusy()
     busy.add("DTSTAMP", _deps().clock())
     busy.add("DTSTART", start)
     busy.add("DTEND", end)
-    for interval in busy_intervals(me, expand(events, start, end)):
+    for interval in busy_intervals(user, expand(events, start, end)):
         busy.add("FREEBUSY", (max(interval.start, start), min(interval.end, end)))
-    calendar.add_component(busy)
-    return flask.Response(calendar.to_ical(), content_type=_ICS)
+    return busy
 
 
 def _sync_collection(target: Target, me: str, request: ET.Element) -> flask.Response:
@@ -1341,7 +1331,7 @@ def _sync_collection(target: Target, me: str, request: ET.Element) -> flask.Resp
     token_text = (request.findtext(clark(DAV, "sync-token")) or "").strip()
     level = (request.findtext(clark(DAV, "sync-level")) or "1").strip()
     if level not in ("1", "infinite"):
-        raise DavError(400, "sync-level must be 1", field="sync-level")
+        raise DavError(400, "sync-level must be 1")
     calendar = target.calendar
     inbox = calendar == INBOX
 
@@ -1366,16 +1356,14 @@ def _sync_collection(target: Target, me: str, request: ET.Element) -> flask.Resp
     for change in changes.get("events", []):
         event_id = change["kv"]["key"].rsplit("/", 1)[1]
         last[event_id] = change["kv"].get("value") or {}
-    seen = _inbox_seen(me) if inbox else {}
+    is_member = _member_of(me, calendar)
     responses = []
     for event_id, value in sorted(last.items()):
         try:
             event: Event | None = _deps().store.get_event(event_id)[0]
         except EventNotFound:
             event = None
-        if event is not None and (
-            _pending(event, me, seen) if inbox else (_placement(event, me) or ("",))[0] == calendar
-        ):
+        if event is not None and is_member(event):
             responses.append(member(event))
             continue
         before = (
@@ -1471,24 +1459,16 @@ def _post(target: Target) -> flask.Response:
             reply = _free_busy_reply(user, start, end, request, str(attendee))
             response.append(element(clark(CALDAV, "calendar-data"), reply.decode("utf-8")))
         root.append(response)
-    return _xml_response(ET.tostring(root, encoding="utf-8", xml_declaration=True), 200)
+    return _xml_response(serialise(root), 200)
 
 
 def _free_busy_reply(user: str, start: datetime, end: datetime, request: Any, address: str) -> bytes:
-    calendar = icalendar.Calendar()
-    calendar.add("VERSION", "2.0")
-    calendar.add("PRODID", PRODID)
-    calendar.add("METHOD", "REPLY")
-    reply = icalendar.FreeBusy()
+    calendar = new_calendar("REPLY")
+    reply = _busy(user, _deps().store.agenda(user, start, end), start, end)
     for name in ("UID", "ORGANIZER"):
         if name in request:
             reply.add(name, request[name])
     reply.add("ATTENDEE", address)
-    reply.add("DTSTAMP", _deps().clock())
-    reply.add("DTSTART", start)
-    reply.add("DTEND", end)
-    for interval in busy_intervals(user, expand(_deps().store.agenda(user, start, end), start, end)):
-        reply.add("FREEBUSY", (max(interval.start, start), min(interval.end, end)))
     calendar.add_component(reply)
     return calendar.to_ical()  # type: ignore[no-any-return]
 
