@@ -60,6 +60,7 @@ def test_caldav_rules_are_the_user_services_and_use_methods_the_gateway_forwards
     backends: dict[str, flask.Flask],
 ) -> None:
     dav = {rule for rule in all_backend_rules(backends) if is_dav_path(rule[2])}
+    assert dav  # the User Service serves CalDAV
     assert {service for service, _, _ in dav} <= {"users"}
     assert {method for _, method, _ in dav} <= set(DAV_METHODS)
 
