@@ -15,13 +15,13 @@
     One index entry per user involved in a RECURRING event, instead of its ``<start>`` entry, holding a
     full copy of the series (rule, overrides and all). ``<last end>`` is RFC 3339 UTC of the latest
     instant any occurrence can end (`agenda.domain.recurrence.series_end`: the last occurrence's end,
-    moved ones included, or the ten-year horizon's for an open-ended rule), so a user's agenda between
-    two instants reads, beside the range above, the single range of series not over by ``from``
-    (starting at ``agenda/<username>/~series/<from>``), whenever they began; a series is then expanded
-    into its occurrences in the window. ``~`` sorts after every digit, so the range of plain events
-    stops before these entries, while everything that watches or lists the whole ``agenda/<username>/``
-    prefix (CalDAV's ctag and sync) sees series too. Written in the same transaction as the event, and
-    moved (deleted and put) when its last end changes.
+    moved ones included, or the hundred-year horizon's, `recurrence.HORIZON`, for an open-ended rule), so
+    a user's agenda between two instants reads, beside the range above, the single range of series not
+    over by ``from`` (starting at ``agenda/<username>/~series/<from>``), whenever they began; a series is
+    then expanded into its occurrences in the window. ``~`` sorts after every digit, so the range of plain
+    events stops before these entries, while everything that watches or lists the whole
+    ``agenda/<username>/`` prefix (CalDAV's ctag and sync) sees series too. Written in the same
+    transaction as the event, and moved (deleted and put) when its last end changes.
 ``notifications/<username>/<cursor>``
     One per notification (`notification_record`: `Notification.to_dict()` plus ``cursor``). The cursor is
     ``<20-digit microseconds since the epoch>.<notification id>``: sortable by time, unique, and the

@@ -158,6 +158,13 @@ class EventStore:
         record = self.get_user(username)
         return "UTC" if record is None else str(record.get("timezone") or "UTC")
 
+    def recurrence_timezone(self, username: str, recurrence: Any) -> str:
+        """The zone a recurrence given without one follows: the account's (read only then); "UTC" for
+        one that names its own or is no object (its validation then says what is wrong)."""
+        if isinstance(recurrence, dict) and "timezone" not in recurrence:
+            return self.timezone_of(username)
+        return "UTC"
+
     def missing_users(self, usernames: Iterable[str]) -> list[str]:
         """The usernames among `usernames` that have no account."""
         return [name for name in usernames if self.db.get(user_key(name)) is None]
@@ -263,7 +270,7 @@ class EventStore:
         window = change.checked_within or conflict_window(new, change.checked_from)
         for user in change.check_conflicts:
             existing, revision = self._agenda(user, window.start, window.end)
-            hits = conflicts_for(user, new, existing, window=Interval(*window))
+            hits = conflicts_for(user, new, existing, window=window)
             if hits:
                 raise EventConflict(user, hits)
             guards[user] = revision

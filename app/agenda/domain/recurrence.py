@@ -78,6 +78,7 @@ __all__ = [
 ]
 
 HORIZON: Final = timedelta(days=36525)  # a hundred years, leap days included
+HORIZON_TEXT: Final = "a hundred years"  # how the refusals name it
 MAX_COUNT: Final = 1000
 MAX_INTERVAL: Final = 1000
 MAX_RDATES: Final = 100
@@ -612,14 +613,14 @@ def parse_recurrence(
     for index, moment in enumerate(rdates):
         if not start < moment < limit:
             raise ValidationError(
-                f"{field}.rdates[{index}]", "must be after the event's start and within a hundred years of it"
+                f"{field}.rdates[{index}]", f"must be after the event's start and within {HORIZON_TEXT} of it"
             )
     if rule is not None and rule.until is not None and rule.until < start:
         raise ValidationError(f"{field}.rrule", "UNTIL is before the event's start")
     text = None if rule is None else rule.text()
     if text is not None and len(list(_original_starts(start, Recurrence(text, (), (), timezone), limit))) < 2:
         raise ValidationError(
-            f"{field}.rrule", "yields no occurrence after the event's start within a hundred years"
+            f"{field}.rrule", f"yields no occurrence after the event's start within {HORIZON_TEXT}"
         )
     recurrence = Recurrence(text, tuple(rdates), (), timezone)
     every = list(_original_starts(start, recurrence, limit))

@@ -255,7 +255,7 @@ def create_group_event(group_id: str) -> Any:
     recurrence = None
     if "recurrence" in body:
         raw = body["recurrence"]
-        zone = _deps().events.timezone_of(me) if "timezone" not in raw else "UTC"
+        zone = _deps().events.recurrence_timezone(me, raw)
         recurrence = parse_recurrence(raw, start=details["start"], end=details["end"], default_timezone=zone)
     group = _group(group_id, me)
     fanout = group_event_participation(group, me)

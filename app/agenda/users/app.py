@@ -200,13 +200,6 @@ _EVENT_FIELDS: Final = {
 }
 
 
-def _timezone_for(store: EventStore, me: str, recurrence: Any) -> str:
-    """The time zone a recurrence without one follows: the caller's account's (read only if needed)."""
-    if isinstance(recurrence, dict) and "timezone" not in recurrence:
-        return store.timezone_of(me)
-    return "UTC"
-
-
 @events_bp.post("/v1/events")
 def create_event() -> Any:
     check_args({"allow_conflict"})
@@ -223,7 +216,7 @@ def create_event() -> Any:
             raise bad_request(f"participants[{index}] {name} has no account", field=f"participants[{index}]")
     recurrence = None
     if "recurrence" in body:
-        zone = _timezone_for(store, me, body["recurrence"])
+        zone = store.recurrence_timezone(me, body["recurrence"])
         recurrence = parse_recurrence(
             body["recurrence"], start=details["start"], end=details["end"], default_timezone=zone
         )
@@ -328,7 +321,7 @@ def patch_event(event_id: str) -> Any:
         end_raw = body.get("end", format_time(current.end))
         changes["start"], changes["end"] = parse_event_times(start_raw, end_raw)
 
-    zone = _timezone_for(_deps().store, me, body.get("recurrence"))
+    zone = _deps().store.recurrence_timezone(me, body.get("recurrence"))
 
     def mutate(event: Event) -> Change | None:
         if event.organizer != me:
@@ -487,7 +480,7 @@ def _timezone_of(store: EventStore) -> Callable[[str], str]:
     def timezone_of(user: str) -> str:
         cache = flask.g.setdefault("agenda_timezones", {})
         if user not in cache:
-            cache[user] = (store.get_user(user) or {}).get("timezone") or "UTC"
+            cache[user] = store.timezone_of(user)
         return cache[user]  # type: ignore[no-any-return]
 
     return timezone_of

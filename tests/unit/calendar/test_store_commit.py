@@ -43,16 +43,6 @@ def build(new: Event, check: bool) -> Callable[[], Change]:
     return lambda: Change(new, (), ("alice",) if check else ())
 
 
-@pytest.fixture
-def db() -> MemoryDBClient:
-    return MemoryDBClient()
-
-
-@pytest.fixture
-def store(db: MemoryDBClient) -> EventStore:
-    return EventStore(db)
-
-
 def requests_of(db: MemoryDBClient) -> dict[str, int]:
     return {kind: db.counts[kind] for kind in ("get", "range", "txn") if db.counts[kind]}
 

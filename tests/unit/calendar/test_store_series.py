@@ -50,16 +50,6 @@ def plain(event_id: str, start: datetime, organizer: str = "alice") -> Event:
     )
 
 
-@pytest.fixture
-def db() -> MemoryDBClient:
-    return MemoryDBClient()
-
-
-@pytest.fixture
-def store(db: MemoryDBClient) -> EventStore:
-    return EventStore(db)
-
-
 def keys(db: DBClient, prefix: str) -> list[str]:
     return [kv["key"] for kv in db.iter_prefix(prefix)]
 

@@ -398,13 +398,13 @@ ADVERSARIAL = [
 
 
 @pytest.mark.parametrize("rule", ADVERSARIAL)
-def test_a_rule_that_matches_rarely_or_never_is_refused_fast(rule: str) -> None:
+def test_a_rule_that_matches_rarely_or_never_is_refused(rule: str) -> None:
     with pytest.raises(ValidationError, match="yields no occurrence"):
         series(rule)
 
 
 @pytest.mark.parametrize("rule", ADVERSARIAL)
-def test_expanding_a_never_matching_rule_ends_fast_whatever_the_window(rule: str) -> None:
+def test_expanding_a_never_matching_rule_ends_whatever_the_window(rule: str) -> None:
     # As if stored without the check: only DTSTART, found without walking dateutil to year 9999.
     recurrence = Recurrence(parse_rrule(rule).text())
     for start in (MADRID_MONDAY, utc(1, 1, 1, 8), utc(9799, 12, 31, 8)):
@@ -413,7 +413,7 @@ def test_expanding_a_never_matching_rule_ends_fast_whatever_the_window(rule: str
         assert all(t < start + HORIZON for t in got)
 
 
-def test_the_densest_series_expands_at_most_the_cap_quickly() -> None:
+def test_the_densest_series_expands_at_most_the_cap() -> None:
     rdates = [MADRID_MONDAY + timedelta(hours=h, minutes=30) for h in range(99)]
     dense = Recurrence(parse_rrule("FREQ=DAILY").text(), tuple(rdates))
     got = starts(MADRID_MONDAY, dense, (utc(1, 1, 1), utc(9999, 1, 1)), duration=timedelta(minutes=30))
@@ -430,7 +430,7 @@ def test_the_densest_series_expands_at_most_the_cap_quickly() -> None:
     setpos=st.sets(st.integers(-366, 366).filter(bool), max_size=2),
     days=st.sets(st.sampled_from(["MO", "TU", "WE", "TH", "FR", "SA", "SU"]), max_size=3),
 )
-def test_any_accepted_or_refused_rule_is_decided_fast(
+def test_any_accepted_or_refused_rule_is_decided(
     freq: str, interval: int, months: set[int], monthdays: set[int], setpos: set[int], days: set[str]
 ) -> None:
     parts = [f"FREQ={freq}", f"INTERVAL={interval}"]

@@ -6,21 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-from agenda.db.memory import MemoryDBClient
-
-from ..backends import Caller, Clock, gateway_client, ok, problem, users_app
+from ..backends import Caller, ok, problem
 from .test_views import team
 
 MONDAY = "2031-01-06T09:00:00Z"
 TWO_WEEKS = "from=2031-01-06T00:00:00Z&to=2031-01-20T00:00:00Z"
-
-
-@pytest.fixture
-def users(db: MemoryDBClient, clock: Clock) -> Any:
-    client = gateway_client(users_app(db, clock))
-    return lambda name: Caller(client, name)
 
 
 def weekly(organizer: Caller, group_id: str, **fields: Any) -> Any:

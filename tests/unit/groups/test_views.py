@@ -9,7 +9,6 @@ The User Service's app shares the DB where a test needs a personal event or a no
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -26,24 +25,21 @@ from agenda.groups.store import GroupStore
 from ..backends import (
     START,
     Caller,
-    Clock,
     Sample,
     covered,
     covers,
     either_outcome,
-    gateway_client,
     ok,
     problem,
     refused_without_a_caller,
     refused_without_the_secret,
     unavailable_without_a_db_leader,
     url_rules,
-    users_app,
 )
 from ..backends import at as _at
+from .conftest import Users
 
 NO_GROUP = "0" * 32
-Users = Callable[[str], Caller]
 
 
 def at(hour: float) -> str:
@@ -51,13 +47,6 @@ def at(hour: float) -> str:
 
 
 DAY = f"from={at(8)}&to={at(18)}"
-
-
-@pytest.fixture
-def users(db: MemoryDBClient, clock: Clock) -> Users:
-    """The User Service on the same DB: `users("bob")` calls it as bob."""
-    client = gateway_client(users_app(db, clock))
-    return lambda name: Caller(client, name)
 
 
 def new_group(owner: Caller, name: str = "Team", **fields: Any) -> dict[str, Any]:

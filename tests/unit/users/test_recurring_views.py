@@ -100,7 +100,7 @@ def test_an_explicit_time_zone_wins_and_plain_events_list_unchanged(erin: Caller
         ({"rrule": "FREQ=DAILY", "every": 2}, "recurrence.every", "not a recurrence field"),
     ],
 )
-def test_a_bad_recurrence_is_a_400_naming_the_part_fast_and_writes_nothing(
+def test_a_bad_recurrence_is_a_400_naming_the_part_and_writes_nothing(
     erin: Caller, db: MemoryDBClient, recurrence: dict[str, Any], field: str, reason: str
 ) -> None:
     revision = db.machine.revision
