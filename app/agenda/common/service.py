@@ -276,14 +276,20 @@ def load_backend_config(
     return cfg
 
 
-def require_tls_files(cfg: Config, section: str = "tls", files: tuple[str, ...] = TLS_FILES) -> None:
-    """With TLS on, every file is needed: fail at start naming the missing key."""
-    if cfg[f"{section}.enabled"]:
+def require_tls_files(
+    cfg: Config,
+    section: str = "tls",
+    files: tuple[str, ...] = TLS_FILES,
+    *,
+    enabled: bool | None = None,
+    reason: str = "required when TLS is enabled (or disable it with --no-tls)",
+) -> None:
+    """With TLS on (`enabled`, else the section's own switch), every file is needed: fail at start
+    naming the missing key."""
+    if cfg[f"{section}.enabled"] if enabled is None else enabled:
         for file in files:
             if cfg[f"{section}.{file}"] is None:
-                raise ConfigError(
-                    f"{section}.{file}", "required when TLS is enabled (or disable it with --no-tls)"
-                )
+                raise ConfigError(f"{section}.{file}", reason)
 
 
 def require_gateway_secret(cfg: Config) -> None:

@@ -36,6 +36,7 @@ from agenda.common.service import (
     serve_until_signalled,
     tls_section,
 )
+from agenda.db.dump import DEFAULT_LOG_COMPACTION_ENTRIES
 from agenda.db.peers import Peer, parse_peer, validate_node_id
 from agenda.db.state import DEFAULT_HISTORY_LIMIT
 
@@ -113,7 +114,7 @@ SCHEMA: Final = [
     Field(
         "log_compaction_entries",
         int,
-        default=5000,  # pysyncobj's default
+        default=DEFAULT_LOG_COMPACTION_ENTRIES,
         min=2,  # pysyncobj's minimum
         max=10_000_000,
         help="compact the Raft log into a snapshot once it holds more entries than this",
@@ -179,11 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-fsync", action="store_true", help="do not fsync the journal (faster, less safe)"
     )
     parser.add_argument("--proposal-timeout", metavar="SECONDS")
-    parser.add_argument("--history-limit", metavar="EVENTS", help="watch events kept (default 10000)")
+    parser.add_argument(
+        "--history-limit", metavar="EVENTS", help=f"watch events kept (default {DEFAULT_HISTORY_LIMIT})"
+    )
     parser.add_argument(
         "--log-compaction-entries",
         metavar="ENTRIES",
-        help="snapshot the Raft log past this size (default 5000)",
+        help=f"snapshot the Raft log past this size (default {DEFAULT_LOG_COMPACTION_ENTRIES})",
     )
     parser.add_argument("--log-level", metavar="LEVEL")
     parser.add_argument("--log-format", choices=("json", "plain"))
@@ -248,23 +251,20 @@ def _settings_from(cfg: Config) -> Settings:
             seen_addrs.add(addr)
         seen_ids.add(peer.node_id)
     require_tls_files(cfg)
-    tls = cfg.tls
-    raft_tls = tls.enabled if cfg.raft_tls is None else cfg.raft_tls
-    if raft_tls:
-        for name in ("cert", "key", "ca"):
-            if tls[name] is None:
-                raise ConfigError(
-                    f"tls.{name}",
-                    "required by raft_tls (Raft over mutual TLS); or turn it off with --no-raft-tls",
-                )
+    raft_tls = cfg.tls.enabled if cfg.raft_tls is None else cfg.raft_tls
+    require_tls_files(
+        cfg,
+        enabled=raft_tls,
+        reason="required by raft_tls (Raft over mutual TLS); or turn it off with --no-raft-tls",
+    )
     return Settings(
         self_peer=self_peer,
         peers=peers,
         data_dir=cfg.data_dir,
-        tls_enabled=tls.enabled,
-        tls_cert=tls.cert,
-        tls_key=tls.key,
-        tls_ca=tls.ca,
+        tls_enabled=cfg.tls.enabled,
+        tls_cert=cfg.tls.cert,
+        tls_key=cfg.tls.key,
+        tls_ca=cfg.tls.ca,
         raft_tls=raft_tls,
         cluster_secret=cfg.cluster_secret,
         fsync=cfg.fsync,

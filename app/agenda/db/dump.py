@@ -14,9 +14,11 @@ import json
 from collections.abc import Sequence
 from typing import Any, Final
 
-__all__ = ["DUMP_MAGIC", "decode_dump", "encode_dump"]
+__all__ = ["DEFAULT_LOG_COMPACTION_ENTRIES", "DUMP_MAGIC", "decode_dump", "encode_dump"]
 
 DUMP_MAGIC: Final = b"AGENDA-DB-DUMP 1\n"
+# Raft log entries past which a dump is written (pysyncobj's own default; `log_compaction_entries`).
+DEFAULT_LOG_COMPACTION_ENTRIES: Final = 5000
 
 
 def _entry_to_json(entry: Sequence[Any]) -> list[Any]:

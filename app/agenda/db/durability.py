@@ -52,6 +52,7 @@ from typing import Any, Final
 from agenda.db.journal_format import (
     FORMAT_VERSION,
     HEADER_SIZE,
+    RECORD_OVERHEAD,
     Entry,
     JournalCorrupted,
     ScanResult,
@@ -72,7 +73,6 @@ log = logging.getLogger(__name__)
 _MSYNC_IS_FSYNC: Final = sys.platform.startswith("linux")
 _TMP_SUFFIX: Final = ".tmp"
 # Bytes a record takes besides its command (length, CRC, index, term, synced_end).
-_RECORD_OVERHEAD: Final = len(encode_record(b"", 0, 0, 0))
 
 
 def fsync_path(path: str | os.PathLike[str], *, directory: bool = False) -> None:
@@ -213,7 +213,7 @@ class DurableFileJournal(JournalBase):
         offset = HEADER_SIZE
         for command, _idx, _term in self._entries:
             self._offsets.append(offset)
-            offset += _RECORD_OVERHEAD + len(command)
+            offset += RECORD_OVERHEAD + len(command)
         self._open(len(raw), truncate=False)
         self._dirty = True
 

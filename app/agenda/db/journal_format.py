@@ -42,6 +42,7 @@ __all__ = [
     "FORMAT_VERSION",
     "HEADER_SIZE",
     "MAGIC",
+    "RECORD_OVERHEAD",
     "RECOVERY",
     "Entry",
     "JournalCorrupted",
@@ -68,7 +69,7 @@ HEADER_SIZE: Final = _HEADER_BODY.size + _CRC.size
 _LENGTH: Final = struct.Struct("<I")
 _RECORD_HEAD: Final = struct.Struct("<II")  # length, CRC
 _FIELDS: Final = struct.Struct("<QQQ")  # index, term, synced_end
-_OVERHEAD: Final = _RECORD_HEAD.size + _FIELDS.size
+RECORD_OVERHEAD: Final = _RECORD_HEAD.size + _FIELDS.size  # length, CRC, index, term, synced_end
 _NONZERO: Final = re.compile(rb"[^\x00]")
 
 RECOVERY: Final = (
@@ -194,8 +195,8 @@ def _check_header(data: bytes) -> None:
 def _record_at(data: memoryview, offset: int) -> JournalRecord | str:
     """The valid record at ``offset``, or why there is none."""
     size = len(data)
-    if offset + _OVERHEAD > size:
-        return f"{size - offset} bytes left, fewer than a record's {_OVERHEAD}-byte head"
+    if offset + RECORD_OVERHEAD > size:
+        return f"{size - offset} bytes left, fewer than a record's {RECORD_OVERHEAD}-byte head"
     length, crc = _RECORD_HEAD.unpack_from(data, offset)
     if length < _FIELDS.size:
         return f"impossible record length {length}"

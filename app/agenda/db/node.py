@@ -120,7 +120,7 @@ from typing import Any, Final, TypeVar
 
 from agenda.db.barrier import SharedBarrier
 from agenda.db.commands import MEMBERSHIP_OPS, CheckedCommand, validate_command
-from agenda.db.dump import decode_dump, encode_dump
+from agenda.db.dump import DEFAULT_LOG_COMPACTION_ENTRIES, decode_dump, encode_dump
 from agenda.db.durability import DurableFileJournal
 from agenda.db.errors import (
     InvalidArgument,
@@ -256,7 +256,7 @@ class Node:
         timers: RaftTimers | None = None,
         proposal_timeout: float = 3.0,
         history_limit: int | None = None,
-        log_compaction_entries: int | None = None,
+        log_compaction_entries: int = DEFAULT_LOG_COMPACTION_ENTRIES,
         lease_check_interval: float = 0.25,
     ) -> None:
         self.self_peer = self_peer
@@ -265,7 +265,7 @@ class Node:
         self.fsync = fsync
         self.timers = timers or RaftTimers()
         self.proposal_timeout = proposal_timeout
-        self.log_compaction_entries = log_compaction_entries  # None: pysyncobj's default (5000)
+        self.log_compaction_entries = log_compaction_entries
         self._cluster_secret = cluster_secret
         self.raft_tls = raft_tls
         self._lease_check_interval = lease_check_interval
@@ -325,13 +325,8 @@ class Node:
         self._lock_data_dir()
         journal_path = str(self.data_dir / JOURNAL_FILE)
         dump_path = str(self.data_dir / DUMP_FILE)
-        compaction = (
-            {}
-            if self.log_compaction_entries is None
-            else {"logCompactionMinEntries": self.log_compaction_entries}
-        )
         conf = SyncObjConf(
-            **compaction,
+            logCompactionMinEntries=self.log_compaction_entries,
             password=self._cluster_secret,
             autoTickPeriod=self.timers.auto_tick_period,
             appendEntriesPeriod=self.timers.append_entries_period,

@@ -12,10 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from agenda.db.journal_format import JournalRecord, scan_journal
+from agenda.db.journal_format import RECORD_OVERHEAD, JournalRecord, scan_journal
 from agenda.db.node import JOURNAL_FILE
-
-RECORD_HEAD = 32  # length, CRC, index, term, synced_end: the command follows
 
 
 def put(cluster: Any, node: str, key: str, value: object) -> None:
@@ -78,7 +76,7 @@ def test_damage_in_the_middle_stops_the_member_with_the_recovery_which_works(clu
     # A record that a later one shows to have been on disk: its loss cannot be a torn write.
     damaged = next(r for r in records if any(later.synced_end > r.offset for later in records))
     flipped = bytearray(raw)
-    flipped[damaged.offset + RECORD_HEAD] ^= 0x04  # a bit of the command
+    flipped[damaged.offset + RECORD_OVERHEAD] ^= 0x04  # a bit of the command, after the record's head
     journal.write_bytes(bytes(flipped))
     member = cluster.members[victim]
     log_start = member.log_path.stat().st_size

@@ -18,7 +18,6 @@ import pickle
 import re
 import socket
 import struct
-import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,11 @@ from urllib.parse import quote
 
 import pytest
 
+from agenda.db.node import RaftTimers
 from agenda.devstack.pki import TlsFiles, write_loopback_tls
 
-SECRET = "integration-test-secret"  # conftest's: the intruder knows it, which must not let it in
-CONNECTION_TIMEOUT = 1.5  # RaftTimers.connection_timeout: the longest a handshake may take
+# The longest a handshake may take before the member closes the connection.
+CONNECTION_TIMEOUT = RaftTimers().connection_timeout
 
 
 @pytest.fixture(scope="module")
@@ -155,9 +155,9 @@ def pysyncobj_frame(message: object) -> bytes:
     return struct.pack("i", len(data)) + data
 
 
-def read_until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float]:
-    """Everything the peer sends until it closes (a reset counts as closed), and how long that took."""
-    started = time.monotonic()
+def read_until_closed(sock: socket.socket, limit: float) -> bytes:
+    """Everything the peer sends until it closes (a reset counts as closed); TimeoutError if it has not
+    closed within `limit` seconds."""
     sock.settimeout(limit)
     received = b""
     try:
@@ -165,7 +165,7 @@ def read_until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float]:
             received += chunk
     except ConnectionResetError:
         pass
-    return received, time.monotonic() - started
+    return received
 
 
 def test_plain_tcp_to_a_raft_port_is_refused(make_cluster: Any, deployment: TlsFiles, wait: Any) -> None:
@@ -177,16 +177,15 @@ def test_plain_tcp_to_a_raft_port_is_refused(make_cluster: Any, deployment: TlsF
     # pysyncobj's "status" admin command in plain TCP: a plaintext port would answer with the status.
     with socket.create_connection(("127.0.0.1", port), timeout=5) as plain:
         plain.sendall(pysyncobj_frame(["status"]))
-        answer, _ = read_until_closed(plain, 10)
+        answer = read_until_closed(plain, 10)
     assert answer == b"" or answer[0] == 0x15, f"not refused with at most a TLS alert: {answer[:40]!r}"
     wait(lambda: metric(cluster, target, "raft_tls_refused") >= before + 1, 10, message="the refusal counted")
     assert "reason='[SSL: WRONG_VERSION_NUMBER] wrong version number'" in log_of(cluster, target)
 
-    # A client that connects and sends nothing holds no connection past connection_timeout.
+    # A client that connects and sends nothing holds no connection past connection_timeout (the read's
+    # limit is that and some slack: a member that kept the connection would make it time out).
     with socket.create_connection(("127.0.0.1", port), timeout=5) as silent:
-        silence, took = read_until_closed(silent, 10)
-    assert silence == b""
-    assert took < CONNECTION_TIMEOUT + 2.0, f"a silent client kept its connection {took:.1f} s"
+        assert read_until_closed(silent, CONNECTION_TIMEOUT + 2.0) == b""
     wait(lambda: metric(cluster, target, "raft_tls_refused") >= before + 2, 10, message="the timeout counted")
 
     cluster.wait_healthy()
