@@ -31,7 +31,7 @@ from werkzeug.wsgi import LimitedStream
 
 from agenda.common.web import CLOSE_CONNECTION
 
-__all__ = ["KeepAliveRequestHandler", "make_keepalive_server"]
+__all__ = ["KeepAliveRequestHandler", "make_keepalive_server", "response_bytes"]
 
 log = logging.getLogger("agenda.http")
 
@@ -210,31 +210,56 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
             self.log_request(int(code_text), sent)
 
     def _send(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
-        code_text, _, reason = status.partition(" ")
-        code = int(code_text)
-        lines = [f"{self.protocol_version} {code} {reason}\r\n"]
-        has_length = False
-        for name, value in headers:
-            lower = name.lower()
-            if lower in _HOP_BY_HOP:
-                continue
-            if lower == "content-length":
-                has_length = True
-            lines.append(f"{name}: {value}\r\n")
-        send_body = not (self.command == "HEAD" or code < 200 or code in _NO_BODY_STATUS)
-        if not has_length and code >= 200 and code not in _NO_BODY_STATUS:
-            lines.append(f"Content-Length: {len(body)}\r\n")
-        lines.append(f"Server: {self.server_version}\r\nDate: {_http_date()}\r\n")
-        if self.close_connection:
-            lines.append("Connection: close\r\n")
-        lines.append("\r\n")
-        data = "".join(lines).encode("latin-1")
-        if send_body:
-            data += body
+        code = int(status.partition(" ")[0])
+        data = response_bytes(
+            self.protocol_version,
+            status,
+            headers,
+            body,
+            self.server_version,
+            close=self.close_connection,
+            head_only=self.command == "HEAD",
+        )
         self.wfile.write(data)
         self.wfile.flush()
         if _access_log.isEnabledFor(logging.INFO):
             self.log_request(code, len(body))
+
+
+def response_bytes(
+    protocol: str,
+    status: str,
+    headers: Iterable[tuple[str, str]],
+    body: bytes,
+    server: str,
+    *,
+    close: bool,
+    head_only: bool = False,
+) -> bytes:
+    """A buffered response as this server writes it: the application's headers but the hop-by-hop ones,
+    a ``Content-Length`` unless it gave one (none for 1xx, 204, 304, which also send no body),
+    ``Server``, ``Date`` and, when the connection closes after it, ``Connection: close``; the body unless
+    ``head_only`` (the answer to HEAD)."""
+    code_text, _, reason = status.partition(" ")
+    code = int(code_text)
+    lines = [f"{protocol} {code} {reason}\r\n"]
+    has_length = False
+    for name, value in headers:
+        lower = name.lower()
+        if lower in _HOP_BY_HOP:
+            continue
+        if lower == "content-length":
+            has_length = True
+        lines.append(f"{name}: {value}\r\n")
+    no_body = code < 200 or code in _NO_BODY_STATUS
+    if not has_length and not no_body:
+        lines.append(f"Content-Length: {len(body)}\r\n")
+    lines.append(f"Server: {server}\r\nDate: {_http_date()}\r\n")
+    if close:
+        lines.append("Connection: close\r\n")
+    lines.append("\r\n")
+    data = "".join(lines).encode("latin-1")
+    return data if no_body or head_only else data + body
 
 
 def _is_stream(headers: Iterable[tuple[str, str]]) -> bool:

@@ -11,10 +11,12 @@ and, with ``raft_tls`` (on by default whenever ``tls.enabled`` is), its Raft lin
 benchmarks; ``raft_tls: true`` with ``tls.enabled: false`` runs Raft over TLS behind a plain HTTP API
 (how ``bench/db_vs_etcd.py --raft-tls both`` measures what TLS costs Raft alone).
 
-The HTTP API is served by Werkzeug's threaded WSGI server (with HTTP/1.1 keep-alive, see
-:mod:`agenda.common.httpserver`) inside the same process as the Raft node: the node must be a single
-process (one Raft identity, one journal), which rules out pre-fork servers such as gunicorn, and a
-single process also makes SIGSTOP/SIGKILL of "the member" mean exactly that.
+The HTTP API is served inside the same process as the Raft node: the node must be a single process (one
+Raft identity, one journal), which rules out pre-fork servers such as gunicorn, and a single process also
+makes SIGSTOP/SIGKILL of "the member" mean exactly that. The server is an event loop in front of Werkzeug's
+WSGI handler with HTTP/1.1 keep-alive (:mod:`agenda.common.loopserver`): one thread owns the connections
+and proposes the plain writes itself (:class:`~agenda.db.api.fastput.LoopFastPath`), worker threads run
+Flask for everything else.
 """
 
 from __future__ import annotations
@@ -299,9 +301,10 @@ def _serve(settings: Settings, _cfg: Config, _name: str) -> int:
 
 def _run(settings: Settings) -> int:
     # Imported here so `agenda-db --help` and config errors stay fast and free of side effects.
-    from agenda.common.httpserver import make_keepalive_server
+    from agenda.common.loopserver import make_loop_server
     from agenda.common.tls import server_context
     from agenda.db.api import Forwarder, create_app
+    from agenda.db.api.fastput import LoopFastPath
     from agenda.db.journal_format import JournalCorrupted
     from agenda.db.node import Node
     from agenda.db.rafttls import RaftTls, raft_tls_contexts
@@ -337,7 +340,7 @@ def _run(settings: Settings) -> int:
 
     host, port = parse_hostport(settings.self_peer.api_addr)
     try:
-        server = make_keepalive_server(host, port, _placeholder_app, ssl_context=ssl_context)
+        server = make_loop_server(host, port, _placeholder_app, ssl_context=ssl_context)
     except OSError as exc:
         log.error("cannot listen on %s: %s", settings.self_peer.api_addr, exc)
         return 1
@@ -370,7 +373,10 @@ def _run(settings: Settings) -> int:
         log.error("cannot start the Raft node: %s", exc)
         server.server_close()
         return 1
-    server.app = create_app(node, forwarder)
+    server.app = app = create_app(node, forwarder)
+    server.fast_handler = LoopFastPath(
+        app, app.extensions["agenda_db"], server.call_soon, server.server_version
+    )
     log.info(
         "agenda-db serving",
         extra={"node_id": settings.self_peer.node_id, "api_addr": settings.self_peer.api_addr},

@@ -611,6 +611,39 @@ class Node:
         Raises :class:`~agenda.db.errors.InvalidArgument` before proposing anything malformed, and a
         :class:`NodeError` when the outcome is a failure or unknown.
         """
+        # Same contract as pysyncobj's ``sync=True`` (wait for the result, 'Timeout' after ``timeout``),
+        # but the tick thread is woken explicitly: in batched mode pysyncobj itself does not.
+        waiter = Waiter()
+        self._append(command, waiter.on_result)
+        if not waiter.wait(timeout or self.proposal_timeout):
+            return self._outcome(None, "Timeout")
+        return self._outcome(waiter.result, waiter.error)
+
+    def submit(
+        self, command: dict[str, Any], on_done: Callable[[dict[str, Any] | None, NodeError | None], None]
+    ) -> None:
+        """:meth:`propose` without waiting: ``on_done(result, None)`` or ``on_done(None, error)`` is called
+        once, on the tick thread, when the command is applied or has failed. Raises as :meth:`propose`
+        for what fails before anything is proposed. No timeout: the caller bounds its wait and answers
+        :meth:`timed_out` (the command may still commit).
+        """
+
+        def done(result: Any, error: Any) -> None:
+            try:
+                outcome = self._outcome(result, error)
+            except NodeError as exc:
+                on_done(None, exc)
+                return
+            on_done(outcome, None)
+
+        self._append(command, done)
+
+    def timed_out(self) -> NodeError:
+        """The error of a submitted proposal whose result did not come in time."""
+        return self._failure("Timeout")
+
+    def _append(self, command: dict[str, Any], callback: Callable[[Any, Any], None]) -> None:
+        """Check ``command`` and queue it for the tick thread, which calls ``callback(result, error)``."""
         validate_command(command)
         if type(command) is CheckedCommand:
             command = dict(command)  # the log holds plain dicts
@@ -620,24 +653,22 @@ class Node:
         raft = self._leading_raft()
         with self._counters_lock:
             self.counters["proposals"] += 1
-        # Same contract as pysyncobj's ``sync=True`` (wait for the result, 'Timeout' after ``timeout``),
-        # but the tick thread is woken explicitly: in batched mode pysyncobj itself does not.
-        waiter = Waiter()
-        raft.apply_command(command, callback=waiter.on_result)
+        raft.apply_command(command, callback=callback)
         if self._wakeup is not None:
             self._wakeup.notify()
-        if not waiter.wait(timeout or self.proposal_timeout):
-            reason: Any = "Timeout"
-        elif waiter.error != FAIL_REASON.SUCCESS:
-            reason = waiter.error
-        else:
-            result = waiter.result
+
+    def _outcome(self, result: Any, error: Any) -> dict[str, Any]:
+        """A proposal's result, or its failure (pysyncobj's code, or 'Timeout') raised as a NodeError."""
+        if error == FAIL_REASON.SUCCESS:
             if not isinstance(result, dict):  # pragma: no cover - apply_command always returns a dict
                 raise OutcomeUnknown("no result from the state machine")
             return result
+        raise self._failure(error)
+
+    def _failure(self, reason: Any) -> NodeError:
         with self._counters_lock:
             self.counters["proposal_failures"] += 1
-        raise map_failure(reason)
+        return map_failure(reason)
 
     def _leading_raft(self) -> _RaftKV:
         """The Raft object if this member leads; LeaderUnknown / NotLeader otherwise."""

@@ -1,4 +1,6 @@
-"""The keep-alive WSGI server of agenda-db: persistent connections, body draining, edge cases."""
+"""agenda-db's HTTP servers: the threaded keep-alive server and the event-loop server (with the DB's fast
+paths answered on the loop), held to the same behaviour - persistent connections, body draining, edge
+cases - plus what only the loop does (asynchronous answers, timeouts, idle connections)."""
 
 from __future__ import annotations
 
@@ -10,21 +12,69 @@ from typing import Any
 
 import pytest
 
+from agenda.common import loopserver
 from agenda.common.httpserver import make_keepalive_server
+from agenda.common.loopserver import make_loop_server
 from agenda.db.api import create_app
+from agenda.db.api.fastput import LoopFastPath
+from agenda.db.errors import NodeError, OutcomeUnknown
 from unit.db.test_api_errors import FakeNode
 
 
-@pytest.fixture
-def server() -> Iterator[tuple[str, int]]:
-    srv = make_keepalive_server("127.0.0.1", 0, create_app(FakeNode()))
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+class SubmittingNode(FakeNode):
+    """FakeNode with the asynchronous proposal the loop's fast path uses; ``hold`` keeps results back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.submitted: list[dict[str, Any]] = []
+        self.timeouts = 0
+
+    def submit(self, command: dict[str, Any], on_done: Any) -> None:
+        self.submitted.append(command)
+        if self.hold:
+            return
+        try:
+            result = self.propose(command)
+        except NodeError as exc:
+            on_done(None, exc)
+            return
+        on_done(result, None)
+
+    def timed_out(self) -> NodeError:
+        self.timeouts += 1
+        return OutcomeUnknown("the proposal timed out; it may still be committed")
+
+
+def _start(kind: str, node: FakeNode) -> Any:
+    app = create_app(node)
+    if kind == "threaded":
+        srv = make_keepalive_server("127.0.0.1", 0, app)
+    else:
+        srv = make_loop_server("127.0.0.1", 0, app)
+        srv.fast_handler = LoopFastPath(app, app.extensions["agenda_db"], srv.call_soon, srv.server_version)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return srv
+
+
+@pytest.fixture(params=["threaded", "loop"])
+def server(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
+    srv = _start(request.param, SubmittingNode())
     try:
         yield srv.server_address[0], srv.server_address[1]
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@pytest.fixture
+def loop() -> Iterator[tuple[Any, SubmittingNode]]:
+    node = SubmittingNode()
+    srv = _start("loop", node)
+    try:
+        yield srv, node
+    finally:
+        srv.shutdown()
 
 
 def _raw(addr: tuple[str, int], data: bytes) -> bytes:
@@ -127,11 +177,12 @@ def test_head_has_no_body(server):
     assert body == b""
 
 
-def test_app_exception_is_a_500_and_closes(monkeypatch):
+@pytest.mark.parametrize("make", [make_keepalive_server, make_loop_server])
+def test_app_exception_is_a_500_and_closes(make):
     def broken(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         raise RuntimeError("boom")
 
-    srv = make_keepalive_server("127.0.0.1", 0, broken)
+    srv = make("127.0.0.1", 0, broken)
     threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         reply = _raw(srv.server_address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -140,3 +191,93 @@ def test_app_exception_is_a_500_and_closes(monkeypatch):
         srv.server_close()
     assert reply.startswith(b"HTTP/1.1 500 ")
     assert b"\r\nConnection: close\r\n" in reply
+
+
+def _put(key: str, body: bytes, extra: bytes = b"") -> bytes:
+    return (
+        b"PUT /v1/kv/%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"%sContent-Length: %d\r\n\r\n%s" % (key.encode(), extra, len(body), body)
+    )
+
+
+def test_loop_answers_writes_itself_and_the_rest_on_workers(loop):
+    srv, node = loop
+    reply = _raw(
+        srv.server_address,
+        _put("k", b'{"value": 1}', b"X-Request-ID: mine-1\r\n")
+        + b"GET /v1/kv/k HTTP/1.1\r\nHost: x\r\n\r\n"
+        + _put("k", b'{"value": 2}', b"Connection: close\r\n"),
+    )
+    answers = reply.split(b"HTTP/1.1 ")[1:]
+    assert [a[:3] for a in answers] == [b"200", b"200", b"200"]
+    assert b"X-Request-ID: mine-1\r\n" in answers[0]
+    assert answers[0].endswith(b'{"revision":1,"create_revision":1,"version":1}\n')
+    assert b'"value":1' in answers[1]
+    assert b"Connection: close\r\n" in answers[2]
+    assert len(node.submitted) == 2  # both PUTs went through submit (the GET did not propose)
+
+
+def test_loop_answers_a_failed_proposal_with_the_views_problem(loop):
+    srv, node = loop
+    node.fail_with = OutcomeUnknown("lost the leadership (injected)")
+    reply = _raw(srv.server_address, _put("k", b'{"value": 1}', b"Connection: close\r\n"))
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 ")
+    assert b"Content-Type: application/problem+json" in head
+    assert b"X-Request-ID: " in head
+    assert b"lost the leadership" in body
+    assert len(node.submitted) == 1
+
+
+def test_loop_answers_a_proposal_without_result_as_timed_out(loop):
+    srv, node = loop
+    node.hold = True  # no result ever comes: the loop answers after proposal_timeout (1 s)
+    with socket.create_connection(srv.server_address, timeout=10) as sock:
+        sock.sendall(_put("k", b'{"value": 1}'))
+        reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 503 ")
+    assert b"timed out" in reply
+    assert node.timeouts == 1
+
+
+def test_loop_declines_what_the_view_must_answer(loop):
+    srv, node = loop
+    for data in (
+        _put("k", b'{"value": 1, "extra": 2}'),  # an unknown field: the view's 400
+        _put("k", b"[1]"),
+        _put("k?x=1", b'{"value": 1}'),  # a query string
+    ):
+        reply = _raw(srv.server_address, data)
+        assert reply.startswith(b"HTTP/1.1 400 "), reply[:200]
+    assert node.submitted == []
+
+
+def test_loop_closes_idle_connections(loop, monkeypatch):
+    srv, _ = loop
+    monkeypatch.setattr(loopserver, "IDLE_TIMEOUT", 0.2)
+    with socket.create_connection(srv.server_address, timeout=10) as sock:
+        sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        assert sock.recv(65536) == b""  # closed by the server's sweep, not by the socket timeout
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (
+            b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-Y:  v \r\nx-y: w",
+            ("GET", "/a?b=1", {"host": "x", "x-y": "v,w"}),
+        ),
+        (b"GET /a HTTP/1.1", ("GET", "/a", {})),
+        (b"GET /a HTTP/1.0", None),
+        (b"GET http://x/a HTTP/1.1", None),
+        (b"GET //a HTTP/1.1", None),
+        (b"GET /a HTTP/1.1\r\n folded", None),
+        (b"GET /a HTTP/1.1\r\nno colon", None),
+        (b"GET /a HTTP/1.1\r\nBad Name: v", None),
+        (b"GET /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1", None),
+        (b"GET /a HTTP/1.1" + b"\r\nX: y" * 101, None),
+    ],
+)
+def test_parse_head_frames_only_plain_http11(head, expected):
+    assert loopserver.parse_head(head) == expected

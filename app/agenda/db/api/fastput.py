@@ -9,17 +9,22 @@ view; anything else is Flask's.
 
 from __future__ import annotations
 
+import collections
 import io
 import json
 import re
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
 import flask
+from werkzeug.test import EnvironBuilder
 
+from agenda.common.httpserver import response_bytes
 from agenda.common.jsonbody import JSONBodyError, loads
 from agenda.common.logs import bind_request_id, sanitize_request_id
+from agenda.common.loopserver import Request
 from agenda.db.api.context import (
     EMPTY,
     MAX_BODY_BYTES,
@@ -29,11 +34,11 @@ from agenda.db.api.context import (
     new_request_id,
 )
 from agenda.db.api.problems import problem_for_result
-from agenda.db.errors import StateMachineError
+from agenda.db.errors import OutcomeUnknown, StateMachineError
 from agenda.db.records import Record
 from agenda.db.txn import put_command, txn_command
 
-__all__ = ["PUT_RULE", "RANGE_RULE", "TXN_RULE", "fast_put_middleware"]
+__all__ = ["PUT_RULE", "RANGE_RULE", "TXN_RULE", "LoopFastPath", "fast_put_middleware"]
 
 _KV_PREFIX: Final = "/v1/kv/"
 RANGE_RULE: Final = "/v1/kv"
@@ -77,6 +82,94 @@ def page_text(records: Sequence[tuple[str, Record]], revision: int, more: bool) 
     return f'{{"items":[{items}],"revision":{revision},"more":{"true" if more else "false"}}}'
 
 
+def put_body_command(key: str, raw: bytes) -> dict[str, Any] | None:
+    """The command of ``PUT /v1/kv/<key>`` with body ``raw`` when the view would certainly propose it
+    (a JSON object with exactly the view's fields and types, accepted by ``put_command``), else None."""
+    try:  # the services' one strict parser: a 200 KB `[[[[...` is a JSONBodyError, not a 500
+        body = loads(raw)
+    except JSONBodyError:
+        return None
+    if type(body) is not dict or "value" not in body or not _PUT_FIELDS.issuperset(body):
+        return None
+    lease = body.get("lease", 0)
+    prev_revision = body.get("prev_revision")
+    if type(lease) is not int or not (prev_revision is None or type(prev_revision) is int):
+        return None
+    try:
+        return put_command(key, body["value"], lease=lease, prev_revision=prev_revision)
+    except StateMachineError:
+        return None
+
+
+def txn_body_command(raw: bytes) -> dict[str, Any] | None:
+    """The command of ``POST /v1/txn`` with body ``raw`` when the view would certainly propose it (its
+    ``json_body`` types, accepted by ``txn_command``), else None."""
+    try:
+        body = loads(raw)
+    except JSONBodyError:
+        return None
+    if (
+        type(body) is not dict
+        or not _TXN_FIELDS.issuperset(body)
+        or any(type(branch) is not list for branch in body.values())
+    ):
+        return None
+    try:
+        return txn_command(body.get("compare", []), body.get("success", []), body.get("failure", []))
+    except Exception:  # not only StateMachineError: whatever the view answers, Flask answers it
+        return None
+
+
+def put_text(result: dict[str, Any]) -> str:
+    """The body the PUT view answers for a committed ``result`` (raises the problem of a refused one)."""
+    problem = problem_for_result(result)
+    if problem is not None:
+        raise problem
+    revision, create_revision, version = result["revision"], result["create_revision"], result["version"]
+    if type(revision) is int and type(create_revision) is int and type(version) is int:
+        # exactly what jsonify produces for these three integers (compact separators, newline)
+        return f'{{"revision":{revision},"create_revision":{create_revision},"version":{version}}}\n'
+    payload = {
+        "revision": revision,
+        "create_revision": create_revision,
+        "version": version,
+    }  # pragma: no cover
+    return json.dumps(payload, separators=(",", ":")) + "\n"  # pragma: no cover
+
+
+def txn_text(result: dict[str, Any]) -> str:
+    """The body the txn view answers for a committed ``result`` (raises the problem of a refused one)."""
+    problem = problem_for_result(result)
+    if problem is not None:
+        raise problem
+    payload = {"succeeded": result["succeeded"], "results": result["results"], "revision": result["revision"]}
+    # What jsonify produces for the view's payload (compact, key order kept, ASCII, newline).
+    return json.dumps(payload, separators=(",", ":")) + "\n"
+
+
+def answer_headers(data: bytes, revision: Any, node_id: str, request_id: str) -> list[tuple[str, str]]:
+    """The headers of a fast path's 200 answer, as the views send them."""
+    return [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(data))),
+        (REVISION_HEADER, str(revision)),
+        (NODE_HEADER, node_id),
+        ("X-Request-ID", request_id),
+    ]
+
+
+def failure_response(app: flask.Flask, environ: dict[str, Any], request_id: str, exc: Exception) -> Any:
+    """Flask's answer to ``exc`` raised by a fast path's request (its error handlers and hooks, in a
+    request context of ``environ``), under the request id the fast path already used."""
+    environ["HTTP_X_REQUEST_ID"] = request_id  # before_request binds the id we already used
+    environ["wsgi.input"] = io.BytesIO(b"")
+    with app.request_context(environ):
+        rv = app.preprocess_request()
+        if rv is None:
+            rv = app.handle_user_exception(exc)
+        return app.finalize_request(rv)
+
+
 def fast_put_middleware(app: flask.Flask, ctx: DBContext) -> Callable[..., Any]:
     """WSGI wrapper answering plainly well-formed ``PUT /v1/kv/<key>`` on the leader without Flask.
 
@@ -100,14 +193,7 @@ def fast_put_middleware(app: flask.Flask, ctx: DBContext) -> Callable[..., Any]:
         return flask_wsgi(environ, start_response)
 
     def failure(environ: dict[str, Any], start_response: Any, request_id: str, exc: Exception) -> Any:
-        environ["HTTP_X_REQUEST_ID"] = request_id  # before_request binds the id we already used
-        environ["wsgi.input"] = io.BytesIO(b"")
-        with app.request_context(environ):
-            rv = app.preprocess_request()
-            if rv is None:
-                rv = app.handle_user_exception(exc)
-            response = app.finalize_request(rv)
-        return response(environ, start_response)
+        return failure_response(app, environ, request_id, exc)(environ, start_response)
 
     def plain_json_request(environ: dict[str, Any]) -> int | None:
         """The body's length when the request is a candidate (no query string, a JSON body within
@@ -134,16 +220,7 @@ def fast_put_middleware(app: flask.Flask, ctx: DBContext) -> Callable[..., Any]:
         start_response: Any, text: str, revision: Any, request_id: str, metric: tuple[str, str, int]
     ) -> list[bytes]:
         data = text.encode()
-        start_response(
-            "200 OK",
-            [
-                ("Content-Type", "application/json"),
-                ("Content-Length", str(len(data))),
-                (REVISION_HEADER, str(revision)),
-                (NODE_HEADER, node_id),
-                ("X-Request-ID", request_id),
-            ],
-        )
+        start_response("200 OK", answer_headers(data, revision, node_id, request_id))
         with metrics.lock:
             metrics.requests[metric] += 1
         return [data]
@@ -154,19 +231,8 @@ def fast_put_middleware(app: flask.Flask, ctx: DBContext) -> Callable[..., Any]:
         if length is None:
             return flask_wsgi(environ, start_response)
         raw = environ["wsgi.input"].read(length)
-        try:
-            body = loads(raw)
-        except JSONBodyError:
-            return fallback(environ, start_response, raw)
-        if (
-            type(body) is not dict
-            or not _TXN_FIELDS.issuperset(body)
-            or any(type(branch) is not list for branch in body.values())
-        ):
-            return fallback(environ, start_response, raw)
-        try:
-            command = txn_command(body.get("compare", []), body.get("success", []), body.get("failure", []))
-        except Exception:  # not only StateMachineError: whatever the view answers, Flask answers it
+        command = txn_body_command(raw)
+        if command is None:
             return fallback(environ, start_response, raw)
 
         request_id = sanitize_request_id(environ.get("HTTP_X_REQUEST_ID")) or new_request_id()
@@ -176,18 +242,12 @@ def fast_put_middleware(app: flask.Flask, ctx: DBContext) -> Callable[..., Any]:
             problem = problem_for_result(result)
             if problem is not None:
                 raise problem
-            payload = {
-                "succeeded": result["succeeded"],
-                "results": result["results"],
-                "revision": result["revision"],
-            }
-            # What jsonify produces for the view's payload (compact, key order kept, ASCII, newline).
-            text = json.dumps(payload, separators=(",", ":")) + "\n"
+            text = txn_text(result)
         except Exception as exc:
             return failure(environ, start_response, request_id, exc)
         finally:
             binding.reset()
-        return answer(start_response, text, payload["revision"], request_id, ("POST", TXN_RULE, 200))
+        return answer(start_response, text, result["revision"], request_id, ("POST", TXN_RULE, 200))
 
     def range_read(environ: dict[str, Any], start_response: Any) -> Any:
         """``GET /v1/kv``: the view's argument checks, the read barrier (unless stale), the read."""
@@ -248,21 +308,8 @@ def fast_put_middleware(app: flask.Flask, ctx: DBContext) -> Callable[..., Any]:
         if length is None:
             return flask_wsgi(environ, start_response)
         raw = environ["wsgi.input"].read(length)
-        try:  # the services' one strict parser: a 200 KB `[[[[...` is a JSONBodyError, not a 500
-            body = loads(raw)
-        except JSONBodyError:
-            return fallback(environ, start_response, raw)
-        if type(body) is not dict or "value" not in body or not _PUT_FIELDS.issuperset(body):
-            return fallback(environ, start_response, raw)
-        lease = body.get("lease", 0)
-        prev_revision = body.get("prev_revision")
-        if type(lease) is not int or not (prev_revision is None or type(prev_revision) is int):
-            return fallback(environ, start_response, raw)
-        try:
-            command = put_command(
-                path[len(_KV_PREFIX) :], body["value"], lease=lease, prev_revision=prev_revision
-            )
-        except StateMachineError:
+        command = put_body_command(path[len(_KV_PREFIX) :], raw)
+        if command is None:
             return fallback(environ, start_response, raw)
 
         request_id = sanitize_request_id(environ.get("HTTP_X_REQUEST_ID")) or new_request_id()
@@ -272,19 +319,148 @@ def fast_put_middleware(app: flask.Flask, ctx: DBContext) -> Callable[..., Any]:
             problem = problem_for_result(result)
             if problem is not None:
                 raise problem
-            revision = result["revision"]
-            create_revision = result["create_revision"]
-            version = result["version"]
+            text = put_text(result)
         except Exception as exc:
             return failure(environ, start_response, request_id, exc)
         finally:
             binding.reset()
-        if type(revision) is int and type(create_revision) is int and type(version) is int:
-            # exactly what jsonify produces for these three integers (compact separators, newline)
-            text = f'{{"revision":{revision},"create_revision":{create_revision},"version":{version}}}\n'
-        else:  # pragma: no cover - the state machine always returns integers
-            payload = {"revision": revision, "create_revision": create_revision, "version": version}
-            text = json.dumps(payload, separators=(",", ":")) + "\n"
-        return answer(start_response, text, revision, request_id, ("PUT", PUT_RULE, 200))
+        return answer(start_response, text, result["revision"], request_id, ("PUT", PUT_RULE, 200))
 
     return middleware
+
+
+class _Pending:
+    """One fast request between its proposal and its answer."""
+
+    __slots__ = ("deadline", "request", "request_id", "respond", "rule")
+
+    def __init__(
+        self,
+        request: Request,
+        request_id: str,
+        respond: Callable[[bytes, bool], None],
+        rule: str,
+        deadline: float,
+    ) -> None:
+        self.request = request
+        self.request_id = request_id
+        self.respond = respond
+        self.rule = rule
+        self.deadline = deadline
+
+
+class LoopFastPath:
+    """The fast paths of :func:`fast_put_middleware` for :class:`~agenda.common.loopserver.LoopWSGIServer`:
+    the same plainly well-formed ``PUT /v1/kv/<key>`` and ``POST /v1/txn`` on the leader, with the same
+    checks, answered with the same bytes, but proposed without a thread waiting for each: the loop thread
+    submits the command (:meth:`Node.submit`) and the tick thread's result is written by the loop. A
+    request that would not certainly be proposed is declined before any side effect, and a worker thread
+    answers it through Flask (and the WSGI fast path) as before. A proposal without a result after the
+    node's ``proposal_timeout`` is answered as the waiting view would have been (503, outcome unknown).
+    """
+
+    def __init__(
+        self,
+        app: flask.Flask,
+        ctx: DBContext,
+        call_soon: Callable[[Callable[[], None]], None],
+        server_version: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._app = app
+        self._node = ctx.node
+        self._metrics = ctx.metrics
+        self._node_id = ctx.node.self_peer.node_id
+        self._call_soon = call_soon
+        self._server_version = server_version
+        self._clock = clock
+        # In flight by id: whoever pops an entry first (the result, or expiry) answers it.
+        self._inflight: dict[int, _Pending] = {}
+        self._deadlines: collections.deque[_Pending] = collections.deque()  # one timeout: submission order
+
+    def handle(self, request: Request, respond: Callable[[bytes, bool], None]) -> bool:
+        target, headers, body = request.target, request.headers, request.body
+        if "?" in target or "%" in target:  # a query, or a path the WSGI server would decode first
+            return False
+        if request.method == "PUT" and target.startswith(_KV_PREFIX) and len(target) > len(_KV_PREFIX):
+            rule = PUT_RULE
+        elif request.method == "POST" and target == TXN_RULE:
+            rule = TXN_RULE
+        else:
+            return False
+        if (
+            headers.get("content-type", "").partition(";")[0].strip().lower() != "application/json"
+            or not 0 < len(body) <= MAX_BODY_BYTES
+            or not self._node.is_leader()
+        ):
+            return False
+        if rule == PUT_RULE:
+            command = put_body_command(target[len(_KV_PREFIX) :], body)
+        else:
+            command = txn_body_command(body)
+        if command is None:
+            return False
+        request_id = sanitize_request_id(headers.get("x-request-id")) or new_request_id()
+        pending = _Pending(request, request_id, respond, rule, self._clock() + self._node.proposal_timeout)
+        key = id(pending)
+        self._inflight[key] = pending
+        binding = bind_request_id(request_id)
+        try:
+            self._node.submit(
+                command, lambda result, error: self._call_soon(lambda: self._finish(key, result, error))
+            )
+        except Exception:  # nothing was proposed (leadership just moved...): Flask answers it
+            del self._inflight[key]
+            return False
+        finally:
+            binding.reset()
+        self._deadlines.append(pending)
+        return True
+
+    def expire(self, now: float) -> None:
+        deadlines = self._deadlines
+        while deadlines and (deadlines[0].deadline <= now or id(deadlines[0]) not in self._inflight):
+            pending = deadlines.popleft()
+            if self._inflight.pop(id(pending), None) is not None:
+                self._answer_failure(pending, self._node.timed_out())
+
+    def _finish(self, key: int, result: dict[str, Any] | None, error: Exception | None) -> None:
+        """Loop thread: answer a proposal's outcome, unless it was already answered as timed out."""
+        pending = self._inflight.pop(key, None)
+        if pending is None:
+            return
+        if error is None and result is not None:
+            try:
+                text = put_text(result) if pending.rule == PUT_RULE else txn_text(result)
+            except Exception as exc:  # a refused result: its problem
+                error = exc
+            else:
+                data = text.encode()
+                headers = answer_headers(data, result["revision"], self._node_id, pending.request_id)
+                method = pending.request.method
+                with self._metrics.lock:
+                    self._metrics.requests[(method, pending.rule, 200)] += 1
+                close = pending.request.close
+                pending.respond(
+                    response_bytes("HTTP/1.1", "200 OK", headers, data, self._server_version, close=close),
+                    close,
+                )
+                return
+        self._answer_failure(pending, error or OutcomeUnknown("no result"))
+
+    def _answer_failure(self, pending: _Pending, exc: Exception) -> None:
+        request = pending.request
+        header_list = [(name, value) for name, value in request.headers.items() if name != "content-length"]
+        environ = EnvironBuilder(
+            path=request.path, method=request.method, headers=header_list, query_string=request.query
+        ).get_environ()
+        captured: list[Any] = []
+        response = failure_response(self._app, environ, pending.request_id, exc)
+        body = b"".join(
+            response(environ, lambda status, headers, exc_info=None: captured.extend((status, headers)))
+        )
+        status, headers = captured
+        close = request.close
+        pending.respond(
+            response_bytes("HTTP/1.1", status, headers, body, self._server_version, close=close), close
+        )
