@@ -299,6 +299,13 @@ def _serve(settings: Settings, _cfg: Config, _name: str) -> int:
     return _run(settings)
 
 
+# The interpreter's default, 5 ms, is how long a thread wanting the GIL waits before asking the holder to let
+# go. The loop thread and the Raft tick thread both have work at once under load (the loop frames a burst of
+# requests while acknowledgements reach the tick thread), and a 5 ms wait each time set most of the p99
+# write latency at 64 clients (77 ms; ~30 ms with 1 ms).
+GIL_SWITCH_INTERVAL: Final = 0.001
+
+
 def _run(settings: Settings) -> int:
     # Imported here so `agenda-db --help` and config errors stay fast and free of side effects.
     from agenda.common.loopserver import make_loop_server
@@ -338,6 +345,7 @@ def _run(settings: Settings) -> int:
         else:
             log.warning("raft_tls is off: Raft traffic is protected by the shared cluster_secret only")
 
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     host, port = parse_hostport(settings.self_peer.api_addr)
     try:
         server = make_loop_server(host, port, _placeholder_app, ssl_context=ssl_context)

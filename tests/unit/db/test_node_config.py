@@ -107,7 +107,7 @@ def test_bad_values_name_the_key(change, key):
 
 def test_history_and_log_compaction_bounds_default_and_are_set_by_flag_or_file(tmp_path):
     defaults = load_settings(BASE)
-    assert (defaults.history_limit, defaults.log_compaction_entries) == (10_000, 5000)
+    assert (defaults.history_limit, defaults.log_compaction_entries) == (10_000, 50_000)
     flagged = load_settings([*BASE, "--history-limit", "16", "--log-compaction-entries", "8"])
     assert (flagged.history_limit, flagged.log_compaction_entries) == (16, 8)
     config = tmp_path / "db.yaml"
