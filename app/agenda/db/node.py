@@ -792,7 +792,7 @@ class Node:
         """One shared read round (see `read_barrier`), decided on the tick thread."""
         self._leading_raft()  # NotLeader / LeaderUnknown, as a proposal would raise
         waiter = Waiter()
-        self._call_in_tick(lambda: self._begin_read(waiter))
+        self._call_in_tick(lambda: self._begin_read(waiter.on_result))
         if not waiter.wait(timeout):
             reason: Any = "Timeout"
         elif waiter.error == FAIL_REASON.SUCCESS:
@@ -801,11 +801,25 @@ class Node:
             reason = waiter.error
         raise map_failure(reason)
 
-    def _begin_read(self, waiter: Waiter) -> None:
-        """Tick thread: begin a ReadIndex round for `waiter`, or propose its no-op (see the module)."""
+    def read_round(self, on_done: Callable[[NodeError | None], None]) -> None:
+        """One read round without waiting and without sharing (the caller shares it among the readers that
+        arrived before it began, and bounds their wait): ``on_done(None)`` on the tick thread once it has
+        completed (see :meth:`read_barrier`), ``on_done(error)`` if it failed. Raises as a proposal would
+        when this member does not lead."""
+        self._leading_raft()
+        with self._counters_lock:
+            self.counters["read_barriers"] += 1
+
+        def outcome(_result: Any, error: Any) -> None:
+            on_done(None if error == FAIL_REASON.SUCCESS else map_failure(error))
+
+        self._call_in_tick(lambda: self._begin_read(outcome))
+
+    def _begin_read(self, on_result: Callable[[Any, Any], None]) -> None:
+        """Tick thread: begin a ReadIndex round for `on_result`, or propose its no-op (see the module)."""
         raft, transport = self._raft, self._transport
         if raft is None or transport is None or not raft.is_leader():
-            waiter.on_result(None, FAIL_REASON.NOT_LEADER)
+            on_result(None, FAIL_REASON.NOT_LEADER)
             return
         start = raft.term_start_index()
         commit_index = raft.raftCommitIndex
@@ -816,7 +830,7 @@ class Node:
             for node, seq in transport.acked.items()
             if now - transport.echoed_at.get(node, float("-inf")) <= self._echo_window
         }
-        done = Once(waiter.on_result)
+        done = Once(on_result)
         if (
             start is None
             or commit_index < start

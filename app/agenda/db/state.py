@@ -417,6 +417,10 @@ class KVStateMachine:
         """Number of live keys."""
         return len(self._keys)
 
+    def record(self, key: str) -> Record | None:
+        """The stored record of ``key`` (immutable: usable after the lock is released), or None."""
+        return self._kvs.get(validate_key(key))
+
     def get(self, key: str) -> dict[str, Any] | None:
         """The kv dict of ``key`` (key, value, create_revision, mod_revision, version, lease) or None."""
         record = self._kvs.get(validate_key(key))

@@ -5,6 +5,7 @@ cases - plus what only the loop does (asynchronous answers, timeouts, idle conne
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ class SubmittingNode(FakeNode):
         self.hold = False
         self.submitted: list[dict[str, Any]] = []
         self.timeouts = 0
+        self.rounds = 0
 
     def submit(self, command: dict[str, Any], on_done: Any) -> None:
         self.submitted.append(command)
@@ -40,6 +42,11 @@ class SubmittingNode(FakeNode):
             on_done(None, exc)
             return
         on_done(result, None)
+
+    def read_round(self, on_done: Any) -> None:
+        self.rounds += 1
+        if not self.hold:
+            on_done(self.fail_with)
 
     def timed_out(self) -> NodeError:
         self.timeouts += 1
@@ -281,3 +288,65 @@ def test_loop_closes_idle_connections(loop, monkeypatch):
 )
 def test_parse_head_frames_only_plain_http11(head, expected):
     assert loopserver.parse_head(head) == expected
+
+
+def _exchange(addr: tuple[str, int], requests_: list[bytes]) -> list[bytes]:
+    """Each request on one keep-alive connection, its answer with the Date header taken out."""
+    answers = []
+    with socket.create_connection(addr, timeout=10) as sock, sock.makefile("rb") as replies:
+        for data in requests_:
+            sock.sendall(data)
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                head += replies.readline()
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            answers.append(re.sub(rb"Date: [^\r]*\r\n", b"", head) + replies.read(length))
+    return answers
+
+
+def test_loop_answers_exactly_what_the_threaded_server_answers():
+    rid = b"X-Request-ID: same-id\r\n"
+    txn = b'{"compare": [{"key": "t", "target": "mod_revision", "op": "eq", "value": 0}], '
+    txn += b'"success": [{"put": {"key": "t", "value": {"n": "\xc3\xa9"}}}]}'
+    post = b"POST /v1/txn HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    script = [
+        _put("a", b'{"value": {"x": [1, "\xc3\xa9"]}}', rid),
+        _put("b", b'{"value": 2, "prev_revision": 99}', rid),  # refused: the view's 409 problem
+        post + b"%sContent-Length: %d\r\n\r\n%s" % (rid, len(txn), txn),
+        b"GET /v1/kv/a HTTP/1.1\r\nHost: x\r\n%s\r\n" % rid,
+        b"GET /v1/kv/a?consistency=stale HTTP/1.1\r\nHost: x\r\n%s\r\n" % rid,
+        b"GET /v1/kv/missing HTTP/1.1\r\nHost: x\r\n%s\r\n" % rid,
+        b"GET /v1/kv?prefix=&limit=5 HTTP/1.1\r\nHost: x\r\n%s\r\n" % rid,
+        b"GET /v1/kv?prefix=a&consistency=stale HTTP/1.1\r\nHost: x\r\n%s\r\n" % rid,
+    ]
+    answers = {}
+    for kind in ("threaded", "loop"):
+        node = SubmittingNode()
+        srv = _start(kind, node)
+        try:
+            answers[kind] = _exchange(srv.server_address, script)
+        finally:
+            srv.shutdown()
+            srv.server_close()
+        if kind == "loop":
+            assert len(node.submitted) == 3  # all of it answered on the loop
+            assert node.rounds == 3  # the linearizable reads; the stale ones need none
+    assert [a.split(b" ", 2)[1] for a in answers["loop"]] == [
+        b"200", b"409", b"200", b"200", b"200", b"404", b"200", b"200"
+    ]  # fmt: skip
+    assert answers["loop"] == answers["threaded"]
+
+
+def test_loop_readers_share_a_read_round(loop):
+    srv, node = loop
+    node.hold = True  # the first round never completes: every reader is answered as timed out
+    socks = [socket.create_connection(srv.server_address, timeout=10) for _ in range(3)]
+    try:
+        for sock in socks:
+            sock.sendall(b"GET /v1/kv/a HTTP/1.1\r\nHost: x\r\n\r\n")
+        replies = [sock.recv(65536) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+    assert all(reply.startswith(b"HTTP/1.1 503 ") for reply in replies)
+    assert node.rounds == 1  # the two later readers waited for the next round, which none needed

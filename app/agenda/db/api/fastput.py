@@ -33,7 +33,9 @@ from agenda.db.api.context import (
     DBContext,
     new_request_id,
 )
+from agenda.db.api.kv import key_not_found
 from agenda.db.api.problems import problem_for_result
+from agenda.db.commands import validate_key
 from agenda.db.errors import OutcomeUnknown, StateMachineError
 from agenda.db.records import Record
 from agenda.db.txn import put_command, txn_command
@@ -47,6 +49,12 @@ PUT_RULE: Final = "/v1/kv/<key:key>"
 TXN_RULE: Final = "/v1/txn"
 _PUT_FIELDS: Final = frozenset({"value", "lease", "prev_revision"})
 _TXN_FIELDS: Final = frozenset({"compare", "success", "failure"})
+# The query strings of a single-key read the loop answers, and the consistency each asks for.
+_KEY_READ_QUERIES: Final = {
+    "": "linearizable",
+    "consistency=linearizable": "linearizable",
+    "consistency=stale": "stale",
+}
 
 
 _NOT_ASCII_JSON: Final = re.compile("[\x7f-\U0010ffff]")
@@ -73,13 +81,44 @@ def page_text(records: Sequence[tuple[str, Record]], revision: int, more: bool) 
     each item), without decoding the stored values only to encode them again: a stored value is
     canonical JSON (compact, keys sorted), which is exactly what decoding it and encoding it again,
     key order kept, produces, but for ``ensure_ascii`` (see :func:`ascii_json`)."""
-    items = ",".join(
+    items = ",".join(item_text(key, record) for key, record in records)
+    return f'{{"items":[{items}],"revision":{revision},"more":{"true" if more else "false"}}}'
+
+
+def item_text(key: str, record: Record) -> str:
+    """What jsonify writes for ``record.as_kv(key)`` (see :func:`page_text`)."""
+    return (
         f'{{"key":{json.dumps(key)},"value":{ascii_json(record.value_json)},'
         f'"create_revision":{record.create_revision},"mod_revision":{record.mod_revision},'
         f'"version":{record.version},"lease":{record.lease}}}'
-        for key, record in records
     )
-    return f'{{"items":[{items}],"revision":{revision},"more":{"true" if more else "false"}}}'
+
+
+def range_args(query: str) -> tuple[str, str | None, int | None, str] | None:
+    """``prefix, start, limit, consistency`` of a range read's query string as the view reads them, or
+    None for anything unusual (a repeated or unknown argument, redirect, a bad value): the view's."""
+    if not query.isascii():
+        return None
+    # Parsed as Flask parses request.args.
+    pairs = parse_qsl(query, keep_blank_values=True, errors="werkzeug.url_quote")
+    args = dict(pairs)
+    if len(args) != len(pairs) or not _RANGE_ARGS.issuperset(args):
+        return None
+    consistency = args.get("consistency", "linearizable")
+    limit_text = args.get("limit")
+    if consistency not in ("linearizable", "stale") or (
+        limit_text is not None
+        and not (limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 19)
+    ):
+        return None
+    prefix = args.get("prefix", "")
+    start = args.get("start")
+    limit = None if limit_text is None else int(limit_text)
+    try:
+        EMPTY.range(prefix, start, limit)  # the view's validation of the arguments
+    except StateMachineError:
+        return None
+    return prefix, start, limit, consistency
 
 
 def put_body_command(key: str, raw: bytes) -> dict[str, Any] | None:
@@ -252,28 +291,12 @@ def fast_put_middleware(app: flask.Flask, ctx: DBContext) -> Callable[..., Any]:
     def range_read(environ: dict[str, Any], start_response: Any) -> Any:
         """``GET /v1/kv``: the view's argument checks, the read barrier (unless stale), the read."""
         query = environ.get("QUERY_STRING", "")
-        if environ.get("SCRIPT_NAME") or not query.isascii() or not node.is_leader():
+        if environ.get("SCRIPT_NAME") or not node.is_leader():
             return flask_wsgi(environ, start_response)
-        # Parsed as Flask parses request.args; anything unusual (a repeated or unknown argument,
-        # redirect, a bad value) is left to the view, which answers it.
-        pairs = parse_qsl(query, keep_blank_values=True, errors="werkzeug.url_quote")
-        args = dict(pairs)
-        if len(args) != len(pairs) or not _RANGE_ARGS.issuperset(args):
+        parsed = range_args(query)
+        if parsed is None:
             return flask_wsgi(environ, start_response)
-        consistency = args.get("consistency", "linearizable")
-        limit_text = args.get("limit")
-        if consistency not in ("linearizable", "stale") or (
-            limit_text is not None
-            and not (limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 19)
-        ):
-            return flask_wsgi(environ, start_response)
-        prefix = args.get("prefix", "")
-        start = args.get("start")
-        limit = None if limit_text is None else int(limit_text)
-        try:
-            EMPTY.range(prefix, start, limit)  # the view's validation of the arguments
-        except StateMachineError:
-            return flask_wsgi(environ, start_response)
+        prefix, start, limit, consistency = parsed
 
         request_id = sanitize_request_id(environ.get("HTTP_X_REQUEST_ID")) or new_request_id()
         binding = bind_request_id(request_id)
@@ -330,9 +353,9 @@ def fast_put_middleware(app: flask.Flask, ctx: DBContext) -> Callable[..., Any]:
 
 
 class _Pending:
-    """One fast request between its proposal and its answer."""
+    """One fast request between its proposal (or its read round) and its answer."""
 
-    __slots__ = ("deadline", "request", "request_id", "respond", "rule")
+    __slots__ = ("deadline", "read", "request", "request_id", "respond", "rule")
 
     def __init__(
         self,
@@ -341,22 +364,40 @@ class _Pending:
         respond: Callable[[bytes, bool], None],
         rule: str,
         deadline: float,
+        read: Callable[[Any], tuple[str, int]] | None = None,
     ) -> None:
         self.request = request
         self.request_id = request_id
         self.respond = respond
         self.rule = rule
         self.deadline = deadline
+        self.read = read  # a read: the body and revision it answers, from the state machine
+
+
+class _ReadRound:
+    """One read barrier (:meth:`Node.read_round`) and the readers that arrived before it began."""
+
+    __slots__ = ("readers", "started")
+
+    def __init__(self, readers: list[_Pending], started: float) -> None:
+        self.readers = readers
+        self.started = started
 
 
 class LoopFastPath:
-    """The fast paths of :func:`fast_put_middleware` for :class:`~agenda.common.loopserver.LoopWSGIServer`:
-    the same plainly well-formed ``PUT /v1/kv/<key>`` and ``POST /v1/txn`` on the leader, with the same
-    checks, answered with the same bytes, but proposed without a thread waiting for each: the loop thread
-    submits the command (:meth:`Node.submit`) and the tick thread's result is written by the loop. A
-    request that would not certainly be proposed is declined before any side effect, and a worker thread
-    answers it through Flask (and the WSGI fast path) as before. A proposal without a result after the
-    node's ``proposal_timeout`` is answered as the waiting view would have been (503, outcome unknown).
+    """The fast paths of :func:`fast_put_middleware` for :class:`~agenda.common.loopserver.LoopWSGIServer`,
+    plus single-key reads: plainly well-formed ``PUT /v1/kv/<key>``, ``POST /v1/txn``, ``GET /v1/kv``
+    and ``GET /v1/kv/<key>``, with the views' checks, answered with the views' bytes, but without a
+    thread waiting for each. Writes: the loop thread submits the command (:meth:`Node.submit`) and
+    writes the tick thread's result. Linearizable reads: one read round at a time
+    (:meth:`Node.read_round`, shared like :class:`~agenda.db.barrier.SharedBarrier`: the readers that
+    arrived while a round was in flight share the next one, so each reader's round began after it
+    arrived), then the local state; ``consistency=stale`` reads it at once, on any member.
+
+    A request that would not certainly be answered so is declined before any side effect, and a worker
+    thread answers it through Flask (and the WSGI fast path) as before, forwarding to the leader
+    included. A request without an outcome after the node's ``proposal_timeout`` is answered as the
+    waiting view would have been (503, outcome unknown).
     """
 
     def __init__(
@@ -374,37 +415,41 @@ class LoopFastPath:
         self._call_soon = call_soon
         self._server_version = server_version
         self._clock = clock
-        # In flight by id: whoever pops an entry first (the result, or expiry) answers it.
+        # In flight by id: whoever pops an entry first (the outcome, or expiry) answers it.
         self._inflight: dict[int, _Pending] = {}
-        self._deadlines: collections.deque[_Pending] = collections.deque()  # one timeout: submission order
+        self._deadlines: collections.deque[_Pending] = collections.deque()  # one timeout: arrival order
+        self._round: _ReadRound | None = None
+        self._next_readers: list[_Pending] = []
 
     def handle(self, request: Request, respond: Callable[[bytes, bool], None]) -> bool:
-        target, headers, body = request.target, request.headers, request.body
-        if "?" in target or "%" in target:  # a query, or a path the WSGI server would decode first
+        path, query = request.path, request.query
+        if "%" in path:  # a path the WSGI server would decode first
             return False
-        if request.method == "PUT" and target.startswith(_KV_PREFIX) and len(target) > len(_KV_PREFIX):
+        if request.method == "GET":
+            return self._start_read(request, path, query, respond)
+        headers, body = request.headers, request.body
+        if request.method == "PUT" and path.startswith(_KV_PREFIX) and len(path) > len(_KV_PREFIX):
             rule = PUT_RULE
-        elif request.method == "POST" and target == TXN_RULE:
+        elif request.method == "POST" and path == TXN_RULE:
             rule = TXN_RULE
         else:
             return False
         if (
-            headers.get("content-type", "").partition(";")[0].strip().lower() != "application/json"
+            "?" in request.target
+            or headers.get("content-type", "").partition(";")[0].strip().lower() != "application/json"
             or not 0 < len(body) <= MAX_BODY_BYTES
             or not self._node.is_leader()
         ):
             return False
-        if rule == PUT_RULE:
-            command = put_body_command(target[len(_KV_PREFIX) :], body)
-        else:
-            command = txn_body_command(body)
+        command = (
+            put_body_command(path[len(_KV_PREFIX) :], body) if rule == PUT_RULE else txn_body_command(body)
+        )
         if command is None:
             return False
-        request_id = sanitize_request_id(headers.get("x-request-id")) or new_request_id()
-        pending = _Pending(request, request_id, respond, rule, self._clock() + self._node.proposal_timeout)
+        pending = self._pending(request, respond, rule)
         key = id(pending)
         self._inflight[key] = pending
-        binding = bind_request_id(request_id)
+        binding = bind_request_id(pending.request_id)
         try:
             self._node.submit(
                 command, lambda result, error: self._call_soon(lambda: self._finish(key, result, error))
@@ -423,6 +468,105 @@ class LoopFastPath:
             pending = deadlines.popleft()
             if self._inflight.pop(id(pending), None) is not None:
                 self._answer_failure(pending, self._node.timed_out())
+        overdue = self._round
+        if overdue is not None and now - overdue.started > self._node.proposal_timeout:
+            # Its readers were answered above; a late outcome is ignored; the next readers get a new round.
+            self._round = None
+            self._start_round()
+
+    def _pending(
+        self,
+        request: Request,
+        respond: Callable[[bytes, bool], None],
+        rule: str,
+        read: Callable[[Any], tuple[str, int]] | None = None,
+    ) -> _Pending:
+        request_id = sanitize_request_id(request.headers.get("x-request-id")) or new_request_id()
+        deadline = self._clock() + self._node.proposal_timeout
+        return _Pending(request, request_id, respond, rule, deadline, read)
+
+    # ------------------------------------------------------------------ reads
+
+    def _start_read(
+        self, request: Request, path: str, query: str, respond: Callable[[bytes, bool], None]
+    ) -> bool:
+        read: Callable[[Any], tuple[str, int]]
+        if path == RANGE_RULE:
+            parsed = range_args(query)
+            if parsed is None:
+                return False
+            prefix, start, limit, consistency = parsed
+
+            def read(sm: Any) -> tuple[str, int]:
+                records, more = sm.range_records(prefix, start, limit)
+                return page_text(records, sm.revision, more) + "\n", sm.revision
+
+            rule = RANGE_RULE
+        elif path.startswith(_KV_PREFIX) and len(path) > len(_KV_PREFIX):
+            key = path[len(_KV_PREFIX) :]
+            consistency = _KEY_READ_QUERIES.get(query, "")
+            if not consistency or request.body:
+                return False
+            try:
+                validate_key(key)
+            except StateMachineError:
+                return False
+
+            def read(sm: Any) -> tuple[str, int]:
+                record = sm.record(key)
+                if record is None:
+                    raise key_not_found(key, sm.revision)
+                return item_text(key, record) + "\n", sm.revision
+
+            rule = PUT_RULE  # the key's rule, whatever the method
+        else:
+            return False
+        if consistency == "stale":
+            self._serve_read(self._pending(request, respond, rule, read))
+            return True
+        if not self._node.is_leader():
+            return False  # Flask forwards it to the leader
+        reader = self._pending(request, respond, rule, read)
+        self._inflight[id(reader)] = reader
+        self._deadlines.append(reader)
+        self._next_readers.append(reader)
+        if self._round is None:
+            self._start_round()
+        return True
+
+    def _start_round(self) -> None:
+        readers = [reader for reader in self._next_readers if id(reader) in self._inflight]
+        self._next_readers = []
+        if not readers:
+            return
+        round_ = self._round = _ReadRound(readers, self._clock())
+        try:
+            self._node.read_round(lambda error: self._call_soon(lambda: self._round_done(round_, error)))
+        except Exception as exc:  # not leading any more: these readers get the view's answer to it
+            self._round_done(round_, exc)
+
+    def _round_done(self, round_: _ReadRound, error: Exception | None) -> None:
+        if self._round is not round_:
+            return  # given up as overdue (its readers were answered as timed out)
+        self._round = None
+        for reader in round_.readers:
+            if self._inflight.pop(id(reader), None) is None:
+                continue
+            if error is None:
+                self._serve_read(reader)
+            else:
+                self._answer_failure(reader, error)
+        self._start_round()
+
+    def _serve_read(self, reader: _Pending) -> None:
+        try:
+            text, revision = self._node.read(reader.read)
+        except Exception as exc:  # the key does not exist: the view's 404
+            self._answer_failure(reader, exc)
+            return
+        self._answer_ok(reader, text, revision)
+
+    # ------------------------------------------------------------------ answers
 
     def _finish(self, key: int, result: dict[str, Any] | None, error: Exception | None) -> None:
         """Loop thread: answer a proposal's outcome, unless it was already answered as timed out."""
@@ -435,18 +579,19 @@ class LoopFastPath:
             except Exception as exc:  # a refused result: its problem
                 error = exc
             else:
-                data = text.encode()
-                headers = answer_headers(data, result["revision"], self._node_id, pending.request_id)
-                method = pending.request.method
-                with self._metrics.lock:
-                    self._metrics.requests[(method, pending.rule, 200)] += 1
-                close = pending.request.close
-                pending.respond(
-                    response_bytes("HTTP/1.1", "200 OK", headers, data, self._server_version, close=close),
-                    close,
-                )
+                self._answer_ok(pending, text, result["revision"])
                 return
         self._answer_failure(pending, error or OutcomeUnknown("no result"))
+
+    def _answer_ok(self, pending: _Pending, text: str, revision: int) -> None:
+        data = text.encode()
+        headers = answer_headers(data, revision, self._node_id, pending.request_id)
+        with self._metrics.lock:
+            self._metrics.requests[(pending.request.method, pending.rule, 200)] += 1
+        close = pending.request.close
+        pending.respond(
+            response_bytes("HTTP/1.1", "200 OK", headers, data, self._server_version, close=close), close
+        )
 
     def _answer_failure(self, pending: _Pending, exc: Exception) -> None:
         request = pending.request

@@ -14,9 +14,14 @@ from agenda.db.api.problems import raise_for_result
 from agenda.db.commands import validate_key
 from agenda.db.txn import delete_command, put_command
 
-__all__ = ["kv"]
+__all__ = ["key_not_found", "kv"]
 
 kv = flask.Blueprint("kv", __name__)
+
+
+def key_not_found(key: str, revision: int) -> Exception:
+    """The 404 of a read of a key that does not exist (at ``revision``)."""
+    return not_found(f"key {key!r} does not exist", type=problem_type("key-not-found"), revision=revision)
 
 
 @kv.get("/v1/kv/<key:key>")
@@ -34,7 +39,7 @@ def get_key(key: str) -> Any:
         ctx.node.read_barrier()
     record, revision = ctx.node.read(lambda sm: (sm.get(key), sm.revision))
     if record is None:
-        raise not_found(f"key {key!r} does not exist", type=problem_type("key-not-found"), revision=revision)
+        raise key_not_found(key, revision)
     return revision_response(record, revision)
 
 
