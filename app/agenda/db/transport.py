@@ -58,6 +58,7 @@ class DurableTransport(TransportBase):
         self.acked: dict[Any, int] = {}  # member -> the highest stamp it echoed
         self.echoed_at: dict[Any, float] = {}  # member -> when it last echoed one (time.monotonic)
         self._answering: tuple[Any, int] | None = None  # (leader, stamp) of the AppendEntries in hand
+        self._covered: int | None = None  # the last index it vouches for, when trimmed (trim_known_entries)
         self.tls_refused_links = 0  # TLS links closed before carrying a Raft message
         self._refusal_log = RefusalLog()
         super().__init__(syncObj, selfNode, otherNodes)
@@ -114,6 +115,9 @@ class DurableTransport(TransportBase):
                 answering = self._answering
                 if answering is not None and answering[0] == node:
                     message[SEQ_KEY] = answering[1]
+                covered = self._covered
+                if covered is not None and message.get("success") and message["next_node_idx"] > covered + 1:
+                    message["next_node_idx"] = covered + 1
                 journal = self._journal()
                 if journal is not None and journal.fsync:
                     self._held.append((node, message))
@@ -124,15 +128,18 @@ class DurableTransport(TransportBase):
         if type(message) is dict:
             kind = message.get("type")
             seq = message.get(SEQ_KEY)
+            if kind == "append_entries":
+                message, self._covered = trim_known_entries(message, self.raft_log())
+                # pysyncobj answers (at most once) while it handles the message: echo the stamp (if any),
+                # and claim no more than the message covered.
+                self._answering = (node, seq) if type(seq) is int else None
+                try:
+                    self.deliver(node, message)
+                finally:
+                    self._answering = None
+                    self._covered = None
+                return
             if type(seq) is int:
-                if kind == "append_entries":
-                    # pysyncobj answers (at most once) while it handles the message: echo the stamp.
-                    self._answering = (node, seq)
-                    try:
-                        self.deliver(node, message)
-                    finally:
-                        self._answering = None
-                    return
                 if kind == "next_node_idx":
                     self.echoed_at[node] = time.monotonic()
                     if seq > self.acked.get(node, -1):
@@ -156,6 +163,55 @@ class DurableTransport(TransportBase):
             self._last_ping = now
             for node in self.links():
                 super().send(node, _PING)
+
+
+def trim_known_entries(message: dict[str, Any], log: Any) -> tuple[dict[str, Any], int | None]:
+    """An AppendEntries as Raft's receiver rule wants it handled by pysyncobj's, and the last index it
+    vouches for when that is short of this member's log (else None).
+
+    Raft (5.3): a follower deletes its entries only from the first one that *conflicts* with the
+    leader's (same index, other term), and appends those it lacks. pysyncobj instead deletes everything
+    after ``prevLogIdx`` whenever its log is longer - also for a heartbeat, or an AppendEntries sent
+    before the leader heard this member's last answer, which are routine here because the leader ships
+    each tick's entries at once (:meth:`~agenda.db.node.Node._flush_leader`) while pysyncobj sends its
+    own from the member's last acknowledged index. That dropped entries this member had acknowledged
+    (and synced), rewrote them, and logged "state machine may have diverged" at CRITICAL; a crash in
+    between could leave an acknowledged entry on fewer disks than the leader counted.
+
+    ``log`` holds ``(command, index, term)`` in index order. Entries this member already has with the
+    same term are dropped from the message and ``prevLogIdx`` moved past them, so pysyncobj deletes
+    only from a conflicting entry on. When every entry is known and the log goes further, the message
+    becomes a heartbeat at the log's end that commits at most what the original covered, and the answer
+    must claim no more than that (the entries past it may be another term's, not the leader's).
+    A message that is not plain (a chunked transmission, a snapshot, a ``prevLogIdx`` outside the log
+    or of another term) is returned as it is: pysyncobj refuses or installs it.
+    """
+    prev = message.get("prevLogIdx")
+    if type(prev) is not int or "transmission" in message or log is None or not len(log):
+        return message, None
+    first, last = log[0][1], log[-1][1]
+    if not first <= prev < last or log[prev - first][2] != message.get("prevLogTerm"):
+        return message, None
+    entries = message.get("entries") or []
+    known = 0
+    for _command, index, term in entries:
+        if index > last or log[index - first][2] != term:
+            break
+        known += 1
+    if known < len(entries):
+        if known == 0:
+            return message, None  # the first entry already conflicts or is new: pysyncobj's way is Raft's
+        at = prev + known
+        return {
+            **message,
+            "prevLogIdx": at,
+            "prevLogTerm": log[at - first][2],
+            "entries": entries[known:],
+        }, None
+    covered = prev + len(entries)
+    heartbeat = {**message, "prevLogIdx": last, "prevLogTerm": log[-1][2], "entries": []}
+    heartbeat["commit_index"] = min(message.get("commit_index", 0), covered)
+    return heartbeat, (covered if covered < last else None)
 
 
 def _refuse_utility_command(_args: Any, callback: Callable[[Any, Any], None]) -> None:

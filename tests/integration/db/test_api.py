@@ -353,3 +353,38 @@ def test_linearizable_reads_add_nothing_to_the_log(cluster, roles, entry, wait):
     assert commits - expiries == 20  # the 20 writes; the 20 reads appended nothing
     assert rounds >= 20
     assert fallbacks == 0
+
+
+def test_concurrent_writes_never_make_a_follower_drop_acknowledged_entries(cluster, roles):
+    """Under concurrent writes the leader ships each tick's entries while pysyncobj re-sends from what a
+    follower last acknowledged: the follower must keep the entries it has (Raft deletes only from a
+    conflict) instead of deleting and rewriting them (pysyncobj logged that at CRITICAL)."""
+    leader, _ = roles
+    members = list(cluster.members.values())
+    offsets = {m.node_id: m.log_path.stat().st_size for m in members}
+    key = "/it/concurrent/counter"
+    failures: list[str] = []
+
+    def writer(number: int) -> None:
+        with requests.Session() as session:  # one keep-alive connection per writer, as services hold
+            for step in range(40):
+                answer = session.put(
+                    cluster.url(leader) + kv_path(f"{key}/{number}"),
+                    json={"value": step},
+                    timeout=8,
+                )
+                if answer.status_code != 200:
+                    failures.append(f"{answer.status_code} {answer.text[:200]}")
+
+    threads = [threading.Thread(target=writer, args=(number,)) for number in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    page = cluster.request(leader, "GET", "/v1/kv", params={"prefix": key + "/"}).json()
+    assert sorted(item["version"] for item in page["items"]) == [40] * 32
+    for member in members:
+        with member.log_path.open("rb") as handle:
+            handle.seek(offsets[member.node_id])
+            assert b"truncating already-applied" not in handle.read(), member.node_id
