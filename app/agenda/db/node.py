@@ -552,6 +552,10 @@ class Node:
         journal = self._journal
         if journal is not None and journal.dirty:
             journal.sync()
+        if last_index > commit_index and not raft.otherNodes and self._wakeup is not None:
+            # A cluster of one commits on its own fsync: nothing else (no follower's answer) would wake
+            # the poller, and the write would wait a whole auto_tick_period (20 ms) for its commit.
+            self._wakeup.notify()
 
     # ------------------------------------------------------------------------------------ queries
 
