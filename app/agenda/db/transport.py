@@ -7,8 +7,10 @@ membership admin commands on the Raft port, and (5) pairs AppendEntries with the
 ReadIndex (:mod:`agenda.db.readindex`): every AppendEntries sent carries a growing stamp
 (``agenda_seq``), a follower copies the stamp of the AppendEntries it is handling onto the answer
 pysyncobj sends for it, and the leader keeps each member's highest echoed stamp (``acked``). A member
-of an older version ignores the stamp and echoes nothing, so reads then fall back to the log. Why (2)
-to (4) matter is in :mod:`agenda.db.node` ("Timers" and "Membership"). The pysyncobj callbacks it
+of an older version ignores the stamp and echoes nothing, so reads then fall back to the log. It also
+(8) hands pysyncobj each AppendEntries trimmed to Raft's receiver rule (:func:`trim_known_entries`), so a
+follower never deletes entries it has unless they conflict. Why (2) to (4) matter is in
+:mod:`agenda.db.node` ("Timers" and "Membership"). The pysyncobj callbacks it
 refines reach it through the public hooks of :class:`~agenda.db.pysyncobj_adapter.TransportBase`.
 
 With Raft over TLS (the node's ``raft_tls``, :mod:`agenda.db.rafttls`), all of the above runs inside

@@ -381,6 +381,7 @@ def test_concurrent_writes_never_make_a_follower_drop_acknowledged_entries(clust
         thread.start()
     for thread in threads:
         thread.join(60)
+    assert not any(thread.is_alive() for thread in threads)
     assert failures == []
     page = cluster.request(leader, "GET", "/v1/kv", params={"prefix": key + "/"}).json()
     assert sorted(item["version"] for item in page["items"]) == [40] * 32

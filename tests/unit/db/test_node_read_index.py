@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import agenda.db.node as node_module
+from agenda.db.errors import LeaderUnknown, NodeError
 from agenda.db.node import Node
 from agenda.db.peers import Peer
 from agenda.db.pysyncobj_adapter import FAIL_REASON
@@ -45,6 +46,9 @@ class ScriptedRaft:
 
     def is_leader(self) -> bool:
         return self.leader
+
+    def leader_node(self) -> Any:
+        return "a" if self.leader else None
 
     def term_start_index(self) -> int | None:
         return self.start
@@ -84,7 +88,7 @@ def reading(raft: ScriptedRaft, clock: Clock, tmp_path: Any) -> tuple[Node, Wait
     """A leader over `raft` and a reader whose round it has just begun."""
     node = leader(raft, clock, tmp_path)
     waiter = Waiter()
-    node._begin_read(waiter)
+    node._begin_read(waiter.on_result)
     return node, waiter
 
 
@@ -126,7 +130,7 @@ def test_a_read_goes_by_the_log_when_read_index_cannot_be_used(clock: Clock, tmp
         raft.otherNodes |= {"d", "e"}
         del transport.acked["c"]  # type: ignore[union-attr]
     waiter = Waiter()
-    node._begin_read(waiter)
+    node._begin_read(waiter.on_result)
     assert node._reads.pending == []
     assert len(raft.noops) == 1
     raft.noops[0](None, FAIL_REASON.SUCCESS)
@@ -168,7 +172,7 @@ def test_a_single_member_is_served_in_the_same_tick(clock: Clock, tmp_path: Any)
     node = leader(raft, clock, tmp_path)
     node._transport.acked.clear()  # type: ignore[union-attr]
     waiter = Waiter()
-    node._begin_read(waiter)
+    node._begin_read(waiter.on_result)
     node._settle_reads(raft)  # type: ignore[arg-type]
     assert served(waiter) == FAIL_REASON.SUCCESS
     assert raft.noops == []
@@ -179,3 +183,27 @@ def test_a_member_that_is_not_leading_refuses_the_round(clock: Clock, tmp_path: 
     raft.leader = False
     _, waiter = reading(raft, clock, tmp_path)
     assert served(waiter) == FAIL_REASON.NOT_LEADER
+
+
+def test_read_round_reports_its_round_to_the_callback_in_our_errors(clock: Clock, tmp_path: Any) -> None:
+    """The loop's read rounds (Node.read_round): begun on the tick thread, outcome as None or a NodeError."""
+    raft = ScriptedRaft()
+    node = leader(raft, clock, tmp_path)
+    outcomes: list[Any] = []
+    node.read_round(outcomes.append)
+    node.read_round(outcomes.append)
+    assert outcomes == []  # nothing happens until the tick thread runs what was scheduled
+    raft.leader = False  # the second is begun after this member was deposed
+    node._tick_calls.popleft()()
+    raft.leader = True
+    node._tick_calls.popleft()()
+    node._transport.acked.update(b=FLOOR + 100, c=FLOOR + 100)  # type: ignore[union-attr]
+    node._settle_reads(raft)  # type: ignore[arg-type]
+    assert len(outcomes) == 2
+    assert isinstance(outcomes[0], LeaderUnknown)  # what a waiting reader would have raised
+    assert outcomes[1] is None
+    assert node.counters["read_barriers"] == 2
+    raft.leader = False
+    with pytest.raises(NodeError):  # not leading when asked: nothing is scheduled
+        node.read_round(outcomes.append)
+    assert not node._tick_calls

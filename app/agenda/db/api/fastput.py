@@ -1,10 +1,13 @@
 """The fast paths: a plainly well-formed ``PUT /v1/kv/<key>``, ``POST /v1/txn`` or range read
-``GET /v1/kv`` on the leader, answered without Flask.
+``GET /v1/kv`` on the leader (and, on the event-loop server, ``GET /v1/kv/<key>``), answered without
+Flask.
 
 They are the hot paths of every service (a calendar change is one txn, an agenda one range read).
 Flask's per-request machinery (request context, routing, hooks) costs more than the rest of such a
-request on the leader, so a WSGI wrapper answers it directly with the same bytes and headers as the
-view; anything else is Flask's.
+request on the leader, so they are answered directly with the same bytes and headers as the view;
+anything else is Flask's. Two front ends share the checks and the answers: :func:`fast_put_middleware`
+(a WSGI wrapper; a thread waits for each proposal or read barrier) and :class:`LoopFastPath` (on
+:class:`~agenda.common.loopserver.LoopWSGIServer`, what agenda-db serves with: no thread waits).
 """
 
 from __future__ import annotations
