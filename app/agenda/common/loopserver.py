@@ -253,21 +253,31 @@ class LoopWSGIServer(ThreadedWSGIServer):
             while not self._stopping:
                 for key, events in self._selector.select(_SWEEP_INTERVAL):
                     conn = key.data
-                    if conn is None:
-                        if key.fileobj is listener:
-                            self._accept(listener)
+                    try:
+                        if conn is None:
+                            if key.fileobj is listener:
+                                self._accept(listener)
+                            else:
+                                self._drain_inbox()
+                        elif events & selectors.EVENT_WRITE:
+                            self._flush(conn)
                         else:
-                            self._drain_inbox()
-                    elif events & selectors.EVENT_WRITE:
-                        self._flush(conn)
-                    else:
-                        self._on_readable(conn)
+                            self._on_readable(conn)
+                    except Exception:  # a bug must cost one connection, never the server
+                        log.exception(
+                            "the HTTP loop failed on %s", "a wake-up" if conn is None else conn.addr[0]
+                        )
+                        if conn is not None:
+                            self._close(conn)
                 if self._inbox:
                     self._drain_inbox()
                 now = time.monotonic()
                 if now >= next_sweep:
                     next_sweep = now + _SWEEP_INTERVAL
-                    self._sweep(now)
+                    try:
+                        self._sweep(now)
+                    except Exception:  # see above
+                        log.exception("the HTTP loop's sweep failed")
         finally:
             for conn in list(self._conns.values()):
                 self._close(conn)
@@ -284,7 +294,10 @@ class LoopWSGIServer(ThreadedWSGIServer):
         self._wake_pending = False  # after the drain: see agenda.db.tick.Wakeup
         inbox = self._inbox
         while inbox:
-            inbox.popleft()()
+            try:
+                inbox.popleft()()
+            except Exception:  # see serve_forever
+                log.exception("an answer handed to the HTTP loop failed")
 
     def _accept(self, listener: socket.socket) -> None:
         for _ in range(64):
