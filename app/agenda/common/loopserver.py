@@ -180,9 +180,9 @@ class _OneRequestHandler(KeepAliveRequestHandler):
         try:
             self.handle_one_request()
         except (ConnectionError, TimeoutError):
-            self.close_connection = True
+            self.close_connection = True  # the client went away while being answered
         except Exception as exc:
-            self.close_connection = True
+            self.close_connection = True  # whatever was sent of the answer, nothing more can be
             if self.server.ssl_context is not None and isinstance(exc, ssl.SSLError):
                 self.log_error("SSL error occurred: %s", exc)
             else:
@@ -435,8 +435,11 @@ class LoopWSGIServer(ThreadedWSGIServer):
         """The fast handler's answer (any thread): written by the loop."""
         self.call_soon(lambda: self._write(conn, data, close))
 
+    def _is_open(self, conn: _Conn) -> bool:
+        return conn.sock.fileno() >= 0 and self._conns.get(conn.sock.fileno()) is conn
+
     def _write(self, conn: _Conn, data: bytes, close: bool) -> None:
-        if conn.sock.fileno() < 0 or self._conns.get(conn.sock.fileno()) is not conn:
+        if not self._is_open(conn):
             return  # closed meanwhile (shutdown)
         conn.outbuf = data
         conn.close_after = close
@@ -460,6 +463,8 @@ class LoopWSGIServer(ThreadedWSGIServer):
 
     def _resume(self, conn: _Conn, close: bool) -> None:
         """The answer is sent: close, or read the next request (perhaps already buffered)."""
+        if not self._is_open(conn):
+            return  # closed meanwhile (shutdown)
         if close:
             self._close(conn)
             return
@@ -495,8 +500,7 @@ class LoopWSGIServer(ThreadedWSGIServer):
                 return
             conn, raw = job
             close = True
-            try:
-                conn.sock.settimeout(IDLE_TIMEOUT)
+            try:  # (the handler's setup gives the socket the handler's timeout for writing the answer)
                 handler = _OneRequestHandler(raw, conn.sock, conn.addr, self)
                 close = handler.close_connection
                 conn.sock.setblocking(False)

@@ -793,26 +793,22 @@ class Node:
         self._barrier.wait(timeout or self.proposal_timeout)
 
     def _read_round(self, timeout: float) -> None:
-        """One shared read round (see `read_barrier`), decided on the tick thread."""
-        self._leading_raft()  # NotLeader / LeaderUnknown, as a proposal would raise
+        """One shared read round (see `read_barrier`, which counted its readers), waited for."""
         waiter = Waiter()
-        self._call_in_tick(lambda: self._begin_read(waiter.on_result))
+        self.read_round(lambda error: waiter.on_result(None, error), readers=0)
         if not waiter.wait(timeout):
-            reason: Any = "Timeout"
-        elif waiter.error == FAIL_REASON.SUCCESS:
-            return
-        else:
-            reason = waiter.error
-        raise map_failure(reason)
+            raise map_failure("Timeout")
+        if waiter.error is not None:
+            raise waiter.error
 
-    def read_round(self, on_done: Callable[[NodeError | None], None]) -> None:
-        """One read round without waiting and without sharing (the caller shares it among the readers that
-        arrived before it began, and bounds their wait): ``on_done(None)`` on the tick thread once it has
-        completed (see :meth:`read_barrier`), ``on_done(error)`` if it failed. Raises as a proposal would
-        when this member does not lead."""
+    def read_round(self, on_done: Callable[[NodeError | None], None], readers: int = 1) -> None:
+        """One read round without waiting and without sharing (the caller shares it among the ``readers``
+        that arrived before it began, and bounds their wait): ``on_done(None)`` on the tick thread once it
+        has completed (see :meth:`read_barrier`), ``on_done(error)`` if it failed. Raises as a proposal
+        would when this member does not lead."""
         self._leading_raft()
         with self._counters_lock:
-            self.counters["read_barriers"] += 1
+            self.counters["read_barriers"] += readers
 
         def outcome(_result: Any, error: Any) -> None:
             on_done(None if error == FAIL_REASON.SUCCESS else map_failure(error))

@@ -423,7 +423,7 @@ class KVStateMachine:
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The kv dict of ``key`` (key, value, create_revision, mod_revision, version, lease) or None."""
-        record = self._kvs.get(validate_key(key))
+        record = self.record(key)
         return record.as_kv(key) if record is not None else None
 
     def range(

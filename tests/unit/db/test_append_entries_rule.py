@@ -1,4 +1,4 @@
-"""Raft's AppendEntries receiver rule in front of pysyncobj's (agenda.db.transport.trim_known_entries):
+"""Raft's AppendEntries receiver rule in front of pysyncobj's (agenda.db.append_rule.trim_known_entries):
 a follower deletes entries only from the first conflicting one, and never claims more than it was sent."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agenda.db.transport import trim_known_entries
+from agenda.db.append_rule import trim_known_entries
 
 # The follower's log: indices 5..10; 5-8 of term 2, 9-10 of term 3.
 LOG = [(b"c%d" % i, i, 2 if i <= 8 else 3) for i in range(5, 11)]

@@ -19,7 +19,10 @@ from agenda.common.loopserver import make_loop_server
 from agenda.db.api import create_app
 from agenda.db.api.fastput import LoopFastPath
 from agenda.db.errors import NodeError, OutcomeUnknown
+from agenda.db.txn import put_command
+from unit.common.test_loopserver import exchange
 from unit.db.test_api_errors import FakeNode
+from unit.db.test_barrier import wait_for
 
 
 class SubmittingNode(FakeNode):
@@ -31,6 +34,8 @@ class SubmittingNode(FakeNode):
         self.submitted: list[dict[str, Any]] = []
         self.timeouts = 0
         self.rounds = 0
+        self.round_readers: list[int] = []  # how many readers each round served
+        self.held_rounds: list[Any] = []  # with hold: the rounds' callbacks, for the test to complete
 
     def submit(self, command: dict[str, Any], on_done: Any) -> None:
         self.submitted.append(command)
@@ -43,9 +48,12 @@ class SubmittingNode(FakeNode):
             return
         on_done(result, None)
 
-    def read_round(self, on_done: Any) -> None:
+    def read_round(self, on_done: Any, readers: int = 1) -> None:
         self.rounds += 1
-        if not self.hold:
+        self.round_readers.append(readers)
+        if self.hold:
+            self.held_rounds.append(on_done)
+        else:
             on_done(self.fail_with)
 
     def timed_out(self) -> NodeError:
@@ -84,16 +92,6 @@ def loop() -> Iterator[tuple[Any, SubmittingNode]]:
         srv.shutdown()
 
 
-def _raw(addr: tuple[str, int], data: bytes) -> bytes:
-    with socket.create_connection(addr, timeout=5) as sock:
-        sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def test_many_requests_share_one_connection(server):
     conn = http.client.HTTPConnection(*server, timeout=5)
     for i in range(5):
@@ -126,10 +124,10 @@ def test_unread_body_is_drained_before_the_next_request(server):
 
 
 def test_http_1_0_and_connection_close_end_the_connection(server):
-    reply = _raw(server, b"GET /v1/health HTTP/1.0\r\n\r\n")
+    reply = exchange(server, b"GET /v1/health HTTP/1.0\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 200 ")
     assert b"\r\nConnection: close\r\n" in reply
-    reply = _raw(server, b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    reply = exchange(server, b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 200 ")
     assert b"\r\nConnection: close\r\n" in reply
 
@@ -143,7 +141,7 @@ def test_pipelined_requests_are_answered_in_order(server):
             body,
         )
     )
-    reply = _raw(server, put + put + b"GET /v1/kv/p HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    reply = exchange(server, put + put + b"GET /v1/kv/p HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert reply.count(b"HTTP/1.1 200 ") == 3
     assert b'"version":2' in reply
 
@@ -153,7 +151,7 @@ def test_chunked_body_works_and_closes(server):
         b"PUT /v1/kv/c HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"val\r\n8\r\nue": 7}\r\n0\r\n\r\n'
     )
-    reply = _raw(server, data)
+    reply = exchange(server, data)
     assert reply.startswith(b"HTTP/1.1 200 ")
     assert b"\r\nConnection: close\r\n" in reply
 
@@ -169,7 +167,7 @@ def test_chunked_body_works_and_closes(server):
     ],
 )
 def test_malformed_or_unusual_requests(server, request_bytes, status):
-    reply = _raw(server, request_bytes)
+    reply = exchange(server, request_bytes)
     if reply.startswith(b"HTTP/"):
         assert reply.split(b" ", 2)[1] == status
     else:
@@ -177,7 +175,7 @@ def test_malformed_or_unusual_requests(server, request_bytes, status):
 
 
 def test_head_has_no_body(server):
-    reply = _raw(server, b"HEAD /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    reply = exchange(server, b"HEAD /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
     assert b"Content-Length: " in head
@@ -192,7 +190,7 @@ def test_app_exception_is_a_500_and_closes(make):
     srv = make("127.0.0.1", 0, broken)
     threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
-        reply = _raw(srv.server_address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = exchange(srv.server_address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     finally:
         srv.shutdown()
         srv.server_close()
@@ -209,7 +207,7 @@ def _put(key: str, body: bytes, extra: bytes = b"") -> bytes:
 
 def test_loop_answers_writes_itself_and_the_rest_on_workers(loop):
     srv, node = loop
-    reply = _raw(
+    reply = exchange(
         srv.server_address,
         _put("k", b'{"value": 1}', b"X-Request-ID: mine-1\r\n")
         + b"GET /v1/kv/k HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -227,7 +225,7 @@ def test_loop_answers_writes_itself_and_the_rest_on_workers(loop):
 def test_loop_answers_a_failed_proposal_with_the_views_problem(loop):
     srv, node = loop
     node.fail_with = OutcomeUnknown("lost the leadership (injected)")
-    reply = _raw(srv.server_address, _put("k", b'{"value": 1}', b"Connection: close\r\n"))
+    reply = exchange(srv.server_address, _put("k", b'{"value": 1}', b"Connection: close\r\n"))
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 503 ")
     assert b"Content-Type: application/problem+json" in head
@@ -254,7 +252,7 @@ def test_loop_declines_what_the_view_must_answer(loop):
         _put("k", b"[1]"),
         _put("k?x=1", b'{"value": 1}'),  # a query string
     ):
-        reply = _raw(srv.server_address, data)
+        reply = exchange(srv.server_address, data)
         assert reply.startswith(b"HTTP/1.1 400 "), reply[:200]
     assert node.submitted == []
 
@@ -339,14 +337,23 @@ def test_loop_answers_exactly_what_the_threaded_server_answers():
 
 def test_loop_readers_share_a_read_round(loop):
     srv, node = loop
-    node.hold = True  # the first round never completes: every reader is answered as timed out
+    node.propose(put_command("a", 1))
+    node.hold = True  # the test completes each round itself
     socks = [socket.create_connection(srv.server_address, timeout=10) for _ in range(3)]
     try:
-        for sock in socks:
+        socks[0].sendall(b"GET /v1/kv/a HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_for(lambda: len(node.held_rounds) == 1)
+        for sock in socks[1:]:  # they arrive while the first round is in flight: they wait for the next
             sock.sendall(b"GET /v1/kv/a HTTP/1.1\r\nHost: x\r\n\r\n")
-        replies = [sock.recv(65536) for sock in socks]
+        wait_for(lambda: len(srv.fast_handler._next_readers) == 2)
+        assert node.round_readers == [1]
+        node.held_rounds[0](None)
+        assert socks[0].recv(65536).startswith(b"HTTP/1.1 200 ")
+        wait_for(lambda: len(node.held_rounds) == 2)
+        assert node.round_readers == [1, 2]  # one round for both
+        node.held_rounds[1](None)
+        replies = [sock.recv(65536) for sock in socks[1:]]
     finally:
         for sock in socks:
             sock.close()
-    assert all(reply.startswith(b"HTTP/1.1 503 ") for reply in replies)
-    assert node.rounds == 1  # the two later readers waited for the next round, which none needed
+    assert all(reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b'"lease":0}\n') for reply in replies)

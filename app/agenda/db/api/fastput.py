@@ -544,7 +544,9 @@ class LoopFastPath:
             return
         round_ = self._round = _ReadRound(readers, self._clock())
         try:
-            self._node.read_round(lambda error: self._call_soon(lambda: self._round_done(round_, error)))
+            self._node.read_round(
+                lambda error: self._call_soon(lambda: self._round_done(round_, error)), len(readers)
+            )
         except Exception as exc:  # not leading any more: these readers get the view's answer to it
             self._round_done(round_, exc)
 
