@@ -310,6 +310,10 @@ class HttpClient:
         with self._lock:
             return urls[self._start_index(urls)]
 
+    def replicas(self) -> tuple[str, ...]:
+        """The base URLs the next request chooses among, as discovery lists them now (or `base_urls`)."""
+        return self._current_urls()
+
     def _current_urls(self) -> tuple[str, ...]:
         """This request's replicas: the discovery's list when it has one, else the static `base_urls`."""
         if self._discovery is None:

@@ -255,7 +255,11 @@ def _check_admin(deps: GatewayDeps) -> None:
 
 
 def _cluster_services(deps: GatewayDeps) -> dict[str, Any]:
-    """GET /v1/cluster/services: the members of the gossip view this gateway routes by."""
+    """GET /v1/cluster/services: the members of the gossip view, and what this gateway routes to now.
+
+    `routing` is each backend's replica list as this process's client holds it: the view file is
+    re-read at most every `view_refresh_ms`, so for that long after the file changes the two differ.
+    """
     if not deps.gossip_view:
         raise Problem(503, detail="This gateway routes by its configured URLs: it has no gossip view.")
     try:
@@ -279,6 +283,7 @@ def _cluster_services(deps: GatewayDeps) -> dict[str, Any]:
             }
             for m in members
         ],
+        "routing": {service: list(client.replicas()) for service, client in sorted(deps.backends.items())},
     }
 
 

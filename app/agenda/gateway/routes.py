@@ -566,9 +566,17 @@ LOCAL_ROUTES: Final[tuple[Route, ...]] = (
         "GET",
         "/v1/cluster/services",
         "gateway",
-        "The service instances in this gateway's gossip view, with state and incarnation (operator's token)",
+        "The service instances in this gateway's gossip view, with state and incarnation, and the"
+        " instances this gateway process routes each backend's requests to right now (operator's token)",
         admin=True,
-        response=_out({"member": _S, "age_s": {"type": "number"}, "members": _array(_MEMBER)}),
+        response=_out(
+            {
+                "member": _S,
+                "age_s": {"type": "number"},
+                "members": _array(_MEMBER),
+                "routing": {"type": "object", "additionalProperties": _array(_S)},
+            }
+        ),
         errors=(503,),
     ),
     Route("GET", "/v1/openapi.json", "gateway", "This document", public=True, response={"type": "object"}),

@@ -8,6 +8,7 @@ reading through the gateway the whole time, and not one of its requests may fail
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from agenda.devstack import DevStack
 from ..conftest import wait_until
 from .conftest import GATEWAY_SECRET, Stack, plain_session
 
+OPERATOR = "gossip-test-operator-token"
 FAST = {
     "probe_interval_ms": 200,
     "probe_timeout_ms": 100,
@@ -44,7 +46,10 @@ def gossip_stack(db_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> I
         gateway_secret=GATEWAY_SECRET,
         users_instances=3,
         gossip=True,
-        settings={"gossip": FAST},
+        settings={
+            "gossip": FAST,
+            "gateway": {"admin_token_sha256": hashlib.sha256(OPERATOR.encode()).hexdigest()},
+        },
     )
     with dev:
         stack = Stack(dev)
@@ -59,6 +64,18 @@ def routable_users(dev: DevStack) -> list[str]:
     assert dev.gossip_view is not None
     _member, _written, members = read_view(dev.gossip_view)
     return [m.name for m in members if m.service == "users" and m.status == "alive" and m.state == "serving"]
+
+
+def gateway_routes_to(stack: Stack, index: int) -> bool:
+    """Whether the gateway process itself (not just the view file) routes users requests to instance `index`.
+
+    The gateway re-reads the view file at most every `view_refresh_ms`, so the file changes first.
+    """
+    response = stack.session.get(
+        stack.url("/v1/cluster/services"), headers={"Authorization": f"Bearer {OPERATOR}"}, timeout=5
+    )
+    response.raise_for_status()
+    return stack.users_urls[index].rstrip("/") in response.json()["routing"]["users"]
 
 
 def served(stack: Stack, index: int) -> int:
@@ -136,7 +153,10 @@ def test_an_instance_whose_member_leaves_is_drained_before_it_stops(
     wait_until(lambda: reader.count > 20, 15, message="the reader under way")
     dev.kill("users2-gossip", sig=15)  # SIGTERM: the member announces its leave
     wait_until(lambda: "users2" not in routable_users(dev), 3, message="users2 left the gateway's view")
-    # Once out of the view, the instance gets no new work: its count stands still while reads go on.
+    wait_until(
+        lambda: not gateway_routes_to(gossip_stack, 1), 3, message="the gateway no longer routes to users2"
+    )
+    # Once out of the gateway's list, the instance gets no new work: its count stands still while reads go on.
     settled = served(gossip_stack, 1)
     seen = reader.count
     wait_until(lambda: reader.count > seen + 50, 30, message="50 more reads")

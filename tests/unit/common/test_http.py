@@ -513,6 +513,17 @@ def test_an_empty_discovery_list_falls_back_to_base_urls(sleep: RecordingSleep) 
         assert [seen.path for seen in found.seen] == ["/found"]
 
 
+def test_replicas_are_what_discovery_lists_now_normalised_or_the_static_list(sleep: RecordingSleep) -> None:
+    discovery = ChangingDiscovery("http://127.0.0.1:9101/", "http://127.0.0.1:9102")
+    client = make_client(["http://127.0.0.1:9100"], sleep, discovery=discovery)
+    assert client.replicas() == ("http://127.0.0.1:9101", "http://127.0.0.1:9102")
+    discovery.current = ("http://127.0.0.1:9102",)
+    assert client.replicas() == ("http://127.0.0.1:9102",)
+    discovery.current = ()
+    assert client.replicas() == ("http://127.0.0.1:9100",)
+    assert make_client(["http://127.0.0.1:9100/"], sleep).replicas() == ("http://127.0.0.1:9100",)
+
+
 def test_stickiness_by_url_survives_a_reordering_of_the_list(dead_url: str, sleep: RecordingSleep) -> None:
     with ScriptedServer() as first, ScriptedServer() as second:
         discovery = ChangingDiscovery(dead_url, first.url, second.url)

@@ -24,6 +24,10 @@ class FakeBackend:
     calls: list[dict[str, Any]] = field(default_factory=list)
     status: int = 200
     fail: bool = False
+    urls: tuple[str, ...] = ("http://127.0.0.1:9100",)
+
+    def replicas(self) -> tuple[str, ...]:
+        return self.urls
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         self.calls.append({"method": method, "path": path, **kwargs})
@@ -241,6 +245,8 @@ def test_cluster_services_shows_the_gossip_view_to_the_operator_only(
         ("agenda1-users", "alive", "serving", 17),
         ("agenda2-users", "suspect", "draining", 9),
     ]
+    # What this process routes to, from its client: not necessarily the view (re-read periodically).
+    assert body["routing"] == {"users": ["http://127.0.0.1:9100"]}
     # A user's token, a wrong one, none: 401, and the view is never shown.
     for headers in (auth(token()), auth("operator-token-guess"), {}):
         refused = client.get("/v1/cluster/services", headers=headers)
