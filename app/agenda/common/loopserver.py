@@ -52,6 +52,9 @@ from agenda.common.httpserver import IDLE_TIMEOUT, KeepAliveRequestHandler
 __all__ = ["FastHandler", "LoopWSGIServer", "Request", "make_loop_server", "parse_head"]
 
 log = logging.getLogger("agenda.http")
+# The access log of the threaded server (Werkzeug's logger, INFO; the services enable it at DEBUG level):
+# the loop's own answers go to it too, in the same format, so the log lists every request.
+_access_log = logging.getLogger("werkzeug")
 
 MAX_HEAD: Final = 64 * 1024  # a bigger header block goes to a thread (which answers 431 as before)
 MAX_FRAMED_BODY: Final = 4 * 1024 * 1024  # bodies the loop buffers itself; larger ones go to a thread
@@ -106,6 +109,18 @@ def parse_head(head: bytes) -> tuple[str, str, dict[str, str]] | None:
             text = f"{headers[key]},{text}"
         headers[key] = text
     return match.group(1).decode("ascii"), match.group(2).decode("ascii"), headers
+
+
+def _log_access(address: str, request: Request, data: bytes) -> None:
+    """One access-log line as Werkzeug writes it: client, time, request line, status, body size."""
+    code = data[9:12].decode("ascii", "replace")  # "HTTP/1.1 200 ..."
+    head_end = data.find(b"\r\n\r\n")
+    size = len(data) - head_end - 4 if head_end >= 0 else 0
+    # The target needs no escaping: the loop only frames printable ASCII targets (_REQUEST_LINE).
+    when = time.strftime("%d/%b/%Y %H:%M:%S")
+    _access_log.info(
+        '%s - - [%s] "%s %s HTTP/1.1" %s %s', address, when, request.method, request.target, code, size
+    )
 
 
 class FastHandler(Protocol):
@@ -421,7 +436,7 @@ class LoopWSGIServer(ThreadedWSGIServer):
         fast = self.fast_handler
         if fast is not None:
             try:
-                started = fast.handle(request, lambda data, close: self._respond(conn, data, close))
+                started = fast.handle(request, lambda data, close: self._respond(conn, request, data, close))
             except Exception:
                 log.exception("fast handler failed before answering; a worker answers instead")
                 started = False
@@ -431,8 +446,10 @@ class LoopWSGIServer(ThreadedWSGIServer):
 
     # ------------------------------------------------------------------ answers
 
-    def _respond(self, conn: _Conn, data: bytes, close: bool) -> None:
-        """The fast handler's answer (any thread): written by the loop."""
+    def _respond(self, conn: _Conn, request: Request, data: bytes, close: bool) -> None:
+        """The fast handler's answer (any thread): written by the loop, and logged as a worker's would be."""
+        if _access_log.isEnabledFor(logging.INFO):
+            _log_access(conn.addr[0], request, data)
         self.call_soon(lambda: self._write(conn, data, close))
 
     def _is_open(self, conn: _Conn) -> bool:

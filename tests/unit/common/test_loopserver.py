@@ -3,6 +3,8 @@ thread, worker threads for the rest, and a failure that costs a request, not the
 
 from __future__ import annotations
 
+import logging
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -92,3 +94,14 @@ def test_a_request_the_loop_does_not_frame_is_served_by_a_thread_with_what_was_r
     assert reply.startswith(b"HTTP/1.1 200 OK")
     assert reply.endswith(b"worker /fast/x")  # the WSGI app, not the fast handler
     assert handler.handled == []
+
+
+def test_the_loops_own_answers_are_in_the_access_log_like_a_workers(served, caplog):
+    server, _ = served
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    exchange(server.server_address, b"POST /fast/a?x=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\none")
+    exchange(server.server_address, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    lines = [record.getMessage() for record in caplog.records if record.name == "werkzeug"]
+    assert len(lines) == 2
+    assert re.fullmatch(r'127\.0\.0\.1 - - \[[^]]+\] "POST /fast/a\?x=1 HTTP/1\.1" 200 8', lines[0]), lines
+    assert '"GET /slow HTTP/1.1" 200 12' in lines[1]
