@@ -267,6 +267,28 @@ def fast_put_middleware(app: flask.Flask, ctx: DBContext) -> Callable[..., Any]:
             metrics.requests[metric] += 1
         return [data]
 
+    def propose(
+        environ: dict[str, Any],
+        start_response: Any,
+        command: dict[str, Any],
+        render: Callable[[dict[str, Any]], str],
+        metric: tuple[str, str, int],
+    ) -> Any:
+        """Propose a checked write, wait for its result and answer it as the view would."""
+        request_id = sanitize_request_id(environ.get("HTTP_X_REQUEST_ID")) or new_request_id()
+        binding = bind_request_id(request_id)
+        try:
+            result = node.propose(command)
+            problem = problem_for_result(result)
+            if problem is not None:
+                raise problem
+            text = render(result)
+        except Exception as exc:
+            return failure(environ, start_response, request_id, exc)
+        finally:
+            binding.reset()
+        return answer(start_response, text, result["revision"], request_id, metric)
+
     def txn(environ: dict[str, Any], start_response: Any) -> Any:
         """``POST /v1/txn``: the view's checks (``json_body`` types, ``txn_command``), then propose."""
         length = plain_json_request(environ)
@@ -276,20 +298,7 @@ def fast_put_middleware(app: flask.Flask, ctx: DBContext) -> Callable[..., Any]:
         command = txn_body_command(raw)
         if command is None:
             return fallback(environ, start_response, raw)
-
-        request_id = sanitize_request_id(environ.get("HTTP_X_REQUEST_ID")) or new_request_id()
-        binding = bind_request_id(request_id)
-        try:
-            result = node.propose(command)
-            problem = problem_for_result(result)
-            if problem is not None:
-                raise problem
-            text = txn_text(result)
-        except Exception as exc:
-            return failure(environ, start_response, request_id, exc)
-        finally:
-            binding.reset()
-        return answer(start_response, text, result["revision"], request_id, ("POST", TXN_RULE, 200))
+        return propose(environ, start_response, command, txn_text, ("POST", TXN_RULE, 200))
 
     def range_read(environ: dict[str, Any], start_response: Any) -> Any:
         """``GET /v1/kv``: the view's argument checks, the read barrier (unless stale), the read."""
@@ -337,20 +346,7 @@ def fast_put_middleware(app: flask.Flask, ctx: DBContext) -> Callable[..., Any]:
         command = put_body_command(path[len(_KV_PREFIX) :], raw)
         if command is None:
             return fallback(environ, start_response, raw)
-
-        request_id = sanitize_request_id(environ.get("HTTP_X_REQUEST_ID")) or new_request_id()
-        binding = bind_request_id(request_id)
-        try:
-            result = node.propose(command)
-            problem = problem_for_result(result)
-            if problem is not None:
-                raise problem
-            text = put_text(result)
-        except Exception as exc:
-            return failure(environ, start_response, request_id, exc)
-        finally:
-            binding.reset()
-        return answer(start_response, text, result["revision"], request_id, ("PUT", PUT_RULE, 200))
+        return propose(environ, start_response, command, put_text, ("PUT", PUT_RULE, 200))
 
     return middleware
 
