@@ -85,6 +85,20 @@ def fsync_path(path: str | os.PathLike[str], *, directory: bool = False) -> None
         os.close(fd)
 
 
+def replace_file(path: str, data: bytes, *, fsync: bool) -> None:
+    """Make ``data`` the content of ``path`` atomically: written beside it, synced, renamed over it, and
+    the directory synced (so the rename itself survives a crash). A crash leaves the old file or the new."""
+    tmp = path + _TMP_SUFFIX
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if fsync:
+        fsync_path(os.path.dirname(path) or ".", directory=True)
+
+
 class _DurableMetaStorer(MetaStorer):
     """pysyncobj's meta file (currentTerm, votedFor, commit index) written atomically *and* durably."""
 
@@ -93,17 +107,7 @@ class _DurableMetaStorer(MetaStorer):
         self._fsync = fsync
 
     def storeMeta(self, meta: dict[str, Any]) -> None:  # noqa: N802 - pysyncobj's name
-        path = self.getPath()
-        tmp = path + _TMP_SUFFIX
-        data = encode_meta(meta)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            if self._fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-        if self._fsync:
-            fsync_path(os.path.dirname(path) or ".", directory=True)
+        replace_file(self.getPath(), encode_meta(meta), fsync=self._fsync)
 
 
 class DurableFileJournal(JournalBase):
@@ -119,7 +123,6 @@ class DurableFileJournal(JournalBase):
         self, path: str, *, fsync: bool, dump_path: str | None = None, initial_size: int = 4096
     ) -> None:
         self._path = path
-        self._directory = os.path.dirname(path) or "."
         self._fsync = fsync
         self._dump_path = dump_path
         self._initial_size = initial_size
@@ -188,16 +191,8 @@ class DurableFileJournal(JournalBase):
         self._capacity = capacity
 
     def _install(self, raw: bytes) -> None:
-        """Make ``raw`` the journal file: written beside it, synced, renamed over it, directory synced."""
-        tmp = self._path + _TMP_SUFFIX
-        with open(tmp, "wb") as f:
-            f.write(raw)
-            f.flush()
-            if self._fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, self._path)
-        if self._fsync:
-            fsync_path(self._directory, directory=True)
+        """Make ``raw`` the journal file (:func:`replace_file`)."""
+        replace_file(self._path, raw, fsync=self._fsync)
 
     def _rewrite(self, entries: Sequence[Entry]) -> None:
         """Replace the journal by one holding ``entries`` (log compaction, snapshot install)."""
