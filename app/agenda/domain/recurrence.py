@@ -43,8 +43,8 @@ from dateutil import rrule as _du
 
 from agenda.domain.model import PartStat, format_time, parse_stored_time, to_utc
 from agenda.domain.validation import (
-    MAX_EVENT_DURATION,
     ValidationError,
+    parse_event_times,
     parse_time,
     validate_description,
     validate_location,
@@ -656,11 +656,9 @@ def parse_override(value: Any, *, field: str = "") -> Override:
     if "start" in body or "end" in body:
         if "start" not in body or "end" not in body:
             raise ValidationError(name("end" if "start" in body else "start"), "is required to move it")
-        start, end = parse_time(body["start"], name("start")), parse_time(body["end"], name("end"))
-        if end <= start:
-            raise ValidationError(name("end"), "must be after the occurrence's start")
-        if end - start > MAX_EVENT_DURATION:
-            raise ValidationError(name("end"), f"must be at most {MAX_EVENT_DURATION.days} days after it")
+        start, end = parse_event_times(
+            body["start"], body["end"], start_field=name("start"), end_field=name("end"), what="occurrence"
+        )
     text = {
         key: check(body[key], name(key))
         for key, check in (

@@ -153,16 +153,17 @@ def _span(start: datetime, end: datetime, limit: timedelta, end_field: str, what
 
 
 def parse_event_times(
-    start: Any, end: Any, *, start_field: str = "start", end_field: str = "end"
+    start: Any, end: Any, *, start_field: str = "start", end_field: str = "end", what: str = "event"
 ) -> tuple[datetime, datetime]:
-    """An event's (start, end): end strictly after start, at most 31 days later.
+    """An event's (start, end), or one occurrence's (`what`, named in the errors): end strictly after
+    start, at most 31 days later.
 
     Zero-length events would never conflict with anything and confuse agenda views; the 31-day cap
     bounds how many days one event can block in conflict and free-slot searches.
     """
     start_at = parse_time(start, start_field)
     end_at = parse_time(end, end_field)
-    _span(start_at, end_at, MAX_EVENT_DURATION, end_field, "event")
+    _span(start_at, end_at, MAX_EVENT_DURATION, end_field, what)
     return start_at, end_at
 
 

@@ -371,12 +371,16 @@ def test_override_input_is_checked_field_by_field() -> None:
     for body, field in (
         ({"start": "2031-01-01T10:00:00Z"}, "o.end"),
         ({"start": "2031-01-01T10:00:00Z", "end": "2031-01-01T09:00:00Z"}, "o.end"),
+        ({"start": "2031-01-01T10:00:00Z", "end": "2031-02-02T10:00:00Z"}, "o.end"),  # over 31 days
+        ({"start": "Monday", "end": "2031-01-01T09:00:00Z"}, "o.start"),
         ({"title": ""}, "o.title"),
         ({"colour": "red"}, "o.colour"),
     ):
         with pytest.raises(ValidationError) as caught:
             parse_override(body, field="o")
         assert caught.value.field == field
+    with pytest.raises(ValidationError, match="after the occurrence start"):
+        parse_override({"start": "2031-01-01T10:00:00Z", "end": "2031-01-01T10:00:00Z"})
     assert parse_recurrence_id("2031-01-13T09:00:00+01:00") == "2031-01-13T08:00:00Z"
 
 
