@@ -39,6 +39,7 @@ from agenda.domain.recurrence import (
     Override,
     Recurrence,
     horizon_end,
+    occurrence_times,
     original_starts,
     parse_rrule,
 )
@@ -520,6 +521,7 @@ def _series_vevents(event: Event, domain: str) -> tuple[list[Any], list[Any]]:
         if rid not in existing:
             continue
         original = datetime.fromisoformat(rid)
+        start, end = occurrence_times(original, event.end - event.start, override)
         participants = {
             user: Participation(override.partstats.get(user, p.status), p.level)
             for user, p in event.participants.items()
@@ -530,8 +532,8 @@ def _series_vevents(event: Event, domain: str) -> tuple[list[Any], list[Any]]:
             title=event.title if override.title is None else override.title,
             description=event.description if override.description is None else override.description,
             location=event.location if override.location is None else override.location,
-            start=override.start or original,
-            end=override.end or original + (event.end - event.start),
+            start=start,
+            end=end,
             organizer=event.organizer,
             created=event.created,
             updated=event.updated,

@@ -67,6 +67,7 @@ __all__ = [
     "Rule",
     "horizon_end",
     "is_occurrence",
+    "occurrence_times",
     "occurrences",
     "original_starts",
     "parse_override",
@@ -435,6 +436,16 @@ def _plus(moment: datetime, delta: timedelta) -> datetime:
         return datetime.max.replace(tzinfo=UTC)
 
 
+def occurrence_times(
+    original: datetime, duration: timedelta, override: Override | None
+) -> tuple[datetime, datetime]:
+    """Where the occurrence whose original start is `original` is: where its override moved it, or at its
+    original start for the series' `duration`."""
+    if override is not None and override.start is not None and override.end is not None:
+        return override.start, override.end
+    return original, _plus(original, duration)
+
+
 def horizon_end(start: datetime) -> datetime:
     """The instant from which a series starting at `start` has no occurrence (see `HORIZON`)."""
     return _plus(start, HORIZON)
@@ -536,10 +547,7 @@ def occurrences(
         override = overrides.get(rid)
         if override is not None and override.cancelled:
             continue
-        if override is not None and override.start is not None and override.end is not None:
-            begin, finish = override.start, override.end
-        else:
-            begin, finish = original, _plus(original, duration)
+        begin, finish = occurrence_times(original, duration, override)
         if begin < window_end and finish > window_start:
             yield Occurrence(rid, begin, finish, override)
 

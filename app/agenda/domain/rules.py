@@ -61,6 +61,7 @@ from agenda.domain.recurrence import (
     Override,
     horizon_end,
     is_occurrence,
+    occurrence_times,
     occurrences,
     original_starts,
 )
@@ -542,11 +543,10 @@ def _with_override(event: Event, recurrence_id: str, override: Override) -> dict
 
 def occurrence_span(event: Event, recurrence_id: str) -> Interval:
     """Where the occurrence `recurrence_id` of the series `event` is: moved, or at its original start."""
-    override = event.overrides.get(recurrence_id)
-    if override is not None and override.start is not None and override.end is not None:
-        return Interval(override.start, override.end)
-    original = parse_stored_time(recurrence_id)
-    return Interval(original, original + (event.end - event.start))
+    begin, finish = occurrence_times(
+        parse_stored_time(recurrence_id), event.end - event.start, event.overrides.get(recurrence_id)
+    )
+    return Interval(begin, finish)
 
 
 def _check_occurrence(event: Event, recurrence_id: str, field: str = "occurrence") -> Override | None:
