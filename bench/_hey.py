@@ -61,24 +61,22 @@ def add_load_arguments(
 ) -> None:
     """The load-shape options every hey benchmark takes: --clients, --duration, --runs, --warmup,
     --value-size (the validators live in bench.db_vs_etcd, whose command line came first)."""
-    from bench.db_vs_etcd import _clients, _non_negative_float, _positive_float, _positive_int
+    from bench._cli import clients_arg, non_negative_float, positive_float, positive_int
 
     parser.add_argument(
         "--clients",
-        type=_clients,
+        type=clients_arg,
         default=[1, 16, 64],
         metavar="N,N,...",
         help="concurrency levels (hey -c), default 1,16,64",
     )
     parser.add_argument(
         "--duration",
-        type=_positive_float,
+        type=positive_float,
         default=10.0,
         metavar="SECONDS",
         help="length of each load step, default 10",
     )
-    parser.add_argument("--runs", type=_positive_int, default=3, help=runs_help)
-    parser.add_argument(
-        "--warmup", type=_non_negative_float, default=2.0, metavar="SECONDS", help=warmup_help
-    )
-    parser.add_argument("--value-size", type=_positive_int, default=64, metavar="BYTES", help=value_help)
+    parser.add_argument("--runs", type=positive_int, default=3, help=runs_help)
+    parser.add_argument("--warmup", type=non_negative_float, default=2.0, metavar="SECONDS", help=warmup_help)
+    parser.add_argument("--value-size", type=positive_int, default=64, metavar="BYTES", help=value_help)

@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agenda.domain.model import format_time
+from bench._cli import machine_facts, print_facts, say
 from bench._cluster import (
     AgendaCluster,
     BenchError,
@@ -48,14 +49,7 @@ from bench._stats import (
     summarize,
     summary_cells,
 )
-from bench.db_vs_etcd import (
-    HEY_REQUEST_TIMEOUT_S,
-    KEY,
-    _ms,
-    _print_facts,
-    _say,
-    machine_facts,
-)
+from bench.db_vs_etcd import HEY_REQUEST_TIMEOUT_S, KEY, _ms
 
 PROG: Final = "agenda_gateway"
 INSTALL_LINE: Final = "apt-get install -y hey"
@@ -280,7 +274,7 @@ def prepare_accounts(session: requests.Session, gateway: str, min_token_life_s: 
     listed = _expect(response, 200, "listing the reader's week")
     if len(listed["events"]) != len(meetings):
         raise BenchError(f"the reader's week lists {len(listed['events'])} events, expected {len(meetings)}")
-    _say(
+    say(
         f"prepared: users {WRITER}, {READER}, {GUEST}; {READER}'s week of {READER_WEEK_START:%Y-%m-%d} lists "
         f"{len(meetings)} events ({len(response.content)} bytes)"
     )
@@ -344,7 +338,7 @@ def run_load(
                 result = run_hey(reaper, request_for(step, leader), clients, args.duration)
                 cpu[step][clients].append(per_request_ms(meter.stop(), result.ok + result.errors))
                 results[step][clients].append(result)
-                _say(_run_line(step, run, args.runs, leader.name, result))
+                say(_run_line(step, run, args.runs, leader.name, result))
     return results, targets, cpu
 
 
@@ -396,22 +390,22 @@ def _main(args: argparse.Namespace, reaper: Reaper) -> int:
 
     workdir = reaper.mkdtemp("bench-agenda-gateway-")
     facts = machine_facts("not used", sys.executable)
-    _print_facts(facts)
+    print_facts(facts)
     (workdir / "db").mkdir()
     cluster = AgendaCluster(reaper, workdir / "db")
     try:
-        _say(f"agenda-db: starting 5 members on 127.0.0.1, fsync on, plain HTTP (under {cluster.root}) ...")
+        say(f"agenda-db: starting 5 members on 127.0.0.1, fsync on, plain HTTP (under {cluster.root}) ...")
         started = time.monotonic()
         cluster.start()
         leader = cluster.wait_healthy()
-        _say(
+        say(
             f"agenda-db: all 5 members healthy after {time.monotonic() - started:.1f} s, leader {leader.name}"
         )
         # The services use their first DB URL until it fails: the leader first, so that, like db-put,
         # their writes pay no follower-to-leader forwarding (a leader change is reported below).
         db_urls = [leader.base_url] + [m.base_url for m in cluster.members if m is not leader]
         scrub_proxy_environment()  # the stack's children copy this process's environment
-        _say("dev stack: starting the User Services (2), Group Service (1) and the gateway with TLS ...")
+        say("dev stack: starting the User Services (2), Group Service (1) and the gateway with TLS ...")
         started = time.monotonic()
         try:
             with DevStack(
@@ -423,9 +417,7 @@ def _main(args: argparse.Namespace, reaper: Reaper) -> int:
                 groups_instances=1,
                 settings={"users": {"token_ttl": TOKEN_TTL_S}},
             ) as stack:
-                _say(
-                    f"dev stack: ready after {time.monotonic() - started:.1f} s, gateway {stack.gateway_url}"
-                )
+                say(f"dev stack: ready after {time.monotonic() - started:.1f} s, gateway {stack.gateway_url}")
                 if stack.ca_file is None or not stack.gateway_url.startswith("https://"):
                     raise BenchError(f"the dev stack's gateway is not HTTPS: {stack.gateway_url}")
                 meter = CpuMeter(
@@ -446,10 +438,10 @@ def _main(args: argparse.Namespace, reaper: Reaper) -> int:
     load1, load5, _ = os.getloadavg()
     facts["loadavg_at_end"] = [round(load1, 2), round(load5, 2)]
     report["machine"] = facts
-    _say(f"loadavg(1m,5m) at end={facts['loadavg_at_end']}")
+    say(f"loadavg(1m,5m) at end={facts['loadavg_at_end']}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-        _say(f"wrote {args.json}")
+        say(f"wrote {args.json}")
     return 0
 
 
@@ -496,7 +488,7 @@ def _measure(
             request_timeout_s=HEY_REQUEST_TIMEOUT_S,
         ),
     }
-    _say(
+    say(
         f"load: hey, keep-alive, {args.duration:g} s per step, {args.runs} run(s), levels {args.clients}, "
         f"warm-up {args.warmup:g} s per step; db-put = {db_spec.method} {db_spec.path} to the DB leader; "
         f"create-event = POST {create_event_path()}; list-agenda = GET {list_agenda_path(READER_WEEK_START)}"
@@ -505,22 +497,22 @@ def _measure(
 
     summaries = {step: {c: summarize(r) for c, r in by_level.items()} for step, by_level in results.items()}
     ratios = create_over_db_put(args.clients, summaries)
-    _say()
-    _say(
+    say()
+    say(
         f"Through the gateway (HTTPS; gateway->User Service mutual TLS; services->DB plain HTTP) and the "
         f"DB's own single-key writes to its leader, same 5-member agenda-db (fsync on), 127.0.0.1; hey "
         f"{args.duration:g} s per step, medians of {args.runs} run(s); err = non-2xx + transport errors "
         f"summed over runs ('!' = at least one run had errors)"
     )
-    _say(format_steps_table(args.clients, summaries))
-    _say()
-    _say(format_ratio_table(args.clients, summaries))
-    _say()
-    _say(
+    say(format_steps_table(args.clients, summaries))
+    say()
+    say(format_ratio_table(args.clients, summaries))
+    say()
+    say(
         "CPU milliseconds per request, by component (median over runs; from /proc; every process "
         f"shares the machine's {os.cpu_count()} cores, hey included)"
     )
-    _say(format_cpu_table(args.clients, cpu, list(meter.groups)))
+    say(format_cpu_table(args.clients, cpu, list(meter.groups)))
     notes = []
     flagged = flagged_cells(summaries)
     if flagged:
@@ -532,7 +524,7 @@ def _measure(
             f"from then on the services' first DB URL was a follower that forwards their writes"
         )
     for note in notes:
-        _say(f"WARNING: {note}")
+        say(f"WARNING: {note}")
     return {
         "config": {
             "clients": args.clients,

@@ -10,12 +10,9 @@ See bench/README.md for what is measured and how to read the results.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -25,6 +22,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._cli import machine_facts, positive_float, positive_int, print_facts, say
 from bench._cluster import (
     AgendaCluster,
     Cluster,
@@ -32,7 +30,6 @@ from bench._cluster import (
     Reaper,
     WriteSpec,
     agenda_importable,
-    clean_env,
     etcd_version,
     loopback_pki,
     report_missing_tools,
@@ -48,7 +45,6 @@ from bench._stats import (
     format_load_table,
     format_pair_table,
     median_or_none,
-    parse_clients,
     ratio,
     summarize,
 )
@@ -59,43 +55,6 @@ KEY = "bench-key"
 LOAD_KINDS = ("write", "read")  # in this order: the reads read the key the writes wrote
 RAFT_TRANSPORTS = ("plain", "tls")  # --raft-tls-cost: the two agenda-db clusters, plain Raft first
 HEY_REQUEST_TIMEOUT_S = 10
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _clients(text: str) -> list[int]:
-    try:
-        return parse_clients(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--failover", action="store_true", help="measure the leader-failover write gap instead of throughput"
     )
-    parser.add_argument("--kills", type=_positive_int, default=5, help="leader kills per system (--failover)")
+    parser.add_argument("--kills", type=positive_int, default=5, help="leader kills per system (--failover)")
     parser.add_argument(
         "--raft-tls-cost",
         action="store_true",
@@ -128,14 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--write-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=0.5,
         metavar="SECONDS",
         help="per-request timeout of the failover writer, default 0.5",
     )
     parser.add_argument(
         "--gap-limit",
-        type=_positive_float,
+        type=positive_float,
         default=30.0,
         metavar="SECONDS",
         help="give up waiting for the first write after a kill, default 30",
@@ -148,12 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--etcd-election-timeout",
-        type=_positive_int,
+        type=positive_int,
         metavar="MS",
         help="etcd --election-timeout (default: etcd's 1000; agenda-db draws its own from 500-1000)",
     )
     parser.add_argument(
-        "--etcd-heartbeat", type=_positive_int, metavar="MS", help="etcd --heartbeat-interval (default 100)"
+        "--etcd-heartbeat", type=positive_int, metavar="MS", help="etcd --heartbeat-interval (default 100)"
     )
     parser.add_argument(
         "--python",
@@ -185,61 +144,6 @@ def interleaved(variants: Sequence[str], runs: int) -> list[tuple[int, str]]:
     return order
 
 
-def _say(text: str = "") -> None:
-    print(text, flush=True)
-
-
-def _command_output(argv: Sequence[str]) -> str:
-    try:
-        done = subprocess.run(  # noqa: S603 - fixed argv
-            list(argv), capture_output=True, text=True, timeout=10, check=False, env=clean_env()
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return done.stdout.strip() or "unknown"
-
-
-def machine_facts(etcd_version: str, python: str) -> dict[str, Any]:
-    load1, load5, _ = os.getloadavg()
-    repo = Path(__file__).resolve().parent.parent
-    return {
-        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "cpu_model": _cpu_model(),
-        "kernel": platform.release(),
-        "etcd_version": etcd_version,
-        "hey_version": _command_output(["dpkg-query", "-W", "-f=${Version}", "hey"]),
-        "python_version": platform.python_version(),
-        "agenda_python": python,
-        "pysyncobj_version": _command_output(
-            [python, "-c", "import importlib.metadata as m; print(m.version('pysyncobj'))"]
-        ),
-        "git_commit": _command_output(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"]),
-        "git_dirty": _command_output(["git", "-C", str(repo), "status", "--porcelain", "--", "app"])
-        != "unknown",
-        "loadavg_at_start": [round(load1, 2), round(load5, 2)],
-    }
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def _print_facts(facts: dict[str, Any]) -> None:
-    _say(
-        f"machine: nproc={facts['nproc']} cpu={facts['cpu_model']!r} kernel={facts['kernel']} "
-        f"loadavg(1m,5m) at start={facts['loadavg_at_start']}"
-    )
-    _say(
-        f"versions: etcd {facts['etcd_version']}, hey {facts['hey_version']}, python "
-        f"{facts['python_version']}, pysyncobj {facts['pysyncobj_version']}, "
-        f"repo {facts['git_commit']}{' (dirty)' if facts['git_dirty'] else ''}"
-    )
-
-
 # ------------------------------------------------------------------------------------------- load
 
 
@@ -267,7 +171,7 @@ def bench_load(
         return leader.name, leader.base_url + spec.path
 
     name, url = leader_url()
-    _say(
+    say(
         f"{cluster.system} {kind}s: load goes to the LEADER {name} ({url}, "
         f"found with {cluster.leader_method})"
     )
@@ -284,7 +188,7 @@ def bench_load(
                 if step.errors
                 else ""
             )
-            _say(
+            say(
                 f"  {cluster.system} {kind} run {run}/{args.runs} c={clients:<3} leader={name}: "
                 f"{step.rps:9.1f} req/s  p50 {_ms(step.p50_ms)}  p99 {_ms(step.p99_ms)}  ok={step.ok}{flag}"
             )
@@ -299,10 +203,10 @@ def _ms(value: float | None) -> str:
 
 
 def _start(cluster: Cluster) -> None:
-    _say(f"{cluster.system}: starting 5 members on 127.0.0.1 (data under {cluster.root}) ...")
+    say(f"{cluster.system}: starting 5 members on 127.0.0.1 (data under {cluster.root}) ...")
     started = time.monotonic()
     cluster.start()
-    _say(f"{cluster.system}: all 5 members healthy after {time.monotonic() - started:.1f} s")
+    say(f"{cluster.system}: all 5 members healthy after {time.monotonic() - started:.1f} s")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -335,11 +239,11 @@ def _main(args: argparse.Namespace, reaper: Reaper) -> int:
                 print(f"db_vs_etcd: {message}", file=sys.stderr)
                 return 2
             notes.append(f"{message} -- running etcd only")
-            _say(f"NOTE: {notes[-1]}")
+            say(f"NOTE: {notes[-1]}")
             systems = ["etcd"]
 
     facts = machine_facts(etcd_version(reaper), args.python)
-    _print_facts(facts)
+    print_facts(facts)
     report: dict[str, Any] = {
         "machine": facts,
         "config": {
@@ -363,12 +267,12 @@ def _main(args: argparse.Namespace, reaper: Reaper) -> int:
     }
 
     if args.failover:
-        _say(
+        say(
             f"failover: {args.kills} leader SIGKILLs per system; 1 sequential writer (http.client, "
             f"timeout {args.write_timeout} s, starts on the {args.writer_start}, moves to the next member on "
             f"any error with a 5-50 ms backoff); gap = kill -> ack of the first write sent after the kill"
         )
-        _say(
+        say(
             f"timers: etcd election {args.etcd_election_timeout or 'default 1000'} ms / heartbeat "
             f"{args.etcd_heartbeat or 'default 100'} ms; agenda-db uses its own built-in Raft timers"
         )
@@ -384,13 +288,13 @@ def _main(args: argparse.Namespace, reaper: Reaper) -> int:
                     request_timeout=args.write_timeout,
                     limit=args.gap_limit,
                     start_on=args.writer_start,
-                    log=_say,
+                    log=say,
                 )
             finally:
                 cluster.stop()
-        _say()
-        _say("Leader-failover write gap (5 members each, 127.0.0.1, fsync on):")
-        _say(format_failover_table({s: r.gaps_ms for s, r in gaps.items()}))
+        say()
+        say("Leader-failover write gap (5 members each, 127.0.0.1, fsync on):")
+        say(format_failover_table({s: r.gaps_ms for s, r in gaps.items()}))
         report["failover"] = {
             s: {**vars(r), "median_gap_ms": median_or_none(r.gaps_ms)} for s, r in gaps.items()
         }
@@ -421,13 +325,13 @@ def _main(args: argparse.Namespace, reaper: Reaper) -> int:
             ("read", "Linearizable single-key reads (etcd: POST /v3/kv/range; agenda-db: GET /v1/kv/KEY)"),
         ):
             per_system = summaries[kind]
-            _say()
-            _say(
+            say()
+            say(
                 f"{title}, 5 members each on 127.0.0.1, fsync on, load sent to each LEADER, hey "
                 f"{args.duration:g} s per step, medians of {args.runs} run(s); err = non-2xx + transport "
                 f"errors summed over runs ('!' = at least one run had errors)"
             )
-            _say(format_load_table(args.clients, per_system.get("etcd"), per_system.get("agenda")))
+            say(format_load_table(args.clients, per_system.get("etcd"), per_system.get("agenda")))
             flagged = [
                 f"{s} {kind} c={c}"
                 for s, cells in per_system.items()
@@ -435,7 +339,7 @@ def _main(args: argparse.Namespace, reaper: Reaper) -> int:
                 if cell.flagged
             ]
             if flagged:
-                _say(f"WARNING: runs with non-2xx responses or errors: {', '.join(flagged)}")
+                say(f"WARNING: runs with non-2xx responses or errors: {', '.join(flagged)}")
         for kind, load_key, ratio_key in (
             ("write", "load", "ratio_agenda_over_etcd"),
             ("read", "read_load", "read_ratio_agenda_over_etcd"),
@@ -451,12 +355,12 @@ def _main(args: argparse.Namespace, reaper: Reaper) -> int:
             }
     load1, load5, _ = os.getloadavg()
     report["machine"]["loadavg_at_end"] = [round(load1, 2), round(load5, 2)]
-    _say(f"loadavg(1m,5m) at end={report['machine']['loadavg_at_end']}")
+    say(f"loadavg(1m,5m) at end={report['machine']['loadavg_at_end']}")
     for note in notes:
-        _say(f"NOTE: {note}")
+        say(f"NOTE: {note}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-        _say(f"wrote {args.json}")
+        say(f"wrote {args.json}")
     return 0
 
 
@@ -473,7 +377,7 @@ def _raft_tls_cost(args: argparse.Namespace, reaper: Reaper, workdir: Path) -> i
         print(f"db_vs_etcd: agenda-db is not runnable with {args.python}: {detail}", file=sys.stderr)
         return 2
     facts = machine_facts("not used", args.python)
-    _print_facts(facts)
+    print_facts(facts)
     pki = loopback_pki(args.python, reaper, workdir / "pki")
     clusters: dict[str, Cluster] = {}
     try:
@@ -483,30 +387,30 @@ def _raft_tls_cost(args: argparse.Namespace, reaper: Reaper, workdir: Path) -> i
             clusters[variant] = AgendaCluster(
                 reaper, root, python=args.python, raft_tls=pki if variant == "tls" else None
             )
-            _say(f"agenda-db with {'Raft over mutual TLS' if variant == 'tls' else 'plain Raft'}:")
+            say(f"agenda-db with {'Raft over mutual TLS' if variant == 'tls' else 'plain Raft'}:")
             _start(clusters[variant])
         results = _interleaved_writes(clusters, reaper, args, workdir)
     finally:
         for cluster in clusters.values():
             cluster.stop()
     summaries = {v: {c: summarize(r) for c, r in per_level.items()} for v, per_level in results.items()}
-    _say()
-    _say(
+    say()
+    say(
         f"Single-key writes to agenda-db, 5 members on 127.0.0.1, fsync on, HTTP API plain, Raft plain "
         f"(plain) or over mutual TLS (tls); hey {args.duration:g} s per step, medians of {args.runs} "
         f"interleaved run(s); both clusters up throughout"
     )
-    _say(
+    say(
         format_pair_table(
             args.clients, summaries["plain"], summaries["tls"], ("plain r/s", "tls r/s", "tls/plain")
         )
     )
     flagged = [f"{v} c={c}" for v, cells in summaries.items() for c, cell in cells.items() if cell.flagged]
     if flagged:
-        _say(f"WARNING: runs with non-2xx responses or errors: {', '.join(flagged)}")
+        say(f"WARNING: runs with non-2xx responses or errors: {', '.join(flagged)}")
     load1, load5, _ = os.getloadavg()
     facts["loadavg_at_end"] = [round(load1, 2), round(load5, 2)]
-    _say(f"loadavg(1m,5m) at end={facts['loadavg_at_end']}")
+    say(f"loadavg(1m,5m) at end={facts['loadavg_at_end']}")
     if args.json:
         report = {
             "machine": facts,
@@ -534,7 +438,7 @@ def _raft_tls_cost(args: argparse.Namespace, reaper: Reaper, workdir: Path) -> i
             },
         }
         args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-        _say(f"wrote {args.json}")
+        say(f"wrote {args.json}")
     return 0
 
 
@@ -565,7 +469,7 @@ def _interleaved_writes(
                 if step.errors
                 else ""
             )
-            _say(
+            say(
                 f"  raft {variant:<5} run {run}/{args.runs} c={clients:<3} leader={name}: "
                 f"{step.rps:9.1f} req/s  p50 {_ms(step.p50_ms)}  p99 {_ms(step.p99_ms)}  ok={step.ok}{flag}"
             )

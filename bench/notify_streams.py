@@ -48,6 +48,7 @@ import yaml
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._cli import machine_facts, non_negative_float, positive_float, positive_int, print_facts, say
 from bench._cluster import (
     HOST,
     AgendaCluster,
@@ -75,15 +76,7 @@ from bench.agenda_gateway import (
     create_event_path,
     one_hour_event,
 )
-from bench.db_vs_etcd import (
-    HEY_REQUEST_TIMEOUT_S,
-    _non_negative_float,
-    _positive_float,
-    _positive_int,
-    _print_facts,
-    _say,
-    machine_facts,
-)
+from bench.db_vs_etcd import HEY_REQUEST_TIMEOUT_S
 
 PROG: Final = "notify_streams"
 REQUIRED_TOOLS: Final = {"hey": "hey", "redis-server": "redis-server"}
@@ -539,38 +532,38 @@ def build_parser() -> argparse.ArgumentParser:
             "notifications with 1 and --streams streams open."
         ),
     )
-    parser.add_argument("--streams", type=_positive_int, default=1000, help="streams held open, default 1000")
+    parser.add_argument("--streams", type=positive_int, default=1000, help="streams held open, default 1000")
     parser.add_argument(
-        "--stream-users", type=_positive_int, default=50, help="users the streams are spread over, default 50"
+        "--stream-users", type=positive_int, default=50, help="users the streams are spread over, default 50"
     )
-    parser.add_argument("--clients", type=_positive_int, default=16, help="hey's concurrency, default 16")
+    parser.add_argument("--clients", type=positive_int, default=16, help="hey's concurrency, default 16")
     parser.add_argument(
-        "--duration", type=_positive_float, default=10.0, metavar="SECONDS", help="per hey run, default 10"
+        "--duration", type=positive_float, default=10.0, metavar="SECONDS", help="per hey run, default 10"
     )
-    parser.add_argument("--runs", type=_positive_int, default=3, help="runs of each side (0/N streams)")
+    parser.add_argument("--runs", type=positive_int, default=3, help="runs of each side (0/N streams)")
     parser.add_argument(
-        "--warmup", type=_non_negative_float, default=2.0, metavar="SECONDS", help="unrecorded hey first"
+        "--warmup", type=non_negative_float, default=2.0, metavar="SECONDS", help="unrecorded hey first"
     )
     parser.add_argument(
-        "--invitations", type=_positive_int, default=200, help="invitations per latency level, default 200"
+        "--invitations", type=positive_int, default=200, help="invitations per latency level, default 200"
     )
     parser.add_argument(
         "--invite-interval",
-        type=_positive_float,
+        type=positive_float,
         default=0.05,
         metavar="SECONDS",
         help="pace of the invitations (one every ..., not a flood), default 0.05",
     )
     parser.add_argument(
         "--heartbeat",
-        type=_positive_float,
+        type=positive_float,
         default=5.0,
         metavar="SECONDS",
         help="the gateway's streams.heartbeat (keep-alive comments), default 5 (deployments: 15)",
     )
     parser.add_argument(
         "--open-concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=50,
         help="streams being opened at the same time (TLS handshakes in flight), default 50",
     )
@@ -967,25 +960,25 @@ def _main(args: argparse.Namespace, reaper: Reaper) -> int:
 
     workdir = reaper.mkdtemp("bench-notify-streams-")
     facts = machine_facts("not used", sys.executable)
-    _print_facts(facts)
+    print_facts(facts)
     (workdir / "db").mkdir()
     cluster = AgendaCluster(reaper, workdir / "db")
     try:
-        _say(f"agenda-db: starting 5 members on 127.0.0.1, fsync on, plain HTTP (under {cluster.root}) ...")
+        say(f"agenda-db: starting 5 members on 127.0.0.1, fsync on, plain HTTP (under {cluster.root}) ...")
         started = time.monotonic()
         cluster.start()
         leader = cluster.wait_healthy()
-        _say(f"agenda-db: healthy after {time.monotonic() - started:.1f} s, leader {leader.name}")
+        say(f"agenda-db: healthy after {time.monotonic() - started:.1f} s, leader {leader.name}")
         db_urls = [leader.base_url] + [m.base_url for m in cluster.members if m is not leader]
         redis_node = start_redis(reaper, workdir)
         record = {"name": redis_node.name, "host": HOST, "port": redis_node.port, "epoch": 1}
         # What agenda-redis-supervisor would write; there is one server and no failover to supervise here.
         with DBClient(db_urls) as db:
             db.put(PRIMARY_KEY, record)
-        _say(f"redis: {redis_node.name} (ACL user {REDIS_USER}); recorded under {PRIMARY_KEY} as {record}")
+        say(f"redis: {redis_node.name} (ACL user {REDIS_USER}); recorded under {PRIMARY_KEY} as {record}")
         scrub_proxy_environment()
         redis_settings = {"enabled": True, "username": REDIS_USER, "password": REDIS_PASSWORD, "tls": False}
-        _say("dev stack: User Services (2) and Group Service (1) publishing on Redis, TLS ...")
+        say("dev stack: User Services (2) and Group Service (1) publishing on Redis, TLS ...")
         started = time.monotonic()
         try:
             with DevStack(
@@ -1000,7 +993,7 @@ def _main(args: argparse.Namespace, reaper: Reaper) -> int:
                     "groups": {"redis": redis_settings},
                 },
             ) as stack:
-                _say(f"dev stack: ready after {time.monotonic() - started:.1f} s")
+                say(f"dev stack: ready after {time.monotonic() - started:.1f} s")
                 if stack.ca_file is None:
                     raise BenchError("the dev stack has no CA: it must run with TLS")
                 gateway = GunicornGateway(
@@ -1017,7 +1010,7 @@ def _main(args: argparse.Namespace, reaper: Reaper) -> int:
                 connections = connections_of(args.streams)
                 started = time.monotonic()
                 gateway.start(connections, stack.ca_file)
-                _say(
+                say(
                     f"gateway: gunicorn -k gevent -w 1 --worker-connections {connections}, TLS, "
                     f"at {gateway.url} "
                     f"(master {gateway.master}, worker {gateway.worker}), healthy after "
@@ -1036,10 +1029,10 @@ def _main(args: argparse.Namespace, reaper: Reaper) -> int:
     load1, load5, _ = os.getloadavg()
     facts["loadavg_at_end"] = [round(load1, 2), round(load5, 2)]
     report["machine"] = facts
-    _say(f"loadavg(1m,5m) at end={facts['loadavg_at_end']}")
+    say(f"loadavg(1m,5m) at end={facts['loadavg_at_end']}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-        _say(f"wrote {args.json}")
+        say(f"wrote {args.json}")
     return 0 if report["complete"] else 1
 
 
@@ -1077,7 +1070,7 @@ def _close_streams(holder: StreamHolder, gateway: GunicornGateway, heartbeat: fl
     started = time.monotonic()
     holder.close_all()
     if not _wait_released(gateway, 4 * heartbeat + 15):
-        _say(
+        say(
             f"  WARNING: the gateway still holds {gateway.inbound()} client connection(s) "
             f"{time.monotonic() - started:.0f} s after the client closed its streams"
         )
@@ -1236,7 +1229,7 @@ def _load_phase(
                 release_s=release_s,
             )
         )
-        _say(_run_line(runs[-1], args.runs))
+        say(_run_line(runs[-1], args.runs))
     return runs
 
 
@@ -1274,7 +1267,7 @@ def _latency_phase(
             problems.append(f"{level.missing} NOTIFICATION(S) MISSING after {ARRIVAL_GRACE_S:g} s")
         if not check.ok:
             problems.append(f"STREAMS LOST: {check.ended}")
-        _say(
+        say(
             f"  {total} stream(s), opened in {took:.1f} s: {level.arrived}/{level.sent} arrived, p50 "
             f"{_cell(level.p50_ms, 0).strip()} ms, p99 {_cell(level.p99_ms, 0).strip()} ms; "
             f"{check.alive}/{check.wanted} streams alive at the end" + "".join(f"  <-- {p}" for p in problems)
@@ -1326,9 +1319,9 @@ def _measure(
     started = time.monotonic()
     writers = [f"{WRITER}{index}" for index in range(2 * args.runs + 1)]  # the warm-up's, then each run's
     tokens = prepare_users(session, gateway.url, [*writers, INVITER, WATCHED, *crowd])
-    _say(f"prepared {len(tokens)} users in {time.monotonic() - started:.1f} s (through the gunicorn gateway)")
+    say(f"prepared {len(tokens)} users in {time.monotonic() - started:.1f} s (through the gunicorn gateway)")
     hub_s = _warm_up_hub(holder, tokens[WATCHED], redis_node, gateway)
-    _say(f"gateway hub: subscribed on Redis {hub_s:.2f} s after the first stream opened")
+    say(f"gateway hub: subscribed on Redis {hub_s:.2f} s after the first stream opened")
     rss_start, _ = rss_mib(worker)
 
     event_body = workdir / "create-event.json"
@@ -1344,13 +1337,13 @@ def _measure(
         for writer in writers
     ]
     owners = [(user, tokens[user]) for user in stream_owners(args.streams, crowd)]
-    _say(
+    say(
         f"load: hey -c {args.clients} -z {args.duration:g}s POST {create_event_path()} (create-event, "
         f"keep-alive, TLS), {args.runs} run(s) each with 0 and with {args.streams} streams ({len(crowd)} "
         f"users), alternating; warm-up {args.warmup:g} s"
     )
     runs = _load_phase(args, reaper, gateway, holder, creates, owners)
-    _say(
+    say(
         f"latency: {INVITER} invites {WATCHED} {args.invitations} times per level, one every "
         f"{args.invite_interval:g} s; latency = arrival at the SSE client - the notification's created"
     )
@@ -1368,9 +1361,9 @@ def _measure(
     notes = _notes(findings, workers_now, worker, sides, runs, latency_checks)
     _print_report(args, runs, sides, levels, verdict, (rss_start, rss_end, hwm_end), len(crowd))
     if missing:
-        _say(f"FAILURE: {missing} notification(s) never reached the watched stream")
+        say(f"FAILURE: {missing} notification(s) never reached the watched stream")
     for note in notes:
-        _say(f"WARNING: {note}")
+        say(f"WARNING: {note}")
     return {
         "complete": streams_held and missing == 0 and workers_now == [worker],
         "config": {
@@ -1460,22 +1453,22 @@ def _print_report(
 ) -> None:
     with_streams = [r for r in runs if r.check is not None]
     held = sum(1 for r in with_streams if r.streams_ok)
-    _say()
-    _say(
+    say()
+    say(
         f"create-event through the gateway under gunicorn -k gevent -w 1 (HTTPS; mutual TLS to the User "
         f"Service; services->DB plain HTTP, 5-member agenda-db, fsync on), hey -c {args.clients}, "
         f"{args.duration:g} s per run, medians of {args.runs} run(s) per side; gw = the gunicorn worker: "
         f"CPU ms per request, RSS and client connections held after the run"
     )
-    _say(format_load_table(sides))
+    say(format_load_table(sides))
     without, with_ = sides[0].summary, sides[-1].summary
     p99_ratio = format_ratio(ratio(with_.p99_ms, without.p99_ms))
-    _say(
+    say(
         f"with/without {args.streams} streams: p99 {p99_ratio}, p50 "
         f"{format_ratio(ratio(with_.p50_ms, without.p50_ms))}, "
         f"2xx/s {format_ratio(ratio(with_.rps, without.rps))}"
     )
-    _say(
+    say(
         f"streams: {args.streams} over {users} users; every one answered 200, sent its retry: line and was "
         f"still alive after hey in {held}/{len(with_streams)} run(s); opened in "
         f"{_secs([r.open_s for r in with_streams])} s, let go by the gateway "
@@ -1483,24 +1476,24 @@ def _print_report(
         f"worker's CPU while only holding them: {_secs([r.idle_cpu_pct for r in with_streams])}% of a core"
     )
     rss_start, rss_end, hwm_end = memory
-    _say(
+    say(
         f"gateway worker RSS: {_mib(rss_start)} MiB after start, {_mib(sides[-1].rss_mib)} MiB with "
         f"{args.streams} streams (median), {_mib(rss_end)} MiB at the end, peak {_mib(hwm_end)} MiB"
     )
-    _say()
-    _say(
+    say()
+    say(
         "notification latency, commit -> SSE client (arrival - created; created is set just before the "
         "commit)"
     )
-    _say(format_latency_table(levels))
-    _say()
-    _say(
+    say(format_latency_table(levels))
+    say()
+    say(
         f"target (>= {args.streams} streams open, create-event p99 with them <= {P99_TARGET:g}x without): "
         f"{verdict} (p99 ratio {p99_ratio})"
     )
     missing = sum(level.missing for level in levels)
     if not missing:
-        _say(f"notifications: all {sum(level.sent for level in levels)} invitations arrived")
+        say(f"notifications: all {sum(level.sent for level in levels)} invitations arrived")
 
 
 def connections_of(streams: int) -> int:

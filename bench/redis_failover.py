@@ -29,6 +29,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._cli import positive_float, positive_int, say
 from bench._cluster import (
     HOST,
     AgendaCluster,
@@ -44,7 +45,6 @@ from bench._cluster import (
     wait_until,
 )
 from bench._stats import format_ratio, median_or_none, ratio
-from bench.db_vs_etcd import _positive_float, _positive_int
 
 REQUIRED_TOOLS = {"redis-server": "redis-server", "redis-sentinel": "redis-sentinel"}
 INSTALL_LINE = "apt-get install -y redis-server redis-sentinel"
@@ -348,10 +348,6 @@ def verdict(results: Mapping[str, Sequence[KillSample]]) -> tuple[str, float | N
 # ============================================================================ processes (impure)
 
 
-def _say(text: str = "") -> None:
-    print(text, flush=True)
-
-
 def _client(port: int, timeout: float = 0.5) -> Any:
     import redis
     from redis.backoff import NoBackoff
@@ -546,7 +542,7 @@ class OursSystem(System):
     def start(self) -> None:
         started = time.monotonic()
         self.cluster.start()
-        _say(f"  ours: 5 DB members healthy after {time.monotonic() - started:.1f} s")
+        say(f"  ours: 5 DB members healthy after {time.monotonic() - started:.1f} s")
         urls = [m.base_url for m in self.cluster.members]
         ports = [n.port for n in self.nodes]
         env = clean_env({"PYTHONUNBUFFERED": "1"})
@@ -671,7 +667,7 @@ def measure(
         replica = next(n for n in nodes if n is not primary)
         extra = bool(samples) and primary.name != samples[-1].promoted
         if extra:
-            _say(
+            say(
                 f"  NOTE: {system.name} moved the primary back to {primary.name} while the killed server "
                 f"rejoined (a failover nobody asked for)"
             )
@@ -679,7 +675,7 @@ def measure(
             with contextlib.suppress(Exception):
                 samples[-1].marker_survived = primary.client.get(MARKER_KEY) == samples[-1].marker
             if not samples[-1].marker_survived:
-                _say(f"  NOTE: the marker of kill {number - 1} is no longer on the primary {primary.name}")
+                say(f"  NOTE: the marker of kill {number - 1} is no longer on the primary {primary.name}")
         marker = f"{system.name}-{number}-{uuid.uuid4().hex[:8]}"
         marker_client = _client(primary.port, 5.0)  # WAIT blocks up to 2 s: more than the usual timeout
         try:
@@ -721,7 +717,7 @@ def measure(
         )
         samples.append(sample)
         everyone = "" if system.name == "ours" else f", all {SENTINELS} sentinels {_short(reporter.all)} s"
-        _say(
+        say(
             f"  {system.name} kill {number}/{args.kills}: SIGKILL primary {primary.label} ({primary.name})"
             f" -> failover {_short(sample.failover_s)} s (writable {_short(writer.first)} s, reported "
             f"{_short(reporter.first)} s{everyone}); marker kept: {kept}; steady after {waited:.1f} s"
@@ -736,15 +732,15 @@ def run_system(name: str, reaper: Reaper, workdir: Path, args: argparse.Namespac
     root.mkdir()
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     nodes = _spawn_pair(reaper, root, binary)
-    _say(f"{name}: redis r1 {nodes[0].name} (primary), r2 {nodes[1].name} (replica) linked")
+    say(f"{name}: redis r1 {nodes[0].name} (primary), r2 {nodes[1].name} (replica) linked")
     system: System
     if name == "sentinel":
         sentinel_binary = shutil.which("redis-sentinel") or "/usr/bin/redis-sentinel"
         system = SentinelSystem(reaper, root, nodes[0].port, sentinel_binary)
-        _say(f"  sentinel: 3 redis-sentinel on {', '.join(map(str, system.ports))}, quorum {QUORUM}")
+        say(f"  sentinel: 3 redis-sentinel on {', '.join(map(str, system.ports))}, quorum {QUORUM}")
     else:
         system = OursSystem(reaper, root, nodes, args.python)
-        _say(f"  ours: 5 DB members + {SUPERVISORS} supervisors (status on {system.status_ports})")
+        say(f"  ours: 5 DB members + {SUPERVISORS} supervisors (status on {system.status_ports})")
     try:
         system.start()
         return measure(system, nodes, reaper, binary, args)
@@ -771,20 +767,20 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "--kills", type=_positive_int, default=5, help="primary SIGKILLs per system, default 5"
+        "--kills", type=positive_int, default=5, help="primary SIGKILLs per system, default 5"
     )
     parser.add_argument("--only", choices=SYSTEMS, help="benchmark one system only")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write all results as JSON")
     parser.add_argument(
         "--limit",
-        type=_positive_float,
+        type=positive_float,
         default=30.0,
         metavar="SECONDS",
         help="give up on one failover, default 30",
     )
     parser.add_argument(
         "--steady-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=90.0,
         metavar="SECONDS",
         help="wait this long for a steady state before each kill, default 90",
@@ -849,11 +845,11 @@ def _main(args: argparse.Namespace, reaper: Reaper) -> int:
             )
             return 2
     facts = machine_facts()
-    _say(
+    say(
         f"machine: nproc={facts['nproc']} kernel={facts['kernel']} loadavg(1,5,15m) at start="
         f"{facts['loadavg_at_start']}; {facts['redis_server']}; repo {facts['git_commit']}"
     )
-    _say(
+    say(
         f"{args.kills} SIGKILLs of the primary per system; down-after {DOWN_AFTER_MS} ms for both; "
         f"failover = kill -> max(replica accepts SET, system names it), each polled every "
         f"{POLL_S * 1000:.0f} ms"
@@ -863,27 +859,27 @@ def _main(args: argparse.Namespace, reaper: Reaper) -> int:
     for name in systems:
         started = time.monotonic()
         results[name] = run_system(name, reaper, workdir, args)
-        _say(f"{name}: done in {time.monotonic() - started:.0f} s")
+        say(f"{name}: done in {time.monotonic() - started:.0f} s")
     load1, load5, load15 = os.getloadavg()
     facts["loadavg_at_end"] = [round(load1, 2), round(load5, 2), round(load15, 2)]
     elapsed = time.monotonic() - began
-    _say()
-    _say(
+    say()
+    say(
         f"Redis failover (primary SIGKILLed; primary + 1 replica on 127.0.0.1; down-after "
         f"{DOWN_AFTER_MS} ms; failover = max(writable, reported), seconds from the kill)"
     )
-    _say(format_table(results))
+    say(format_table(results))
     outcome, value = verdict(results)
-    _say(f"target (ours <= Sentinel, failover medians): {outcome} ({format_ratio(value)})")
+    say(f"target (ours <= Sentinel, failover medians): {outcome} ({format_ratio(value)})")
     lost = [f"{s.system} kill {s.number}" for r in results.values() for s in r if s.marker_lost]
     if lost:
-        _say(f"WARNING: acknowledged writes lost (the marker written before the kill): {', '.join(lost)}")
+        say(f"WARNING: acknowledged writes lost (the marker written before the kill): {', '.join(lost)}")
     extra = [
         f"{s.system} before kill {s.number}" for r in results.values() for s in r if s.extra_failover_before
     ]
     if extra:
-        _say(f"WARNING: failovers nobody asked for (while the killed server rejoined): {', '.join(extra)}")
-    _say(f"loadavg(1,5,15m) at end={facts['loadavg_at_end']}; run time {elapsed:.0f} s")
+        say(f"WARNING: failovers nobody asked for (while the killed server rejoined): {', '.join(extra)}")
+    say(f"loadavg(1,5,15m) at end={facts['loadavg_at_end']}; run time {elapsed:.0f} s")
     if args.json:
         report = {
             "machine": facts,
@@ -907,7 +903,7 @@ def _main(args: argparse.Namespace, reaper: Reaper) -> int:
             "target": outcome,
         }
         args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-        _say(f"wrote {args.json}")
+        say(f"wrote {args.json}")
     return 0
 
 

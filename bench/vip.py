@@ -35,8 +35,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._cli import positive_float, positive_int, say
 from bench._cluster import Reaper, clean_env, run_under_reaper
-from bench.db_vs_etcd import _positive_float, _positive_int
 from bench.vip_util import (
     DEFAULT_SUBNET,
     failover_timeline,
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
             "another host) of agenda-vrrpd and Debian's keepalived, side by side, in throwaway containers."
         ),
     )
-    parser.add_argument("--runs", type=_positive_int, default=5, help="kills per implementation and interval")
+    parser.add_argument("--runs", type=positive_int, default=5, help="kills per implementation and interval")
     parser.add_argument(
         "--intervals",
         type=_intervals,
@@ -91,27 +91,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="A,B",
         help="implementations to measure, default ours,keepalived",
     )
-    parser.add_argument("--hosts", type=_positive_int, default=2, help="hosts in the lab (2..9), default 2")
+    parser.add_argument("--hosts", type=positive_int, default=2, help="hosts in the lab (2..9), default 2")
     parser.add_argument(
         "--subnet", default=None, help=f"the lab's network (default $VIPLAB_SUBNET or {DEFAULT_SUBNET})"
     )
     parser.add_argument(
         "--connect-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=0.05,
         metavar="SECONDS",
         help="connect timeout of each probe, default 0.05",
     )
     parser.add_argument(
         "--spacing",
-        type=_positive_float,
+        type=positive_float,
         default=0.01,
         metavar="SECONDS",
         help="a new probe starts this often (several in flight), default 0.01",
     )
     parser.add_argument(
         "--limit",
-        type=_positive_float,
+        type=positive_float,
         default=30.0,
         metavar="SECONDS",
         help="give up waiting for an answer after a kill, default 30",
@@ -130,10 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-tmp", action="store_true", help="keep the hosts' configs and logs (path printed)"
     )
     return parser
-
-
-def _say(text: str = "") -> None:
-    print(text, flush=True)
 
 
 def _output(argv: Sequence[str]) -> str:
@@ -199,7 +195,7 @@ def measure(lab: VipLab, impl: str, interval: float, args: argparse.Namespace) -
             if not lab.poll(
                 functools.partial(_seen_advert_from, capture.path, master.address), 3 * interval + 5, 0.02
             ):
-                _say(f"  WARNING: tcpdump on {watcher.name} saw no advert from {master.name} before the kill")
+                say(f"  WARNING: tcpdump on {watcher.name} saw no advert from {master.name} before the kill")
             # Kill at a random point of the advert cycle, the same sequence of points for every
             # implementation (seeded by the interval), as an unsynchronised crash would.
             time.sleep(phases.uniform(0.0, interval))
@@ -238,13 +234,13 @@ def measure(lab: VipLab, impl: str, interval: float, args: argparse.Namespace) -
         )
         shown = f"no answer within {args.limit:.0f} s" if gap is None else f"{gap:.0f} ms"
         parts = ", ".join(f"{k} {'-' if v is None else f'{v:.0f}'}" for k, v in breakdown.items())
-        _say(
+        say(
             f"  {impl:>10} advert_int {interval:g} s, kill {run}/{args.runs}: {master.name} killed -> "
             f"VIP answered from {answer} after {shown} ({attempts} probes); VIP now on {holders}"
             + (f"; ms: {parts}" if parts else "")
         )
         if len(holders) != 1:
-            _say(f"  WARNING: {len(holders)} hosts hold the VIP after the failover: {holders}")
+            say(f"  WARNING: {len(holders)} hosts hold the VIP after the failover: {holders}")
         lab.recreate(master)
     lab.wait_holders(expected=master.name, timeout=converge, settle=settle)
     return samples
@@ -279,23 +275,23 @@ def _main(args: argparse.Namespace, _reaper: Reaper) -> int:
     impls = list(args.impls)
     if "ours" in impls and not (REPO / "app" / "agenda" / "vrrp" / "__main__.py").exists():
         notes.append("app/agenda/vrrp/__main__.py does not exist (no daemon yet): keepalived only")
-        _say(f"NOTE: {notes[-1]}")
+        say(f"NOTE: {notes[-1]}")
         impls.remove("ours")
         if not impls:
             return 2
-    lab = VipLab(REPO, hosts=args.hosts, subnet=args.subnet, keep=args.keep_tmp, log=_say)
+    lab = VipLab(REPO, hosts=args.hosts, subnet=args.subnet, keep=args.keep_tmp, log=say)
     try:
         lab.open()
         facts = machine_facts(lab)
-        _say(
+        say(
             f"machine: nproc={facts['nproc']} kernel={facts['kernel']} docker={facts['docker']} "
             f"loadavg(1m,5m)={facts['loadavg_at_start']}"
         )
-        _say(
+        say(
             f"versions: keepalived {facts['keepalived_version']}, hosts' {facts['host_python']}, repo "
             f"{facts['git_commit']}{' (app/agenda/vrrp dirty)' if facts['app_vrrp_dirty'] else ''}"
         )
-        _say(
+        say(
             f"lab: {args.hosts} hosts on {lab.subnet} (h1 = {lab.hosts[0].address}, priorities "
             f"{'/'.join(str(h.priority) for h in lab.hosts)}), VIP {lab.vip}, VRID {lab.vrid}; probe: HTTPS "
             f"GET started every {args.spacing * 1000:.0f} ms, each with a "
@@ -305,41 +301,41 @@ def _main(args: argparse.Namespace, _reaper: Reaper) -> int:
         raw: dict[str, dict[float, list[dict[str, Any]]]] = {impl: {} for impl in impls}
         for interval in args.intervals:
             for impl in impls:
-                _say(f"{impl}: advert_int {interval:g} s, {args.runs} kills of h1 ...")
+                say(f"{impl}: advert_int {interval:g} s, {args.runs} kills of h1 ...")
                 raw[impl][interval] = measure(lab, impl, interval, args)
     finally:
         lab.close()
     samples = {impl: {i: [s["ms"] for s in runs] for i, runs in per.items()} for impl, per in raw.items()}
-    _say()
-    _say(
+    say()
+    say(
         f"VIP failover: docker kill of the master's host -> first HTTPS answer through the VIP from another "
         f"host; {args.hosts} hosts, priorities {'/'.join(str(h.priority) for h in lab.hosts)}, medians of "
         f"{args.runs} kills"
     )
-    _say(format_failover_table(args.intervals, samples))
+    say(format_failover_table(args.intervals, samples))
     if args.timeline:
         breakdowns = {
             impl: {i: [s["breakdown_ms"] for s in runs] for i, runs in per.items()}
             for impl, per in raw.items()
         }
-        _say()
-        _say(
+        say()
+        say(
             "Where the time went (medians, ms; from tcpdump on h2): kill phase = kill - dead master's last "
             "advert; timer late = takeover advert - last advert - Master_Down_Interval (3 x interval + "
             "skew); GARP after / answer after = first gratuitous ARP / first HTTPS answer - takeover advert"
         )
-        _say(format_breakdown_table(args.intervals, breakdowns))
+        say(format_breakdown_table(args.intervals, breakdowns))
     met, reasons = verdict(args.intervals, samples)
-    _say()
+    say()
     word = {True: "MET", False: "MISSED", None: "NOT JUDGED"}[met]
-    _say(f"target (ratio ours/keepalived <= 1.0 at each interval, ours < 1 s at 0.1 s): {word}")
+    say(f"target (ratio ours/keepalived <= 1.0 at each interval, ours < 1 s at 0.1 s): {word}")
     for reason in reasons:
-        _say(f"  {reason}")
+        say(f"  {reason}")
     load1, load5, _ = os.getloadavg()
     facts["loadavg_at_end"] = [round(load1, 2), round(load5, 2)]
-    _say(f"loadavg(1m,5m) at end={facts['loadavg_at_end']}")
+    say(f"loadavg(1m,5m) at end={facts['loadavg_at_end']}")
     for note in notes:
-        _say(f"NOTE: {note}")
+        say(f"NOTE: {note}")
     if args.json:
         report = {
             "machine": facts,
@@ -360,7 +356,7 @@ def _main(args: argparse.Namespace, _reaper: Reaper) -> int:
             "notes": notes,
         }
         args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-        _say(f"wrote {args.json}")
+        say(f"wrote {args.json}")
     with contextlib.suppress(Exception):
         sys.stdout.flush()
     return 0
