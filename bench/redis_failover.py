@@ -29,7 +29,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._cli import positive_float, positive_int, say
+from bench._cli import command_output, positive_float, positive_int, say
 from bench._cluster import (
     HOST,
     AgendaCluster,
@@ -802,16 +802,6 @@ def missing_tools() -> list[str]:
     ]
 
 
-def _output(argv: Sequence[str]) -> str:
-    try:
-        done = subprocess.run(  # noqa: S603 - fixed argv
-            list(argv), capture_output=True, text=True, timeout=10, check=False, env=clean_env()
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return done.stdout.strip() or "unknown"
-
-
 def machine_facts() -> dict[str, Any]:
     load1, load5, load15 = os.getloadavg()
     repo = Path(__file__).resolve().parent.parent
@@ -819,9 +809,11 @@ def machine_facts() -> dict[str, Any]:
         "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "kernel": platform.release(),
         "python_version": platform.python_version(),
-        "redis_server": _output([shutil.which("redis-server") or "/usr/bin/redis-server", "--version"]),
-        "redis_py": _output([sys.executable, "-c", "import redis; print(redis.__version__)"]),
-        "git_commit": _output(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"]),
+        "redis_server": command_output(
+            [shutil.which("redis-server") or "/usr/bin/redis-server", "--version"]
+        ),
+        "redis_py": command_output([sys.executable, "-c", "import redis; print(redis.__version__)"]),
+        "git_commit": command_output(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"]),
         "loadavg_at_start": [round(load1, 2), round(load5, 2), round(load15, 2)],
     }
 
