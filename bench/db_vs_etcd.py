@@ -166,11 +166,7 @@ def bench_load(
     results: dict[int, list[StepResult]] = {c: [] for c in args.clients}
     targets: list[dict[str, Any]] = []
 
-    def leader_url() -> tuple[str, str]:
-        leader = cluster.wait_healthy(timeout=cluster.health_timeout)
-        return leader.name, leader.base_url + spec.path
-
-    name, url = leader_url()
+    name, url = _leader_url(cluster, spec)
     say(
         f"{cluster.system} {kind}s: load goes to the LEADER {name} ({url}, "
         f"found with {cluster.leader_method})"
@@ -179,20 +175,37 @@ def bench_load(
         run_hey(reaper, url, spec.method, body_file, max(args.clients), args.warmup)
     for run in range(1, args.runs + 1):
         for clients in args.clients:
-            name, url = leader_url()
-            step = run_hey(reaper, url, spec.method, body_file, clients, args.duration)
+            label = f"{cluster.system} {kind} run {run}/{args.runs}"
+            name, url, step = _step(cluster, reaper, spec, body_file, clients, args.duration, label)
             results[clients].append(step)
             targets.append({"run": run, "clients": clients, "leader": name, "url": url})
-            flag = (
-                f"  <-- {step.errors} non-2xx/errors {step.status_codes} {step.error_kinds}"
-                if step.errors
-                else ""
-            )
-            say(
-                f"  {cluster.system} {kind} run {run}/{args.runs} c={clients:<3} leader={name}: "
-                f"{step.rps:9.1f} req/s  p50 {_ms(step.p50_ms)}  p99 {_ms(step.p99_ms)}  ok={step.ok}{flag}"
-            )
     return results, targets
+
+
+def _leader_url(cluster: Cluster, spec: WriteSpec) -> tuple[str, str]:
+    """The name of the cluster's leader (waiting for one) and the URL of `spec` on it."""
+    leader = cluster.wait_healthy(timeout=cluster.health_timeout)
+    return leader.name, leader.base_url + spec.path
+
+
+def _step(
+    cluster: Cluster,
+    reaper: Reaper,
+    spec: WriteSpec,
+    body_file: Path | None,
+    clients: int,
+    duration: float,
+    label: str,
+) -> tuple[str, str, StepResult]:
+    """One hey step aimed at the cluster's current leader, reported in one line: (leader, URL, result)."""
+    name, url = _leader_url(cluster, spec)
+    step = run_hey(reaper, url, spec.method, body_file, clients, duration)
+    flag = f"  <-- {step.errors} non-2xx/errors {step.status_codes} {step.error_kinds}" if step.errors else ""
+    say(
+        f"  {label} c={clients:<3} leader={name}: "
+        f"{step.rps:9.1f} req/s  p50 {_ms(step.p50_ms)}  p99 {_ms(step.p99_ms)}  ok={step.ok}{flag}"
+    )
+    return name, url, step
 
 
 def _ms(value: float | None) -> str:
@@ -451,28 +464,18 @@ def _interleaved_writes(
     body_file = workdir / "raft-tls-cost-body.json"
     body_file.write_bytes(spec.body)
 
-    def leader_url(variant: str) -> tuple[str, str]:
-        cluster = clusters[variant]
-        leader = cluster.wait_healthy(timeout=cluster.health_timeout)
-        return leader.name, leader.base_url + spec.path
-
     if args.warmup > 0:
-        for variant in clusters:
-            run_hey(reaper, leader_url(variant)[1], spec.method, body_file, max(args.clients), args.warmup)
+        for cluster in clusters.values():
+            run_hey(
+                reaper, _leader_url(cluster, spec)[1], spec.method, body_file, max(args.clients), args.warmup
+            )
     for run, variant in interleaved(list(clusters), args.runs):
         for clients in args.clients:
-            name, url = leader_url(variant)
-            step = run_hey(reaper, url, spec.method, body_file, clients, args.duration)
+            label = f"raft {variant:<5} run {run}/{args.runs}"
+            _name, _url, step = _step(
+                clusters[variant], reaper, spec, body_file, clients, args.duration, label
+            )
             results[variant][clients].append(step)
-            flag = (
-                f"  <-- {step.errors} non-2xx/errors {step.status_codes} {step.error_kinds}"
-                if step.errors
-                else ""
-            )
-            say(
-                f"  raft {variant:<5} run {run}/{args.runs} c={clients:<3} leader={name}: "
-                f"{step.rps:9.1f} req/s  p50 {_ms(step.p50_ms)}  p99 {_ms(step.p99_ms)}  ok={step.ok}{flag}"
-            )
     return results
 
 
