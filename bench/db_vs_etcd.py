@@ -154,31 +154,42 @@ def run_hey(
     return run_hey_request(reaper, request, clients, duration)
 
 
-def bench_load(
-    cluster: Cluster, reaper: Reaper, args: argparse.Namespace, workdir: Path, kind: str, spec: WriteSpec
-) -> tuple[dict[int, list[StepResult]], list[dict[str, Any]]]:
-    """All runs x levels of one `kind` of request (`spec`) against one (already healthy) cluster, always
-    aimed at its current leader."""
-    body_file: Path | None = None
-    if spec.body:
-        body_file = workdir / f"{cluster.system}-{kind}-body.json"
-        body_file.write_bytes(spec.body)
-    results: dict[int, list[StepResult]] = {c: [] for c in args.clients}
-    targets: list[dict[str, Any]] = []
-
-    name, url = _leader_url(cluster, spec)
-    say(
-        f"{cluster.system} {kind}s: load goes to the LEADER {name} ({url}, "
-        f"found with {cluster.leader_method})"
-    )
-    if args.warmup > 0:
-        run_hey(reaper, url, spec.method, body_file, max(args.clients), args.warmup)
-    for run in range(1, args.runs + 1):
+def interleaved_load(
+    clusters: Mapping[str, Cluster],
+    reaper: Reaper,
+    args: argparse.Namespace,
+    workdir: Path,
+    kind: str,
+    specs: Mapping[str, WriteSpec],
+) -> tuple[dict[str, dict[int, list[StepResult]]], dict[str, list[dict[str, Any]]]]:
+    """All runs x levels of one `kind` of request (`specs[name]`) on every cluster (all of them up and
+    healthy), always aimed at its current leader; the clusters take turns run by run in the order
+    :func:`interleaved` gives, so a machine that drifts during the benchmark favours none of them.
+    Returns, per cluster name, the results by client count and where each step was sent."""
+    results: dict[str, dict[int, list[StepResult]]] = {
+        name: {c: [] for c in args.clients} for name in clusters
+    }
+    targets: dict[str, list[dict[str, Any]]] = {name: [] for name in clusters}
+    body_files: dict[str, Path | None] = {}
+    for name, cluster in clusters.items():
+        spec = specs[name]
+        body_file = None
+        if spec.body:
+            body_file = workdir / f"{name}-{kind}-body.json"
+            body_file.write_bytes(spec.body)
+        body_files[name] = body_file
+        leader, url = _leader_url(cluster, spec)
+        say(f"{name} {kind}s: load goes to the LEADER {leader} ({url}, found with {cluster.leader_method})")
+        if args.warmup > 0:
+            run_hey(reaper, url, spec.method, body_files[name], max(args.clients), args.warmup)
+    for run, name in interleaved(list(clusters), args.runs):
         for clients in args.clients:
-            label = f"{cluster.system} {kind} run {run}/{args.runs}"
-            name, url, step = _step(cluster, reaper, spec, body_file, clients, args.duration, label)
-            results[clients].append(step)
-            targets.append({"run": run, "clients": clients, "leader": name, "url": url})
+            label = f"{name} {kind} run {run}/{args.runs}"
+            leader, url, step = _step(
+                clusters[name], reaper, specs[name], body_files[name], clients, args.duration, label
+            )
+            results[name][clients].append(step)
+            targets[name].append({"run": run, "clients": clients, "leader": leader, "url": url})
     return results, targets
 
 
@@ -271,6 +282,8 @@ def _main(args: argparse.Namespace, reaper: Reaper) -> int:
             "tls": "off for both (plain HTTP, unencrypted Raft/peer traffic)",
             "load_tool": "hey (keep-alive), single key, sent to the leader",
             "systems": systems,
+            # Load mode: both clusters up throughout, taking turns run by run in this order.
+            "order": [f"run {run}: {system}" for run, system in interleaved(systems, args.runs)],
             "etcd_timers_ms": {
                 "election": args.etcd_election_timeout or "default (1000)",
                 "heartbeat": args.etcd_heartbeat or "default (100)",
@@ -315,23 +328,29 @@ def _main(args: argparse.Namespace, reaper: Reaper) -> int:
         # kind -> system -> clients -> summary; writes first, so the reads find the key written.
         summaries: dict[str, dict[str, dict[int, StepSummary]]] = {kind: {} for kind in LOAD_KINDS}
         raw: dict[str, dict[str, Any]] = {kind: {} for kind in LOAD_KINDS}
-        for system in systems:
-            cluster = _make(system, reaper, workdir, args)
-            try:
-                _start(cluster)
+        # Both clusters up throughout, taking turns run by run (see interleaved_load).
+        clusters: dict[str, Cluster] = {}
+        try:
+            for system in systems:
+                clusters[system] = _make(system, reaper, workdir, args)
+                _start(clusters[system])
+            for kind in LOAD_KINDS:
                 specs = {
-                    "write": cluster.write_spec(KEY, "v" * args.value_size),
-                    "read": cluster.read_spec(KEY),
+                    system: cluster.write_spec(KEY, "v" * args.value_size)
+                    if kind == "write"
+                    else cluster.read_spec(KEY)
+                    for system, cluster in clusters.items()
                 }
-                for kind in LOAD_KINDS:
-                    results, targets = bench_load(cluster, reaper, args, workdir, kind, specs[kind])
-                    summaries[kind][system] = {c: summarize(r) for c, r in results.items()}
+                results, targets = interleaved_load(clusters, reaper, args, workdir, kind, specs)
+                for system in clusters:
+                    summaries[kind][system] = {c: summarize(r) for c, r in results[system].items()}
                     raw[kind][system] = {
-                        "targets": targets,
-                        "runs": {str(c): [s.as_dict() for s in r] for c, r in results.items()},
+                        "targets": targets[system],
+                        "runs": {str(c): [s.as_dict() for s in r] for c, r in results[system].items()},
                         "median": {str(c): s.as_dict() for c, s in summaries[kind][system].items()},
                     }
-            finally:
+        finally:
+            for cluster in clusters.values():
                 cluster.stop()
         for kind, title in (
             ("write", "Single-key writes"),
@@ -341,8 +360,8 @@ def _main(args: argparse.Namespace, reaper: Reaper) -> int:
             say()
             say(
                 f"{title}, 5 members each on 127.0.0.1, fsync on, load sent to each LEADER, hey "
-                f"{args.duration:g} s per step, medians of {args.runs} run(s); err = non-2xx + transport "
-                f"errors summed over runs ('!' = at least one run had errors)"
+                f"{args.duration:g} s per step, medians of {args.runs} run(s), the systems taking turns; "
+                f"err = non-2xx + transport errors summed over runs ('!' = at least one run had errors)"
             )
             say(format_load_table(args.clients, per_system.get("etcd"), per_system.get("agenda")))
             flagged = [
@@ -402,7 +421,10 @@ def _raft_tls_cost(args: argparse.Namespace, reaper: Reaper, workdir: Path) -> i
             )
             say(f"agenda-db with {'Raft over mutual TLS' if variant == 'tls' else 'plain Raft'}:")
             _start(clusters[variant])
-        results = _interleaved_writes(clusters, reaper, args, workdir)
+        spec = clusters["plain"].write_spec(KEY, "v" * args.value_size)
+        results, _targets = interleaved_load(
+            clusters, reaper, args, workdir, "write", {variant: spec for variant in clusters}
+        )
     finally:
         for cluster in clusters.values():
             cluster.stop()
@@ -453,30 +475,6 @@ def _raft_tls_cost(args: argparse.Namespace, reaper: Reaper, workdir: Path) -> i
         args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
         say(f"wrote {args.json}")
     return 0
-
-
-def _interleaved_writes(
-    clusters: Mapping[str, Cluster], reaper: Reaper, args: argparse.Namespace, workdir: Path
-) -> dict[str, dict[int, list[StepResult]]]:
-    """Every run: all levels on one cluster, then on the other (the order flipping run by run)."""
-    results: dict[str, dict[int, list[StepResult]]] = {v: {c: [] for c in args.clients} for v in clusters}
-    spec = next(iter(clusters.values())).write_spec(KEY, "v" * args.value_size)
-    body_file = workdir / "raft-tls-cost-body.json"
-    body_file.write_bytes(spec.body)
-
-    if args.warmup > 0:
-        for cluster in clusters.values():
-            run_hey(
-                reaper, _leader_url(cluster, spec)[1], spec.method, body_file, max(args.clients), args.warmup
-            )
-    for run, variant in interleaved(list(clusters), args.runs):
-        for clients in args.clients:
-            label = f"raft {variant:<5} run {run}/{args.runs}"
-            _name, _url, step = _step(
-                clusters[variant], reaper, spec, body_file, clients, args.duration, label
-            )
-            results[variant][clients].append(step)
-    return results
 
 
 def _make(system: str, reaper: Reaper, workdir: Path, args: argparse.Namespace) -> Cluster:

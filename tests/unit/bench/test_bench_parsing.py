@@ -340,33 +340,67 @@ def test_each_system_reads_the_key_linearizably_as_its_clients_do_by_default() -
     assert (agenda.method, agenda.path, agenda.body) == ("GET", "/v1/kv/bench-key", b"")
 
 
-@pytest.mark.parametrize(("spec", "has_body"), [(("GET", "/k", b""), False), (("PUT", "/k", b"{}"), True)])
-def test_a_request_without_a_body_is_sent_without_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: tuple[str, str, bytes], has_body: bool
-) -> None:
+class OneLeader:
+    """A cluster whose leader is always the member listening on `api_port` (nothing runs)."""
+
+    health_timeout = 1.0
+    leader_method = "scripted"
+
+    def __init__(self, name: str, api_port: int, tmp_path: Path) -> None:
+        self.member = cluster_mod.Member(name, (api_port - 1, api_port), tmp_path, tmp_path / "log")
+
+    def wait_healthy(self, timeout: float) -> cluster_mod.Member:
+        return self.member
+
+
+def scripted_hey(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """hey's argv of every step, in order; each step answers HEY_OK."""
     sent: list[list[str]] = []
-
-    class OneLeader:
-        system = "agenda"
-        health_timeout = 1.0
-        leader_method = "scripted"
-
-        def wait_healthy(self, timeout: float) -> cluster_mod.Member:
-            return cluster_mod.Member("n1", (1, 2), tmp_path, tmp_path / "log")
 
     def hey(_reaper: object, request: cli.HeyRequest, clients: int, duration: float) -> stats.StepResult:
         sent.append(request.argv(clients, duration))
         return stats.parse_hey(HEY_OK, clients)
 
     monkeypatch.setattr(cli, "run_hey_request", hey)
+    return sent
+
+
+@pytest.mark.parametrize(("spec", "has_body"), [(("GET", "/k", b""), False), (("PUT", "/k", b"{}"), True)])
+def test_a_request_without_a_body_is_sent_without_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: tuple[str, str, bytes], has_body: bool
+) -> None:
+    sent = scripted_hey(monkeypatch)
     args = cli.build_parser().parse_args(["--clients", "1,4", "--runs", "2", "--warmup", "0"])
-    results, targets = cli.bench_load(
-        OneLeader(), cluster_mod.Reaper(), args, tmp_path, "read", cluster_mod.WriteSpec(*spec)
+    results, targets = cli.interleaved_load(
+        {"agenda": OneLeader("n1", 2, tmp_path)},  # type: ignore[dict-item]
+        cluster_mod.Reaper(),
+        args,
+        tmp_path,
+        "read",
+        {"agenda": cluster_mod.WriteSpec(*spec)},
     )
-    assert {c: len(r) for c, r in results.items()} == {1: 2, 4: 2}
-    assert len(targets) == 4
+    assert {c: len(r) for c, r in results["agenda"].items()} == {1: 2, 4: 2}
+    assert len(targets["agenda"]) == 4
     assert all(("-D" in argv) is has_body for argv in sent)
     assert all(argv[argv.index("-m") + 1] == spec[0] for argv in sent)
+
+
+def test_the_systems_take_turns_run_by_run_each_at_its_own_leader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent = scripted_hey(monkeypatch)
+    args = cli.build_parser().parse_args(["--clients", "1,4", "--runs", "3", "--warmup", "0.5"])
+    clusters = {"etcd": OneLeader("e1", 2002, tmp_path), "agenda": OneLeader("n1", 3002, tmp_path)}
+    specs = {
+        "etcd": cluster_mod.WriteSpec("POST", "/e", b"{}"),
+        "agenda": cluster_mod.WriteSpec("PUT", "/a", b"{}"),
+    }
+    results, targets = cli.interleaved_load(clusters, cluster_mod.Reaper(), args, tmp_path, "write", specs)  # type: ignore[arg-type]
+    paths = [argv[-1].rsplit(":", 1)[1] for argv in sent]
+    # The warm-ups (one each, at the highest level), then runs 1, 2, 3: etcd first, then agenda first...
+    assert paths == ["2002/e", "3002/a"] + ["2002/e"] * 2 + ["3002/a"] * 4 + ["2002/e"] * 4 + ["3002/a"] * 2
+    assert [t["run"] for t in targets["agenda"]] == [1, 1, 2, 2, 3, 3]
+    assert {c: len(r) for c, r in results["etcd"].items()} == {1: 3, 4: 3}
 
 
 # ------------------------------------------------------------------------------- --raft-tls-cost
