@@ -61,10 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="db_vs_etcd",
         description=(
-            "Start a 5-member etcd and a 5-member agenda-db cluster on 127.0.0.1 (one after the other), "
-            "drive single-key writes, then linearizable reads of that key, to each leader with hey at the "
-            "same concurrency levels (fsync on for both) and print medians; or, with --failover, measure "
-            "the leader-failover write gap."
+            "Start a 5-member etcd and a 5-member agenda-db cluster on 127.0.0.1, drive single-key writes, "
+            "then linearizable reads of that key, to each leader with hey at the same concurrency levels "
+            "(fsync on for both; the two systems take turns run by run) and print medians; or, with "
+            "--failover, measure the leader-failover write gap (one cluster at a time)."
         ),
     )
     add_load_arguments(

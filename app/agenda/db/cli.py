@@ -9,7 +9,7 @@ The member's certificate (``tls.cert``/``tls.key``, checked against ``tls.ca``) 
 and, with ``raft_tls`` (on by default whenever ``tls.enabled`` is), its Raft links: see
 :mod:`agenda.db.rafttls` for what that protects. ``raft_tls: false`` (``--no-raft-tls``) is for tests and
 benchmarks; ``raft_tls: true`` with ``tls.enabled: false`` runs Raft over TLS behind a plain HTTP API
-(how ``bench/db_vs_etcd.py --raft-tls both`` measures what TLS costs Raft alone).
+(how ``bench/db_vs_etcd.py --raft-tls-cost`` measures what TLS costs Raft alone).
 
 The HTTP API is served inside the same process as the Raft node: the node must be a single process (one
 Raft identity, one journal), which rules out pre-fork servers such as gunicorn, and a single process also

@@ -10,9 +10,9 @@ pysyncobj sends for it, and the leader keeps each member's highest echoed stamp 
 of an older version ignores the stamp and echoes nothing, so reads then fall back to the log. It also
 (8) hands pysyncobj each AppendEntries trimmed to Raft's receiver rule
 (:func:`~agenda.db.append_rule.trim_known_entries`), so a follower never deletes entries it has unless
-they conflict. Why (2) to (4) matter is in
-:mod:`agenda.db.node` ("Timers" and "Membership"). The pysyncobj callbacks it
-refines reach it through the public hooks of :class:`~agenda.db.pysyncobj_adapter.TransportBase`.
+they conflict. Why (2) to (4) matter is in :mod:`agenda.db.node` ("Timers" and "Membership"). The
+pysyncobj callbacks it refines reach it through the public hooks of
+:class:`~agenda.db.pysyncobj_adapter.TransportBase`.
 
 With Raft over TLS (the node's ``raft_tls``, :mod:`agenda.db.rafttls`), all of the above runs inside
 mutually authenticated TLS links, and this transport (6) lets a dialler name itself only with a Raft
